@@ -72,13 +72,13 @@ pub fn validate_object(crds: &[CustomResourceDefinition], object: &Value) -> Res
 pub fn validate_value(schema: &Value, object: &Value) -> Vec<FieldError> {
     let mut errors = Vec::new();
     structural(schema, object, "", &mut errors, true);
-    if errors.is_empty() {
-        if let Err(cel) = kube_cel::Validator::new().validate(schema, object, None) {
-            errors.extend(cel.into_vec().into_iter().map(|e| FieldError {
-                path: e.field_path.trim_start_matches('.').to_string(),
-                message: e.message,
-            }));
-        }
+    if errors.is_empty()
+        && let Err(cel) = kube_cel::Validator::new().validate(schema, object, None)
+    {
+        errors.extend(cel.into_vec().into_iter().map(|e| FieldError {
+            path: e.field_path.trim_start_matches('.').to_string(),
+            message: e.message,
+        }));
     }
     errors
 }
@@ -150,26 +150,26 @@ fn structural(schema: &Value, v: &Value, path: &str, errors: &mut Vec<FieldError
             return;
         }
     }
-    if let Some(allowed) = schema.get("enum").and_then(Value::as_array) {
-        if !allowed.contains(v) {
-            let names: Vec<String> = allowed.iter().map(|a| a.to_string()).collect();
-            push(errors, path, format!("unsupported value {v}: supported values are {}", names.join(", ")));
-        }
+    if let Some(allowed) = schema.get("enum").and_then(Value::as_array)
+        && !allowed.contains(v)
+    {
+        let names: Vec<String> = allowed.iter().map(|a| a.to_string()).collect();
+        push(errors, path, format!("unsupported value {v}: supported values are {}", names.join(", ")));
     }
     match v {
         Value::Number(n) => number_bounds(schema, n.as_f64().unwrap_or(f64::NAN), path, errors),
         Value::String(s) => string_bounds(schema, s, path, errors),
         Value::Array(items) => {
             let len = items.len() as u64;
-            if let Some(min) = schema.get("minItems").and_then(Value::as_u64) {
-                if len < min {
-                    push(errors, path, format!("must have at least {min} items, has {len}"));
-                }
+            if let Some(min) = schema.get("minItems").and_then(Value::as_u64)
+                && len < min
+            {
+                push(errors, path, format!("must have at least {min} items, has {len}"));
             }
-            if let Some(max) = schema.get("maxItems").and_then(Value::as_u64) {
-                if len > max {
-                    push(errors, path, format!("must have at most {max} items, has {len}"));
-                }
+            if let Some(max) = schema.get("maxItems").and_then(Value::as_u64)
+                && len > max
+            {
+                push(errors, path, format!("must have at most {max} items, has {len}"));
             }
             if let Some(item_schema) = schema.get("items") {
                 for (i, item) in items.iter().enumerate() {
@@ -232,15 +232,15 @@ fn number_bounds(schema: &Value, n: f64, path: &str, errors: &mut Vec<FieldError
 
 fn string_bounds(schema: &Value, s: &str, path: &str, errors: &mut Vec<FieldError>) {
     let len = s.chars().count() as u64;
-    if let Some(min) = schema.get("minLength").and_then(Value::as_u64) {
-        if len < min {
-            push(errors, path, format!("must be at least {min} characters"));
-        }
+    if let Some(min) = schema.get("minLength").and_then(Value::as_u64)
+        && len < min
+    {
+        push(errors, path, format!("must be at least {min} characters"));
     }
-    if let Some(max) = schema.get("maxLength").and_then(Value::as_u64) {
-        if len > max {
-            push(errors, path, format!("must be at most {max} characters"));
-        }
+    if let Some(max) = schema.get("maxLength").and_then(Value::as_u64)
+        && len > max
+    {
+        push(errors, path, format!("must be at most {max} characters"));
     }
     if let Some(pattern) = schema.get("pattern").and_then(Value::as_str) {
         match regex::Regex::new(pattern) {

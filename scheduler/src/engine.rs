@@ -1,0 +1,808 @@
+//! The scheduler engine: request lifecycle, device slots, caches and the dispatch loop
+//! around the active policy.
+
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
+
+use crate::admission::{AdmissionMode, Rejection, TokenBuckets};
+use crate::cache::{DeviceCache, Eviction};
+use crate::devset::DeviceSet;
+use crate::model::{Cluster, DeviceId, Function, FunctionId, Nanos, Request};
+use crate::policy::{Cx, Pick, Policy, PolicyConfig, Queued, Rank, Registry};
+use crate::{ConfigError, Granularity, ReqId, SchedulerConfig};
+
+/// Start `kernels` kernels of a request on a device.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub struct Dispatch {
+    /// The request.
+    pub id: ReqId,
+    /// Its function.
+    pub function: FunctionId,
+    /// Where it runs.
+    pub device: DeviceId,
+    /// Index of the first kernel this dispatch runs.
+    pub kernel: u16,
+    /// How many kernels it runs (all of them at request granularity).
+    pub kernels: u16,
+    /// Whether completing it completes the request.
+    pub last: bool,
+    /// Whether the function had to be made resident first (a cold start).
+    pub cold: bool,
+    /// Expected cold-start time before the kernels run (0 when warm).
+    pub load: Nanos,
+    /// Expected warm run time of the kernels.
+    pub expected: Nanos,
+    /// When it was dispatched.
+    pub start: Nanos,
+    /// The request's arrival.
+    pub arrival: Nanos,
+    /// The request's absolute deadline.
+    pub deadline: Nanos,
+}
+
+/// What completing a dispatch did.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub enum Completed {
+    /// The request is done; its handle is no longer valid.
+    Request,
+    /// More kernels follow; the next is queued on the same device.
+    Kernel,
+}
+
+/// A request answered with an error without running: it can no longer meet its deadline.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub struct Dropped {
+    /// The request.
+    pub id: ReqId,
+    /// Its function.
+    pub function: FunctionId,
+    /// Its arrival.
+    pub arrival: Nanos,
+    /// When it was dropped.
+    pub at: Nanos,
+}
+
+/// A request that was running or waiting on a device that failed. The scheduler has
+/// forgotten it; the caller retries it (as a new submission) or answers it.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub struct Lost {
+    /// The old handle.
+    pub id: ReqId,
+    /// The request, to resubmit.
+    pub request: Request,
+}
+
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+enum Phase {
+    Free,
+    Queued,
+    /// Running kernels `[kernel, kernel + kernels)` on a device.
+    Running {
+        device: DeviceId,
+        kernel: u16,
+        kernels: u16,
+    },
+    /// Waiting on a device for its next kernel.
+    Continuing {
+        device: DeviceId,
+        kernel: u16,
+    },
+}
+
+#[derive(Copy, Clone, Debug)]
+struct ReqState {
+    generation: u32,
+    phase: Phase,
+    request: Request,
+    seq: u64,
+    rank: Rank,
+}
+
+/// The scheduling engine. See the crate documentation.
+pub struct Scheduler {
+    cluster: Cluster,
+    functions: Vec<Function>,
+    registry: Registry,
+    policy: Box<dyn Policy>,
+    config: SchedulerConfig,
+    caches: Vec<DeviceCache>,
+    free_slots: Vec<u32>,
+    free: DeviceSet,
+    healthy: DeviceSet,
+    class_sets: Vec<DeviceSet>,
+    resident: Vec<DeviceSet>,
+    runnable: Vec<DeviceSet>,
+    running: Vec<Vec<(ReqId, Nanos)>>,
+    busy_until: Vec<Nanos>,
+    continuations: Vec<BinaryHeap<Reverse<(Rank, ReqId)>>>,
+    has_continuation: DeviceSet,
+    requests: Vec<ReqState>,
+    free_ids: Vec<u32>,
+    tokens: TokenBuckets,
+    /// Expected remaining work of admitted requests, in nanoseconds on each one's fastest class.
+    backlog: f64,
+    /// Healthy slots weighted by class speed relative to the fastest class.
+    capacity: f64,
+    seq: u64,
+    dropped: Vec<Dropped>,
+    evicted: Vec<FunctionId>,
+}
+
+/// Builds the policy context from the scheduler's fields (a macro so the policy itself
+/// can stay mutably borrowed).
+macro_rules! cx {
+    ($s:ident, $now:expr, $live:ident) => {{
+        let requests = &$s.requests;
+        $live = move |id: ReqId| {
+            requests
+                .get(id.index())
+                .is_some_and(|r| r.generation == id.generation() && r.phase == Phase::Queued)
+        };
+        Cx {
+            now: $now,
+            cluster: &$s.cluster,
+            functions: &$s.functions,
+            free: &$s.free,
+            resident: &$s.resident,
+            runnable: &$s.runnable,
+            caches: &$s.caches,
+            busy_until: &$s.busy_until,
+            healthy: &$s.healthy,
+            class_sets: &$s.class_sets,
+            live: &$live,
+        }
+    }};
+}
+
+impl Scheduler {
+    /// A scheduler over `cluster` with the built-in policies.
+    pub fn new(cluster: Cluster, config: SchedulerConfig) -> Result<Self, ConfigError> {
+        Self::with_registry(cluster, config, Registry::builtin())
+    }
+
+    /// A scheduler whose policies come from `registry` (built-ins plus your own).
+    pub fn with_registry(
+        cluster: Cluster,
+        config: SchedulerConfig,
+        registry: Registry,
+    ) -> Result<Self, ConfigError> {
+        if config.token_bucket_burst < 1.0 || !config.token_bucket_burst.is_finite() {
+            return Err(ConfigError::Model(format!(
+                "token bucket burst must be at least 1, got {}",
+                config.token_bucket_burst
+            )));
+        }
+        for c in &cluster.classes {
+            if c.slots == 0 || c.speed.is_nan() || c.speed <= 0.0 {
+                return Err(ConfigError::Model(format!("class {} needs slots ≥ 1 and speed > 0", c.name)));
+            }
+        }
+        let policy = registry.build(&config.policy)?;
+        let n = cluster.devices.len();
+        let mut class_sets = vec![DeviceSet::new(n); cluster.classes.len()];
+        let mut healthy = DeviceSet::new(n);
+        for (i, dev) in cluster.devices.iter().enumerate() {
+            let c = dev.class.0 as usize;
+            if c >= cluster.classes.len() {
+                return Err(ConfigError::Model(format!("device {} has unknown class {c}", dev.name)));
+            }
+            class_sets[c].insert(DeviceId(i as u32));
+            healthy.insert(DeviceId(i as u32));
+        }
+        let caches = (0..n)
+            .map(|i| DeviceCache::new(cluster.class_of(DeviceId(i as u32)).memory_bytes, config.eviction))
+            .collect();
+        let free_slots: Vec<u32> = (0..n).map(|i| cluster.class_of(DeviceId(i as u32)).slots).collect();
+        let mut s = Scheduler {
+            free: healthy.clone(),
+            healthy,
+            class_sets,
+            caches,
+            free_slots,
+            running: vec![Vec::new(); n],
+            busy_until: vec![0; n],
+            continuations: vec![BinaryHeap::new(); n],
+            has_continuation: DeviceSet::new(n),
+            cluster,
+            functions: Vec::new(),
+            registry,
+            policy,
+            config,
+            resident: Vec::new(),
+            runnable: Vec::new(),
+            requests: Vec::new(),
+            free_ids: Vec::new(),
+            tokens: TokenBuckets::default(),
+            backlog: 0.0,
+            capacity: 0.0,
+            seq: 0,
+            dropped: Vec::new(),
+            evicted: Vec::new(),
+        };
+        s.capacity = s.healthy.iter().map(|d| s.slot_capacity(d)).sum();
+        Ok(s)
+    }
+
+    fn slot_capacity(&self, d: DeviceId) -> f64 {
+        let max_speed = self.cluster.classes.iter().map(|c| c.speed).fold(0.0, f64::max);
+        let c = self.cluster.class_of(d);
+        c.slots as f64 * c.speed / max_speed
+    }
+
+    /// Adds a function; returns its id.
+    pub fn add_function(&mut self, f: Function) -> Result<FunctionId, ConfigError> {
+        let id = FunctionId(self.functions.len() as u32);
+        self.functions.push(f);
+        self.resident.push(DeviceSet::new(self.cluster.devices.len()));
+        self.runnable.push(DeviceSet::new(self.cluster.devices.len()));
+        if let Err(e) = self.update_function(id, self.functions[id.0 as usize].clone()) {
+            self.functions.pop();
+            self.resident.pop();
+            self.runnable.pop();
+            return Err(e);
+        }
+        Ok(id)
+    }
+
+    /// Replaces a function's model (a new profile, say). Queued requests keep their deadlines.
+    pub fn update_function(&mut self, id: FunctionId, f: Function) -> Result<(), ConfigError> {
+        let classes = self.cluster.classes.len();
+        if f.runtime.len() != classes || f.load_time.len() != classes {
+            return Err(ConfigError::Model(format!(
+                "function {} gives {} runtimes and {} load times for {classes} classes",
+                f.name,
+                f.runtime.len(),
+                f.load_time.len()
+            )));
+        }
+        if f.weight == 0 || f.kernel_shares.iter().any(|s| s.is_nan() || *s < 0.0) {
+            return Err(ConfigError::Model(format!(
+                "function {} needs weight ≥ 1 and kernel shares ≥ 0",
+                f.name
+            )));
+        }
+        let mut runnable = DeviceSet::new(self.cluster.devices.len());
+        for (i, dev) in self.cluster.devices.iter().enumerate() {
+            let class = &self.cluster.classes[dev.class.0 as usize];
+            if f.runtime_on(dev.class).is_some() && f.resident_bytes + f.working_bytes <= class.memory_bytes {
+                runnable.insert(DeviceId(i as u32));
+            }
+        }
+        self.runnable[id.0 as usize] = runnable;
+        self.functions[id.0 as usize] = f;
+        Ok(())
+    }
+
+    /// The function table.
+    pub fn functions(&self) -> &[Function] {
+        &self.functions
+    }
+
+    /// The cluster.
+    pub fn cluster(&self) -> &Cluster {
+        &self.cluster
+    }
+
+    /// The active configuration.
+    pub fn config(&self) -> &SchedulerConfig {
+        &self.config
+    }
+
+    /// Name of the active policy.
+    pub fn policy_name(&self) -> &str {
+        self.policy.name()
+    }
+
+    /// Whether the active policy is work-conserving.
+    pub fn work_conserving(&self) -> bool {
+        self.policy.work_conserving()
+    }
+
+    /// Requests waiting in the policy's queue (not yet started).
+    pub fn queued(&self) -> usize {
+        self.requests.iter().filter(|r| r.phase == Phase::Queued).count()
+    }
+
+    /// Free slots of a device.
+    pub fn free_slots(&self, d: DeviceId) -> u32 {
+        self.free_slots[d.0 as usize]
+    }
+
+    /// Memory in use on a device and its capacity, in bytes.
+    pub fn memory(&self, d: DeviceId) -> (u64, u64) {
+        let c = &self.caches[d.0 as usize];
+        (c.used(), c.capacity())
+    }
+
+    /// Whether a device is healthy.
+    pub fn is_healthy(&self, d: DeviceId) -> bool {
+        self.healthy.contains(d)
+    }
+
+    /// Whether `f` is resident on `d`.
+    pub fn is_resident(&self, f: FunctionId, d: DeviceId) -> bool {
+        self.resident[f.0 as usize].contains(d)
+    }
+
+    /// Functions resident on a device.
+    pub fn residents(&self, d: DeviceId) -> Vec<FunctionId> {
+        self.caches[d.0 as usize].residents().collect()
+    }
+
+    /// Whether an invocation of `f` could start on `d` right now (free slot, healthy,
+    /// can run there, fits in memory after evicting unprotected state).
+    pub fn feasible_now(&self, f: FunctionId, d: DeviceId, now: Nanos) -> bool {
+        let func = &self.functions[f.0 as usize];
+        self.free.contains(d)
+            && self.runnable[f.0 as usize].contains(d)
+            && self.caches[d.0 as usize].fits(f, func.resident_bytes, func.working_bytes, now)
+    }
+
+    /// Functions of the requests waiting in the queue (not yet started), with their handles.
+    pub fn waiting(&self) -> Vec<(ReqId, FunctionId)> {
+        self.requests
+            .iter()
+            .enumerate()
+            .filter(|(_, r)| r.phase == Phase::Queued)
+            .map(|(i, r)| (ReqId::new(i as u32, r.generation), r.request.function))
+            .collect()
+    }
+
+    /// Predicted completion of a request of `f` arriving now: the time the backlog of
+    /// admitted work takes on the healthy slots (zero when a device is free and nothing
+    /// waits), plus the load time if the function is resident nowhere, plus its runtime
+    /// on its fastest class. This is what `deadline` admission compares to the deadline.
+    pub fn predict_completion(&self, f: FunctionId, now: Nanos) -> Option<Nanos> {
+        let func = self.functions.get(f.0 as usize)?;
+        let run = func.best_runtime()?;
+        let fast_class = func.runtime.iter().enumerate().filter_map(|(c, r)| r.map(|r| (r, c))).min()?.1;
+        let idle_device = self.policy.is_empty() && self.free.intersects(&self.runnable[f.0 as usize]);
+        let wait = if idle_device || self.capacity <= 0.0 {
+            0
+        } else {
+            (self.backlog.max(0.0) / self.capacity) as Nanos
+        };
+        let warm = self.resident[f.0 as usize].intersects(&self.healthy);
+        let load = if warm { 0 } else { func.load_time[fast_class] };
+        Some(now + wait + load + run)
+    }
+
+    /// Offers a request. Admitted requests are queued and will end in exactly one of a
+    /// completed [`Dispatch`] chain, a [`Dropped`], a [`Lost`] or a [`cancel`](Self::cancel).
+    pub fn submit(&mut self, now: Nanos, request: Request) -> Result<ReqId, Rejection> {
+        let fi = request.function.0 as usize;
+        let Some(func) = self.functions.get(fi) else { return Err(Rejection::UnknownFunction) };
+        if !self.runnable[fi].intersects(&self.healthy) {
+            return Err(Rejection::NoCapacity);
+        }
+        {
+            let live;
+            let cx = cx!(self, now, live);
+            if let Some(why) = self.policy.refuse(&cx, request.function) {
+                return Err(Rejection::Refused(why));
+            }
+        }
+        match self.config.admission {
+            AdmissionMode::None => {}
+            AdmissionMode::Deadline => {
+                let predicted = self.predict_completion(request.function, now).unwrap_or(Nanos::MAX);
+                if predicted > request.deadline {
+                    return Err(Rejection::DeadlineUnmeetable { predicted, deadline: request.deadline });
+                }
+            }
+            AdmissionMode::TokenBucket => {
+                if let Some(rate) = func.reserved_rate {
+                    self.tokens
+                        .take(fi, rate, self.config.token_bucket_burst, now)
+                        .map_err(|retry_after| Rejection::RateLimited { retry_after })?;
+                }
+            }
+        }
+        self.backlog += func.best_runtime().unwrap_or(0) as f64;
+        let index = self.free_ids.pop().unwrap_or_else(|| {
+            self.requests.push(ReqState {
+                generation: 0,
+                phase: Phase::Free,
+                request,
+                seq: 0,
+                rank: Rank::new(0, 0, 0),
+            });
+            (self.requests.len() - 1) as u32
+        });
+        self.seq += 1;
+        let state = &mut self.requests[index as usize];
+        state.generation = state.generation.wrapping_add(1);
+        state.phase = Phase::Queued;
+        state.request = request;
+        state.seq = self.seq;
+        let id = ReqId::new(index, state.generation);
+        let queued = Queued {
+            id,
+            function: request.function,
+            arrival: request.arrival,
+            deadline: request.deadline,
+            priority: func.priority,
+            seq: self.seq,
+        };
+        let live;
+        let cx = cx!(self, now, live);
+        self.policy.enqueue(&cx, queued);
+        Ok(id)
+    }
+
+    fn state(&self, id: ReqId) -> Option<&ReqState> {
+        self.requests.get(id.index()).filter(|r| r.generation == id.generation() && r.phase != Phase::Free)
+    }
+
+    fn release_id(&mut self, id: ReqId) {
+        self.requests[id.index()].phase = Phase::Free;
+        self.free_ids.push(id.index() as u32);
+    }
+
+    /// Withdraws a request that has not started (its caller gave up). Returns whether it
+    /// was waiting; running requests cannot be withdrawn.
+    pub fn cancel(&mut self, id: ReqId) -> bool {
+        match self.state(id) {
+            Some(s) if s.phase == Phase::Queued => {
+                let f = &self.functions[s.request.function.0 as usize];
+                self.backlog -= f.best_runtime().unwrap_or(0) as f64;
+                self.release_id(id);
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// When the caller should call [`next_dispatch`](Self::next_dispatch) again even if
+    /// nothing else happens: a keep-alive that blocks waiting work expires then.
+    pub fn next_wakeup(&self, now: Nanos) -> Option<Nanos> {
+        if self.policy.is_empty() {
+            return None;
+        }
+        self.caches.iter().filter_map(|c| c.next_expiry(now)).min()
+    }
+
+    /// Requests dropped since the last call (shed by the policy).
+    pub fn take_dropped(&mut self) -> Vec<Dropped> {
+        std::mem::take(&mut self.dropped)
+    }
+
+    /// Whether drops are waiting in [`take_dropped`](Self::take_dropped).
+    pub fn has_dropped(&self) -> bool {
+        !self.dropped.is_empty()
+    }
+
+    fn best_continuation(&self) -> Option<(Rank, DeviceId)> {
+        self.has_continuation
+            .iter_common(&self.free)
+            .filter_map(|d| self.continuations[d.0 as usize].peek().map(|Reverse((r, _))| (*r, d)))
+            .min()
+    }
+
+    /// The next dispatch at `now`, or `None` when nothing more can start. Call until `None`
+    /// after every submit, completion or health change.
+    pub fn next_dispatch(&mut self, now: Nanos) -> Option<Dispatch> {
+        loop {
+            let cont = if self.has_continuation.is_empty() { None } else { self.best_continuation() };
+            let (pick, rank) = {
+                let live;
+                let cx = cx!(self, now, live);
+                if self.policy.is_empty() {
+                    (None, None)
+                } else {
+                    match self.policy.peek(&cx) {
+                        Some(p) => {
+                            let r = self.policy.rank(&cx, p.req());
+                            (Some(p), Some(r))
+                        }
+                        None => (None, None),
+                    }
+                }
+            };
+            if let Some((crank, device)) = cont
+                && rank.is_none_or(|r| crank <= r)
+            {
+                return Some(self.start_continuation(now, device));
+            }
+            let pick = pick?;
+            {
+                let live;
+                let cx = cx!(self, now, live);
+                self.policy.commit(&cx, &pick);
+            }
+            match pick {
+                Pick::Drop { req } => {
+                    let f = &self.functions[req.function.0 as usize];
+                    self.backlog -= f.best_runtime().unwrap_or(0) as f64;
+                    self.release_id(req.id);
+                    self.dropped.push(Dropped {
+                        id: req.id,
+                        function: req.function,
+                        arrival: req.arrival,
+                        at: now,
+                    });
+                }
+                Pick::Run { req, device, flush } => {
+                    if let Some(d) = self.start(now, req, device, flush, rank.unwrap_or(Rank::new(0, 0, 0))) {
+                        return Some(d);
+                    }
+                }
+            }
+        }
+    }
+
+    fn take_slot(&mut self, d: DeviceId) {
+        let slots = &mut self.free_slots[d.0 as usize];
+        *slots -= 1;
+        if *slots == 0 {
+            self.free.remove(d);
+        }
+    }
+
+    fn note_running(&mut self, d: DeviceId, id: ReqId, end: Nanos) {
+        let running = &mut self.running[d.0 as usize];
+        running.push((id, end));
+        self.busy_until[d.0 as usize] = running.iter().map(|r| r.1).min().unwrap_or(0);
+    }
+
+    fn start(
+        &mut self,
+        now: Nanos,
+        req: Queued,
+        device: DeviceId,
+        flush: bool,
+        rank: Rank,
+    ) -> Option<Dispatch> {
+        let fi = req.function.0 as usize;
+        let di = device.0 as usize;
+        let class = self.cluster.devices[di].class;
+        self.evicted.clear();
+        if flush {
+            self.caches[di].flush(&mut self.evicted);
+        }
+        let func = &self.functions[fi];
+        let load_time = func.load_time[class.0 as usize];
+        let acquired = self.caches[di].acquire(
+            req.function,
+            func.resident_bytes,
+            func.working_bytes,
+            load_time,
+            now,
+            &mut self.evicted,
+        );
+        for g in self.evicted.drain(..) {
+            self.resident[g.0 as usize].remove(device);
+        }
+        let Some(acquired) = acquired else {
+            // The policy offered a device the function does not fit on: put the request
+            // back rather than lose it.
+            debug_assert!(
+                false,
+                "policy {} picked a device where the function does not fit",
+                self.policy.name()
+            );
+            let live;
+            let cx = cx!(self, now, live);
+            self.policy.enqueue(&cx, req);
+            return None;
+        };
+        if acquired.cold {
+            self.resident[fi].insert(device);
+        }
+        let func = &self.functions[fi];
+        let n = func.kernel_count() as u16;
+        let kernels = match self.config.granularity {
+            Granularity::Request => n,
+            Granularity::Kernel => 1,
+        };
+        let expected = (0..kernels as usize).filter_map(|k| func.kernel_runtime(class, k)).sum::<Nanos>();
+        self.take_slot(device);
+        let load = if acquired.cold { load_time } else { 0 };
+        let state = &mut self.requests[req.id.index()];
+        state.phase = Phase::Running { device, kernel: 0, kernels };
+        state.rank = rank;
+        self.note_running(device, req.id, now + load + expected);
+        Some(Dispatch {
+            id: req.id,
+            function: req.function,
+            device,
+            kernel: 0,
+            kernels,
+            last: kernels == n,
+            cold: acquired.cold,
+            load,
+            expected,
+            start: now,
+            arrival: req.arrival,
+            deadline: req.deadline,
+        })
+    }
+
+    fn start_continuation(&mut self, now: Nanos, device: DeviceId) -> Dispatch {
+        let di = device.0 as usize;
+        let Reverse((_, id)) = self.continuations[di].pop().expect("continuation present");
+        if self.continuations[di].is_empty() {
+            self.has_continuation.remove(device);
+        }
+        let state = self.requests[id.index()];
+        let Phase::Continuing { kernel, .. } = state.phase else {
+            unreachable!("continuation in wrong phase")
+        };
+        let func = &self.functions[state.request.function.0 as usize];
+        let class = self.cluster.devices[di].class;
+        let expected = func.kernel_runtime(class, kernel as usize).unwrap_or(0);
+        let last = kernel as usize + 1 == func.kernel_count();
+        self.requests[id.index()].phase = Phase::Running { device, kernel, kernels: 1 };
+        self.take_slot(device);
+        self.note_running(device, id, now + expected);
+        Dispatch {
+            id,
+            function: state.request.function,
+            device,
+            kernel,
+            kernels: 1,
+            last,
+            cold: false,
+            load: 0,
+            expected,
+            start: now,
+            arrival: state.request.arrival,
+            deadline: state.request.deadline,
+        }
+    }
+
+    fn free_slot(&mut self, d: DeviceId, id: ReqId) {
+        let di = d.0 as usize;
+        self.free_slots[di] += 1;
+        if self.healthy.contains(d) {
+            self.free.insert(d);
+        }
+        let running = &mut self.running[di];
+        if let Some(i) = running.iter().position(|r| r.0 == id) {
+            running.swap_remove(i);
+        }
+        self.busy_until[di] = running.iter().map(|r| r.1).min().unwrap_or(0);
+    }
+
+    /// Reports that a dispatch finished (successfully or not: a failed kernel is reported
+    /// with [`fail`](Self::fail) instead).
+    pub fn complete(&mut self, now: Nanos, id: ReqId) -> Option<Completed> {
+        let state = *self.state(id)?;
+        let Phase::Running { device, kernel, kernels } = state.phase else { return None };
+        self.free_slot(device, id);
+        let fi = state.request.function.0 as usize;
+        let func = &self.functions[fi];
+        let n = func.kernel_count();
+        let share = remaining_share(func, kernel) - remaining_share(func, kernel + kernels);
+        self.backlog -= share * func.best_runtime().unwrap_or(0) as f64;
+        let next = (kernel + kernels) as usize;
+        if next >= n {
+            let keep = self.policy.keep_alive();
+            let keep_until = if keep > 0 { now + keep } else { 0 };
+            self.caches[device.0 as usize].release(
+                state.request.function,
+                func.working_bytes,
+                now,
+                keep_until,
+            );
+            self.release_id(id);
+            return Some(Completed::Request);
+        }
+        self.requests[id.index()].phase = Phase::Continuing { device, kernel: next as u16 };
+        self.continuations[device.0 as usize].push(Reverse((state.rank, id)));
+        self.has_continuation.insert(device);
+        Some(Completed::Kernel)
+    }
+
+    /// Reports that a running request failed (its kernel faulted, its executor answered
+    /// an error). The request is forgotten; the caller answers it.
+    pub fn fail(&mut self, now: Nanos, id: ReqId) -> Option<Request> {
+        let state = *self.state(id)?;
+        let Phase::Running { device, kernel, .. } = state.phase else { return None };
+        self.free_slot(device, id);
+        let func = &self.functions[state.request.function.0 as usize];
+        self.backlog -= remaining_share(func, kernel) * func.best_runtime().unwrap_or(0) as f64;
+        self.caches[device.0 as usize].release(state.request.function, func.working_bytes, now, 0);
+        self.release_id(id);
+        Some(state.request)
+    }
+
+    /// Marks a device healthy or not. Taking a device out loses everything on it: its
+    /// resident state, and the requests running or waiting for a next kernel there,
+    /// which are returned for the caller to retry or answer.
+    pub fn set_device_health(&mut self, d: DeviceId, healthy: bool) -> Vec<Lost> {
+        let di = d.0 as usize;
+        if healthy {
+            if self.healthy.insert(d) {
+                self.capacity += self.slot_capacity(d);
+                if self.free_slots[di] > 0 {
+                    self.free.insert(d);
+                }
+            }
+            return Vec::new();
+        }
+        if !self.healthy.remove(d) {
+            return Vec::new();
+        }
+        self.capacity -= self.slot_capacity(d);
+        self.free.remove(d);
+        let mut lost = Vec::new();
+        for (i, r) in self.requests.iter().enumerate() {
+            let kernel = match r.phase {
+                Phase::Running { device, kernel, .. } | Phase::Continuing { device, kernel }
+                    if device == d =>
+                {
+                    kernel
+                }
+                _ => continue,
+            };
+            let func = &self.functions[r.request.function.0 as usize];
+            self.backlog -= remaining_share(func, kernel) * func.best_runtime().unwrap_or(0) as f64;
+            lost.push(Lost { id: ReqId::new(i as u32, r.generation), request: r.request });
+        }
+        for l in &lost {
+            self.release_id(l.id);
+        }
+        self.running[di].clear();
+        self.continuations[di].clear();
+        self.has_continuation.remove(d);
+        self.free_slots[di] = self.cluster.class_of(d).slots;
+        let class = self.cluster.class_of(d);
+        self.caches[di] = DeviceCache::new(class.memory_bytes, self.config.eviction);
+        for r in &mut self.resident {
+            r.remove(d);
+        }
+        lost
+    }
+
+    /// Evicts a function's resident state from every device where it is not running
+    /// (a deleted function). Returns the devices it left.
+    pub fn evict_function(&mut self, f: FunctionId) -> Vec<DeviceId> {
+        let devices: Vec<DeviceId> = self.resident[f.0 as usize].iter().collect();
+        let mut left = Vec::new();
+        for d in devices {
+            if self.caches[d.0 as usize].evict(f) {
+                self.resident[f.0 as usize].remove(d);
+                left.push(d);
+            }
+        }
+        left
+    }
+
+    /// Switches the policy live; waiting requests move to the new one in arrival order.
+    pub fn set_policy(&mut self, now: Nanos, config: PolicyConfig) -> Result<(), ConfigError> {
+        let mut next = self.registry.build(&config)?;
+        let mut waiting = self.policy.drain();
+        waiting.sort_by_key(|q| q.seq);
+        let live;
+        let cx = cx!(self, now, live);
+        for q in waiting.into_iter().filter(|q| cx.is_live(q)) {
+            next.enqueue(&cx, q);
+        }
+        self.policy = next;
+        self.config.policy = config;
+        Ok(())
+    }
+
+    /// Changes admission control live.
+    pub fn set_admission(&mut self, mode: AdmissionMode, burst: f64) {
+        self.config.admission = mode;
+        self.config.token_bucket_burst = burst.max(1.0);
+    }
+
+    /// Changes cache eviction live.
+    pub fn set_eviction(&mut self, eviction: Eviction) {
+        self.config.eviction = eviction;
+        for c in &mut self.caches {
+            c.set_eviction(eviction);
+        }
+    }
+}
+
+/// Share of a function's runtime from kernel `from` to the end of its graph.
+fn remaining_share(func: &Function, from: u16) -> f64 {
+    if func.kernel_count() <= 1 {
+        return if from == 0 { 1.0 } else { 0.0 };
+    }
+    func.kernel_shares.get(from as usize..).map_or(0.0, |s| s.iter().sum())
+}

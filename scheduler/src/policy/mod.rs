@@ -1,0 +1,466 @@
+//! Scheduling policies: the one trait every policy implements, the context it decides
+//! in, and the registry that builds policies by name from configuration.
+//!
+//! # Writing a policy
+//!
+//! A policy owns the queue of waiting requests. The engine tells it about arrivals
+//! ([`Policy::enqueue`]) and asks what to run next ([`Policy::peek`], then
+//! [`Policy::commit`] for the pick it takes). [`Cx`] answers the questions a policy asks
+//! about the cluster: which devices are free, where a function is warm, whether it fits.
+//!
+//! ```
+//! use std::collections::VecDeque;
+//! use kaas_scheduler::policy::{Cx, Pick, Policy, Queued, Rank, Registry};
+//!
+//! /// Last in, first out: the newest request runs first, on the lowest free device.
+//! #[derive(Default)]
+//! struct Lifo(VecDeque<Queued>);
+//!
+//! impl Policy for Lifo {
+//!     fn name(&self) -> &str { "lifo" }
+//!     fn enqueue(&mut self, _cx: &Cx, req: Queued) { self.0.push_back(req) }
+//!     fn peek(&mut self, cx: &Cx) -> Option<Pick> {
+//!         while self.0.back().is_some_and(|r| !cx.is_live(r)) { self.0.pop_back(); }
+//!         let req = *self.0.back()?;
+//!         cx.first_free_fitting(req.function).map(|device| Pick::Run { req, device, flush: false })
+//!     }
+//!     fn commit(&mut self, _cx: &Cx, _pick: &Pick) { self.0.pop_back(); }
+//!     fn rank(&self, _cx: &Cx, req: &Queued) -> Rank { Rank::new(0, u64::MAX - req.arrival, req.seq) }
+//!     fn len(&self) -> usize { self.0.len() }
+//!     fn drain(&mut self) -> Vec<Queued> { self.0.drain(..).collect() }
+//! }
+//!
+//! let mut registry = Registry::builtin();
+//! registry.register("lifo", &[], |_params| Ok(Box::new(Lifo::default())));
+//! assert!(registry.names().contains(&"lifo".to_string()));
+//! ```
+
+mod balance;
+mod cfs_affinity;
+mod edf;
+mod exclusive;
+mod flows;
+mod mqfq;
+mod slo_aware;
+mod static_partition;
+
+pub use balance::Balance;
+pub use cfs_affinity::CfsAffinity;
+pub use edf::Edf;
+pub use exclusive::Exclusive;
+pub use mqfq::MqfqSticky;
+pub use slo_aware::SloAware;
+pub use static_partition::StaticPartition;
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::cache::DeviceCache;
+use crate::devset::DeviceSet;
+use crate::model::{ClassId, Cluster, DeviceId, Function, FunctionId, Nanos};
+use crate::{ConfigError, ReqId};
+
+/// A waiting request as policies see it.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub struct Queued {
+    /// Handle of the request.
+    pub id: ReqId,
+    /// Its function.
+    pub function: FunctionId,
+    /// Arrival time.
+    pub arrival: Nanos,
+    /// Absolute deadline.
+    pub deadline: Nanos,
+    /// Priority of its function (higher first where honoured).
+    pub priority: i32,
+    /// Arrival order, unique: the final tie-break everywhere.
+    pub seq: u64,
+}
+
+/// Order of work on a device: lower runs first. Compared between a request a policy
+/// offers and the next kernel of a request already running on that device.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Rank(i64, u64, u64);
+
+impl Rank {
+    /// Ranks by priority (higher first), then `key` (lower first), then `seq`.
+    pub fn new(priority: i32, key: u64, seq: u64) -> Self {
+        Rank(-(priority as i64), key, seq)
+    }
+}
+
+/// A policy's decision.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub enum Pick {
+    /// Start `req` on `device`. `flush` evicts the device's unpinned state first (a
+    /// dedicated worker changing hands).
+    Run {
+        /// The request.
+        req: Queued,
+        /// The device.
+        device: DeviceId,
+        /// Whether to flush the device's cache first.
+        flush: bool,
+    },
+    /// Answer `req` with an error without running it: it can no longer meet its deadline.
+    Drop {
+        /// The request.
+        req: Queued,
+    },
+}
+
+impl Pick {
+    /// The request the pick is about.
+    pub fn req(&self) -> &Queued {
+        match self {
+            Pick::Run { req, .. } | Pick::Drop { req } => req,
+        }
+    }
+}
+
+/// Removes the request with `id` from a FIFO queue, checking the front first (where
+/// picks almost always are).
+pub(crate) fn remove_id(queue: &mut std::collections::VecDeque<Queued>, id: crate::ReqId) {
+    if queue.front().is_some_and(|r| r.id == id) {
+        queue.pop_front();
+    } else if let Some(i) = queue.iter().position(|r| r.id == id) {
+        queue.remove(i);
+    }
+}
+
+/// What a policy may ask about the cluster while deciding.
+pub struct Cx<'a> {
+    /// Current time.
+    pub now: Nanos,
+    /// Classes and devices.
+    pub cluster: &'a Cluster,
+    /// Function table, indexed by [`FunctionId`].
+    pub functions: &'a [Function],
+    pub(crate) free: &'a DeviceSet,
+    pub(crate) resident: &'a [DeviceSet],
+    pub(crate) runnable: &'a [DeviceSet],
+    pub(crate) caches: &'a [DeviceCache],
+    pub(crate) busy_until: &'a [Nanos],
+    pub(crate) healthy: &'a DeviceSet,
+    pub(crate) class_sets: &'a [DeviceSet],
+    pub(crate) live: &'a dyn Fn(ReqId) -> bool,
+}
+
+impl<'a> Cx<'a> {
+    /// Whether a queued request is still waiting (not cancelled). Policies drop dead
+    /// entries lazily when they meet them.
+    #[inline]
+    pub fn is_live(&self, req: &Queued) -> bool {
+        (self.live)(req.id)
+    }
+
+    /// The function of `f`.
+    #[inline]
+    pub fn function(&self, f: FunctionId) -> &Function {
+        &self.functions[f.0 as usize]
+    }
+
+    /// Class of a device.
+    #[inline]
+    pub fn class_of(&self, d: DeviceId) -> ClassId {
+        self.cluster.devices[d.0 as usize].class
+    }
+
+    /// Devices with a free slot.
+    pub fn free(&self) -> &DeviceSet {
+        self.free
+    }
+
+    /// Healthy devices.
+    pub fn healthy(&self) -> &DeviceSet {
+        self.healthy
+    }
+
+    /// Devices a function can ever run on (its class has a build, its memory fits).
+    pub fn runnable(&self, f: FunctionId) -> &DeviceSet {
+        &self.runnable[f.0 as usize]
+    }
+
+    /// Devices where a function is resident.
+    pub fn resident(&self, f: FunctionId) -> &DeviceSet {
+        &self.resident[f.0 as usize]
+    }
+
+    /// Whether `f` is resident on `d`.
+    #[inline]
+    pub fn is_warm(&self, f: FunctionId, d: DeviceId) -> bool {
+        self.resident[f.0 as usize].contains(d)
+    }
+
+    /// Whether an invocation of `f` fits on `d` now (evicting unpinned state if needed).
+    #[inline]
+    pub fn fits(&self, f: FunctionId, d: DeviceId) -> bool {
+        let func = &self.functions[f.0 as usize];
+        self.caches[d.0 as usize].fits(f, func.resident_bytes, func.working_bytes, self.now)
+    }
+
+    /// Lowest free device where `f` is warm and fits.
+    #[inline]
+    pub fn first_free_warm(&self, f: FunctionId) -> Option<DeviceId> {
+        let res = &self.resident[f.0 as usize];
+        if res.is_empty() {
+            return None;
+        }
+        self.free.iter_common(res).find(|&d| self.fits(f, d))
+    }
+
+    /// Lowest free device that can run `f` and where it fits.
+    #[inline]
+    pub fn first_free_fitting(&self, f: FunctionId) -> Option<DeviceId> {
+        self.free.iter_common(&self.runnable[f.0 as usize]).find(|&d| self.fits(f, d))
+    }
+
+    /// A free warm device if there is one, else the lowest free fitting device.
+    #[inline]
+    pub fn best_free(&self, f: FunctionId) -> Option<DeviceId> {
+        self.first_free_warm(f).or_else(|| self.first_free_fitting(f))
+    }
+
+    /// Devices of a class.
+    pub fn class_devices(&self, c: ClassId) -> &DeviceSet {
+        &self.class_sets[c.0 as usize]
+    }
+
+    /// Lowest free device of class `c` where `f` fits, preferring one where it is warm;
+    /// the flag says whether it is warm.
+    pub fn first_free_in_class(&self, f: FunctionId, c: ClassId) -> Option<(DeviceId, bool)> {
+        let class = &self.class_sets[c.0 as usize];
+        let res = &self.resident[f.0 as usize];
+        if !res.is_empty()
+            && let Some(d) = self.free.iter_common3(class, res).find(|&d| self.fits(f, d))
+        {
+            return Some((d, true));
+        }
+        let run = &self.runnable[f.0 as usize];
+        self.free.iter_common3(class, run).find(|&d| self.fits(f, d)).map(|d| (d, false))
+    }
+
+    /// Expected time until `d` has a free slot (now if it has one).
+    pub fn available_at(&self, d: DeviceId) -> Nanos {
+        if self.free.contains(d) { self.now } else { self.busy_until[d.0 as usize].max(self.now) }
+    }
+
+    /// Expected completion of `f` started on `d` as soon as `d` has a slot: wait, load
+    /// time if cold, warm runtime. `None` if `f` cannot run on `d`'s class.
+    pub fn predicted_completion(&self, f: FunctionId, d: DeviceId) -> Option<Nanos> {
+        let func = self.function(f);
+        let class = self.class_of(d);
+        let run = func.runtime_on(class)?;
+        let load = if self.is_warm(f, d) { 0 } else { func.load_time[class.0 as usize] };
+        Some(self.available_at(d) + load + run)
+    }
+}
+
+/// A scheduling policy. See the [module documentation](self) for an example.
+pub trait Policy: Send {
+    /// Its configuration name.
+    fn name(&self) -> &str;
+    /// A request arrived (after admission).
+    fn enqueue(&mut self, cx: &Cx, req: Queued);
+    /// The next decision, without taking it. Must return the same pick until the state
+    /// changes; may drop cancelled entries ([`Cx::is_live`]) on the way.
+    fn peek(&mut self, cx: &Cx) -> Option<Pick>;
+    /// Takes the pick [`peek`](Self::peek) returned.
+    fn commit(&mut self, cx: &Cx, pick: &Pick);
+    /// Where `req` stands in this policy's order; used to interleave kernels of requests
+    /// already running with new ones.
+    fn rank(&self, cx: &Cx, req: &Queued) -> Rank;
+    /// Waiting requests (cancelled ones may still be counted until met).
+    fn len(&self) -> usize;
+    /// Whether the queue is empty.
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+    /// Why the policy can never run `f`, if so (checked at arrival).
+    fn refuse(&self, _cx: &Cx, _f: FunctionId) -> Option<String> {
+        None
+    }
+    /// How long a function's state stays protected from eviction after a run.
+    fn keep_alive(&self) -> Nanos {
+        0
+    }
+    /// Whether the policy never leaves a device idle while a request that fits it waits.
+    fn work_conserving(&self) -> bool {
+        false
+    }
+    /// Every waiting request, in no particular order (used when switching policy live).
+    fn drain(&mut self) -> Vec<Queued>;
+}
+
+/// A policy parameter value from configuration.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum ParamValue {
+    /// A number.
+    Number(f64),
+    /// A `function → devices` partition (for `static`).
+    Partitions(Vec<PartitionEntry>),
+}
+
+/// Devices reserved for one function under `static`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PartitionEntry {
+    /// Function name.
+    pub function: String,
+    /// Device count.
+    pub devices: u32,
+}
+
+/// A policy by name with its parameters, as written in configuration.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct PolicyConfig {
+    /// One of [`Registry::names`].
+    pub name: String,
+    /// Parameters in camelCase, as in the `SchedulingPolicy` resource.
+    #[serde(default)]
+    pub params: BTreeMap<String, ParamValue>,
+}
+
+impl PolicyConfig {
+    /// A policy with default parameters.
+    pub fn named(name: &str) -> Self {
+        PolicyConfig { name: name.to_string(), params: BTreeMap::new() }
+    }
+
+    /// Adds a numeric parameter.
+    pub fn with(mut self, key: &str, value: f64) -> Self {
+        self.params.insert(key.to_string(), ParamValue::Number(value));
+        self
+    }
+}
+
+/// Parameters handed to a policy constructor, with typed getters that produce errors
+/// naming the parameter.
+pub struct Params<'a> {
+    policy: &'a str,
+    map: &'a BTreeMap<String, ParamValue>,
+}
+
+impl Params<'_> {
+    /// A non-negative number, or `default` when absent.
+    pub fn number(&self, key: &str, default: f64) -> Result<f64, ConfigError> {
+        match self.map.get(key) {
+            None => Ok(default),
+            Some(ParamValue::Number(v)) if v.is_finite() && *v >= 0.0 => Ok(*v),
+            Some(other) => Err(ConfigError::BadParameter {
+                policy: self.policy.to_string(),
+                param: key.to_string(),
+                reason: format!("expected a non-negative number, got {other:?}"),
+            }),
+        }
+    }
+
+    /// A partition list, or empty when absent.
+    pub fn partitions(&self, key: &str) -> Result<Vec<PartitionEntry>, ConfigError> {
+        match self.map.get(key) {
+            None => Ok(Vec::new()),
+            Some(ParamValue::Partitions(p)) => Ok(p.clone()),
+            Some(other) => Err(ConfigError::BadParameter {
+                policy: self.policy.to_string(),
+                param: key.to_string(),
+                reason: format!("expected a list of {{function, devices}}, got {other:?}"),
+            }),
+        }
+    }
+}
+
+type Constructor = Box<dyn Fn(&Params) -> Result<Box<dyn Policy>, ConfigError> + Send + Sync>;
+
+struct Entry {
+    params: Vec<&'static str>,
+    build: Constructor,
+}
+
+/// Builds policies by name. [`Registry::builtin`] holds the policies of the design;
+/// users add their own with [`Registry::register`].
+pub struct Registry {
+    entries: BTreeMap<String, Entry>,
+    order: Vec<String>,
+}
+
+/// Names of the built-in policies, in the order reports list them.
+pub const POLICY_NAMES: [&str; 7] =
+    ["balance", "exclusive", "static", "cfs-affinity", "edf", "slo-aware", "mqfq-sticky"];
+
+impl Registry {
+    /// The built-in policies.
+    pub fn builtin() -> Self {
+        let mut r = Registry { entries: BTreeMap::new(), order: Vec::new() };
+        r.register("balance", &[], |_| Ok(Box::new(Balance::default())));
+        r.register("exclusive", &[], |_| Ok(Box::new(Exclusive::default())));
+        r.register("static", &["partitions"], |p| {
+            let parts = p.partitions("partitions")?;
+            if parts.is_empty() {
+                return Err(ConfigError::BadParameter {
+                    policy: "static".into(),
+                    param: "partitions".into(),
+                    reason: "static needs at least one {function, devices} partition".into(),
+                });
+            }
+            Ok(Box::new(StaticPartition::new(parts)))
+        });
+        r.register("cfs-affinity", &["affinityPenalty"], |p| {
+            Ok(Box::new(CfsAffinity::new(p.number("affinityPenalty", 10.0)?)))
+        });
+        r.register("edf", &[], |_| Ok(Box::new(Edf::default())));
+        r.register("slo-aware", &[], |_| Ok(Box::new(SloAware::default())));
+        r.register("mqfq-sticky", &["throttleMs", "keepAliveMs"], |p| {
+            Ok(Box::new(MqfqSticky::new(
+                crate::model::ms(p.number("throttleMs", 50.0)?),
+                crate::model::ms(p.number("keepAliveMs", 10_000.0)?),
+            )))
+        });
+        r
+    }
+
+    /// Adds (or replaces) a policy under `name`, accepting the parameters `params`.
+    pub fn register(
+        &mut self,
+        name: &str,
+        params: &[&'static str],
+        build: impl Fn(&Params) -> Result<Box<dyn Policy>, ConfigError> + Send + Sync + 'static,
+    ) {
+        if !self.entries.contains_key(name) {
+            self.order.push(name.to_string());
+        }
+        self.entries.insert(name.to_string(), Entry { params: params.to_vec(), build: Box::new(build) });
+    }
+
+    /// Registered names, built-ins first in design order.
+    pub fn names(&self) -> Vec<String> {
+        self.order.clone()
+    }
+
+    /// Parameters a policy accepts.
+    pub fn params_of(&self, name: &str) -> Option<&[&'static str]> {
+        self.entries.get(name).map(|e| e.params.as_slice())
+    }
+
+    /// Builds the policy a configuration names. Unknown names and parameters are errors
+    /// that list what is valid.
+    pub fn build(&self, config: &PolicyConfig) -> Result<Box<dyn Policy>, ConfigError> {
+        let entry = self.entries.get(&config.name).ok_or_else(|| ConfigError::UnknownName {
+            what: "policy",
+            name: config.name.clone(),
+            valid: self.order.join(", "),
+        })?;
+        if let Some(bad) = config.params.keys().find(|k| !entry.params.contains(&k.as_str())) {
+            return Err(ConfigError::BadParameter {
+                policy: config.name.clone(),
+                param: bad.clone(),
+                reason: if entry.params.is_empty() {
+                    "this policy takes no parameters".to_string()
+                } else {
+                    format!("valid parameters: {}", entry.params.join(", "))
+                },
+            });
+        }
+        (entry.build)(&Params { policy: &config.name, map: &config.params })
+    }
+}

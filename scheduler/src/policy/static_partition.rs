@@ -1,0 +1,165 @@
+//! `static`: a fixed partition of devices per function, from policy parameters.
+
+use super::flows::Flows;
+use super::{Cx, PartitionEntry, Pick, Policy, Queued, Rank};
+use crate::devset::DeviceSet;
+use crate::model::FunctionId;
+
+/// Partitions are laid out in the order the parameters list them: the first function
+/// gets the lowest-numbered `devices` devices, the next the following ones, and so on.
+/// Functions without a partition share the devices left over. Within its devices a
+/// function runs in arrival order, on a warm device when one is free; functions are
+/// served in the order of their oldest waiting request. A function whose share is empty
+/// is refused at arrival.
+pub struct StaticPartition {
+    partitions: Vec<PartitionEntry>,
+    flows: Flows,
+    /// Device sets of the partitions, then the shared pool last.
+    sets: Vec<DeviceSet>,
+    /// Index into `sets` of each device.
+    share_of_device: Vec<u32>,
+    /// Index into `sets` of each function, resolved at its first request.
+    share_of_function: Vec<u32>,
+}
+
+impl StaticPartition {
+    /// A policy with the given partitions.
+    pub fn new(partitions: Vec<PartitionEntry>) -> Self {
+        StaticPartition {
+            partitions,
+            flows: Flows::by_head(),
+            sets: Vec::new(),
+            share_of_device: Vec::new(),
+            share_of_function: Vec::new(),
+        }
+    }
+
+    fn layout(&mut self, cx: &Cx) {
+        if !self.sets.is_empty() {
+            return;
+        }
+        let n = cx.cluster.devices.len();
+        self.share_of_device = vec![self.partitions.len() as u32; n];
+        let mut next = 0usize;
+        for (i, p) in self.partitions.iter().enumerate() {
+            let mut set = DeviceSet::new(n);
+            let end = (next + p.devices as usize).min(n);
+            for d in next..end {
+                set.insert(crate::model::DeviceId(d as u32));
+                self.share_of_device[d] = i as u32;
+            }
+            next = end;
+            self.sets.push(set);
+        }
+        let mut pool = DeviceSet::new(n);
+        for d in next..n {
+            pool.insert(crate::model::DeviceId(d as u32));
+        }
+        self.sets.push(pool);
+    }
+
+    fn resolve(&mut self, cx: &Cx, f: FunctionId) {
+        let i = f.0 as usize;
+        if i >= self.share_of_function.len() {
+            self.share_of_function.resize(i + 1, u32::MAX);
+        }
+        if self.share_of_function[i] == u32::MAX {
+            let name = &cx.function(f).name;
+            let share =
+                self.partitions.iter().position(|p| &p.function == name).unwrap_or(self.partitions.len());
+            self.share_of_function[i] = share as u32;
+        }
+    }
+}
+
+impl Policy for StaticPartition {
+    fn name(&self) -> &str {
+        "static"
+    }
+
+    fn enqueue(&mut self, cx: &Cx, req: Queued) {
+        self.layout(cx);
+        self.resolve(cx, req.function);
+        self.flows.push(req.function, req, req.seq);
+    }
+
+    fn refuse(&self, cx: &Cx, f: FunctionId) -> Option<String> {
+        let name = &cx.function(f).name;
+        let mut next = 0u32;
+        let n = cx.cluster.devices.len() as u32;
+        let (lo, hi) = match self.partitions.iter().find(|p| {
+            next += p.devices;
+            &p.function == name
+        }) {
+            Some(p) => ((next - p.devices).min(n), next.min(n)),
+            None => (self.partitions.iter().map(|p| p.devices).sum::<u32>().min(n), n),
+        };
+        let usable = (lo..hi).any(|d| cx.runnable(f).contains(crate::model::DeviceId(d)));
+        (!usable).then(|| {
+            format!(
+                "function {name} has no usable device in the static partition (partitions: {})",
+                self.partitions
+                    .iter()
+                    .map(|p| format!("{}={}", p.function, p.devices))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )
+        })
+    }
+
+    fn peek(&mut self, cx: &Cx) -> Option<Pick> {
+        self.layout(cx);
+        loop {
+            if cx.free().is_empty() {
+                return None;
+            }
+            // Shares with a free device; flows of other shares are skipped at once.
+            let mut open: Vec<u32> = cx.free().iter().map(|d| self.share_of_device[d.0 as usize]).collect();
+            open.dedup();
+            let mut dead = None;
+            let mut found = None;
+            for (_, f) in self.flows.ordered() {
+                let share_index = self.share_of_function[f.0 as usize];
+                if !open.contains(&share_index) {
+                    continue;
+                }
+                let Some(&(req, _)) = self.flows.flows[f.0 as usize].queue.front() else { continue };
+                if !cx.is_live(&req) {
+                    dead = Some(f);
+                    break;
+                }
+                let share = &self.sets[share_index as usize];
+                let warm = cx.free().iter_common(share).find(|&d| cx.is_warm(f, d) && cx.fits(f, d));
+                let any =
+                    || cx.free().iter_common(share).find(|&d| cx.runnable(f).contains(d) && cx.fits(f, d));
+                if let Some(device) = warm.or_else(any) {
+                    found = Some(Pick::Run { req, device, flush: false });
+                    break;
+                }
+            }
+            match dead {
+                Some(f) => {
+                    self.flows.head(cx, f);
+                }
+                None => return found,
+            }
+        }
+    }
+
+    fn commit(&mut self, _cx: &Cx, pick: &Pick) {
+        let f = pick.req().function;
+        self.flows.pop(f);
+    }
+
+    fn rank(&self, _cx: &Cx, req: &Queued) -> Rank {
+        Rank::new(0, req.arrival, req.seq)
+    }
+
+    fn len(&self) -> usize {
+        self.flows.len
+    }
+
+    fn drain(&mut self) -> Vec<Queued> {
+        self.flows.drain()
+    }
+}

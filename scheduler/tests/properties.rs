@@ -1,0 +1,268 @@
+//! Properties that must hold for every policy, admission mode and granularity on random
+//! clusters and workloads: nothing lost or served twice, capacity and memory respected,
+//! work conservation where promised, deadline admission consistent, determinism.
+
+mod common;
+
+use std::collections::BTreeMap;
+
+use common::*;
+use kaas_scheduler::policy::{ParamValue, PartitionEntry};
+use kaas_scheduler::*;
+use proptest::prelude::*;
+
+/// runtimes per class (ms), load (ms), resident MiB, deadline (ms), weight, kernels
+type FunctionCase = (Vec<Option<u64>>, u64, u64, u64, u32, usize);
+
+#[derive(Debug, Clone)]
+struct Case {
+    classes: Vec<(u32, u64, f64, usize)>, // slots, memory (MiB), price, devices
+    functions: Vec<FunctionCase>,
+    arrivals: Vec<(u64, usize)>,
+    policy: usize,
+    admission: usize,
+    granularity: bool,
+    eviction: bool,
+}
+
+fn case() -> impl Strategy<Value = Case> {
+    let classes = prop::collection::vec((1u32..=3, 1u64..=8, 0.1f64..5.0, 1usize..=3), 1..=3);
+    classes.prop_flat_map(|classes| {
+        let n = classes.len();
+        let function = (
+            prop::collection::vec(prop::option::weighted(0.8, 1u64..=20), n),
+            0u64..=10,
+            1u64..=4,
+            5u64..=200,
+            1u32..=3,
+            1usize..=3,
+        );
+        (
+            Just(classes),
+            prop::collection::vec(function, 1..=5),
+            prop::collection::vec((0u64..=300, 0usize..5), 1..=60),
+            0usize..7,
+            0usize..3,
+            any::<bool>(),
+            any::<bool>(),
+        )
+            .prop_map(|(classes, functions, arrivals, policy, admission, granularity, eviction)| {
+                Case { classes, functions, arrivals, policy, admission, granularity, eviction }
+            })
+    })
+}
+
+fn build(c: &Case) -> (Scheduler, Vec<(Nanos, FunctionId)>) {
+    let mut cluster = Cluster::default();
+    for (i, &(slots, mib, price, count)) in c.classes.iter().enumerate() {
+        cluster.add_class(
+            AcceleratorClass {
+                name: format!("c{i}"),
+                kind: if i == 0 { DeviceKind::Gpu } else { DeviceKind::Cpu },
+                speed: 1.0 / (i + 1) as f64,
+                memory_bytes: mib << 20,
+                slots,
+                price_per_hour: price,
+            },
+            count,
+        );
+    }
+    let name = POLICY_NAMES[c.policy];
+    let mut policy = PolicyConfig::named(name);
+    if name == "static" {
+        policy.params.insert(
+            "partitions".into(),
+            ParamValue::Partitions(vec![PartitionEntry { function: "f0".into(), devices: 1 }]),
+        );
+    }
+    let mut cfg = SchedulerConfig::new(policy);
+    cfg.admission = [AdmissionMode::None, AdmissionMode::Deadline, AdmissionMode::TokenBucket][c.admission];
+    cfg.granularity = if c.granularity { Granularity::Kernel } else { Granularity::Request };
+    cfg.eviction = if c.eviction { Eviction::Lru } else { Eviction::Gdsf };
+    let mut s = Scheduler::new(cluster, cfg).unwrap();
+    let mut ids = Vec::new();
+    for (i, (rts, load, mib, deadline, weight, kernels)) in c.functions.iter().enumerate() {
+        let f = Function {
+            name: format!("f{i}"),
+            tenant: format!("t{}", i % 2),
+            runtime: rts.iter().map(|r| r.map(ms)).collect(),
+            load_time: vec![ms(*load); rts.len()],
+            resident_bytes: mib << 20,
+            working_bytes: 1 << 18,
+            deadline: ms(*deadline),
+            weight: *weight,
+            priority: (i % 2) as i32,
+            kernel_shares: vec![1.0 / *kernels as f64; *kernels],
+            reserved_rate: Some(50.0),
+        };
+        ids.push(s.add_function(f).unwrap());
+    }
+    let mut arrivals: Vec<(Nanos, FunctionId)> =
+        c.arrivals.iter().map(|&(t, f)| (ms(t), ids[f % ids.len()])).collect();
+    arrivals.sort_by_key(|a| a.0);
+    (s, arrivals)
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 400, ..ProptestConfig::default() })]
+
+    #[test]
+    fn every_request_answered_once_and_limits_hold(c in case()) {
+        let (mut s, arrivals) = build(&c);
+        let n_dev = s.cluster().devices.len();
+        let slots: Vec<u32> = (0..n_dev).map(|d| s.cluster().class_of(DeviceId(d as u32)).slots).collect();
+        let mut violations = Vec::new();
+        let trace = run_checked(&mut s, &arrivals, &mut |s, now, waiting| {
+            for (d, &max) in slots.iter().enumerate() {
+                let dev = DeviceId(d as u32);
+                let (used, cap) = s.memory(dev);
+                if used > cap {
+                    violations.push(format!("t={now} device {d} memory {used} > {cap}"));
+                }
+                if s.free_slots(dev) > max {
+                    violations.push(format!("t={now} device {d} free slots {} > {max}", s.free_slots(dev)));
+                }
+            }
+            if s.work_conserving() {
+                let queued: BTreeMap<ReqId, FunctionId> = s.waiting().into_iter().collect();
+                for (id, _) in waiting {
+                    let Some(&f) = queued.get(id) else { continue };
+                    for d in 0..n_dev {
+                        if s.feasible_now(f, DeviceId(d as u32), now) {
+                            violations.push(format!("t={now} {} idles device {d} while {id:?} ({f:?}) waits", s.policy_name()));
+                        }
+                    }
+                }
+            }
+        });
+        prop_assert!(violations.is_empty(), "{:?}", &violations[..violations.len().min(5)]);
+        let mut ends = vec![0u32; arrivals.len()];
+        let mut started = vec![false; arrivals.len()];
+        for e in &trace {
+            match e {
+                Ev::Done { req, .. } | Ev::Dropped { req, .. } | Ev::Rejected { req, .. } => ends[*req] += 1,
+                Ev::Run { req, kernel, .. } => {
+                    if *kernel == 0 {
+                        prop_assert!(!started[*req], "request {} started twice", req);
+                        started[*req] = true;
+                    }
+                }
+            }
+        }
+        let rejected: Vec<usize> = trace.iter().filter_map(|e| match e { Ev::Rejected { req, .. } => Some(*req), _ => None }).collect();
+        for r in rejected {
+            prop_assert!(!started[r], "rejected request {} ran", r);
+        }
+        for (i, n) in ends.iter().enumerate() {
+            prop_assert_eq!(*n, 1, "request {} ended {} times ({})", i, n, s.policy_name());
+        }
+        prop_assert_eq!(s.queued(), 0);
+    }
+
+    #[test]
+    fn deadline_admission_admits_only_predicted_hits(c in case()) {
+        let mut c = c;
+        c.admission = 1;
+        let (mut s, arrivals) = build(&c);
+        // Drive by hand: at each arrival compare the prediction with the decision.
+        let mut now;
+        let mut running: Vec<(Nanos, ReqId)> = Vec::new();
+        for &(t, f) in &arrivals {
+            running.sort();
+            while running.first().is_some_and(|r| r.0 <= t) {
+                let (end, id) = running.remove(0);
+                now = end;
+                s.complete(now, id);
+                while let Some(d) = s.next_dispatch(now) { running.push((now + d.load + d.expected, d.id)); }
+                running.sort();
+            }
+            now = t;
+            let deadline = t + s.functions()[f.0 as usize].deadline;
+            let predicted = s.predict_completion(f, now).unwrap_or(Nanos::MAX);
+            match s.submit(now, Request { function: f, arrival: t, deadline }) {
+                Ok(_) => prop_assert!(predicted <= deadline, "admitted with predicted {} > deadline {}", predicted, deadline),
+                Err(Rejection::DeadlineUnmeetable { predicted: p, .. }) => {
+                    prop_assert_eq!(p, predicted);
+                    prop_assert!(p > deadline);
+                }
+                Err(_) => {}
+            }
+            while let Some(d) = s.next_dispatch(now) { running.push((now + d.load + d.expected, d.id)); }
+            s.take_dropped();
+        }
+    }
+
+    #[test]
+    fn same_input_same_decisions(c in case()) {
+        let (mut a, arrivals) = build(&c);
+        let (mut b, _) = build(&c);
+        prop_assert_eq!(run(&mut a, &arrivals), run(&mut b, &arrivals));
+    }
+}
+
+#[test]
+fn a_device_failure_returns_its_requests_and_keeps_the_rest() {
+    let mut s =
+        Scheduler::new(gpus(2, 1, 1 << 30), SchedulerConfig::new(PolicyConfig::named("balance"))).unwrap();
+    let f = s.add_function(Function::uniform("f", 1, ms(10), 0, ms(100))).unwrap();
+    let ids: Vec<ReqId> = (0..3)
+        .map(|_| s.submit(0, Request { function: f, arrival: 0, deadline: ms(100) }).unwrap())
+        .collect();
+    let d0 = s.next_dispatch(0).unwrap();
+    let d1 = s.next_dispatch(0).unwrap();
+    assert!(s.next_dispatch(0).is_none());
+    let lost = s.set_device_health(d0.device, false);
+    assert_eq!(lost.iter().map(|l| l.id).collect::<Vec<_>>(), vec![d0.id]);
+    // The lost request's handle is dead; the third request waits for device 1.
+    assert_eq!(s.complete(ms(1), d0.id), None);
+    assert!(s.next_dispatch(ms(1)).is_none());
+    assert_eq!(s.complete(ms(10), d1.id), Some(Completed::Request));
+    let d2 = s.next_dispatch(ms(10)).unwrap();
+    assert_eq!((d2.id, d2.device), (ids[2], d1.device));
+    // The device comes back and serves again.
+    s.set_device_health(d0.device, true);
+    let again = s.submit(ms(11), Request { function: f, arrival: ms(11), deadline: ms(200) }).unwrap();
+    assert_eq!(s.next_dispatch(ms(11)).map(|d| (d.id, d.device)), Some((again, d0.device)));
+}
+
+#[test]
+fn live_policy_switch_keeps_waiting_requests_in_order() {
+    let mut s =
+        Scheduler::new(gpus(1, 1, 1 << 30), SchedulerConfig::new(PolicyConfig::named("edf"))).unwrap();
+    let f = s.add_function(Function::uniform("f", 1, ms(10), 0, ms(100))).unwrap();
+    let ids: Vec<ReqId> = (0..4)
+        .map(|i| {
+            s.submit(ms(i), Request { function: f, arrival: ms(i), deadline: ms(100 - i * 10) }).unwrap()
+        })
+        .collect();
+    let first = s.next_dispatch(ms(3)).unwrap();
+    assert_eq!(first.id, ids[3]); // EDF: the latest arrival has the earliest deadline
+    s.set_policy(ms(4), PolicyConfig::named("balance")).unwrap();
+    assert_eq!(s.policy_name(), "balance");
+    s.complete(ms(13), first.id);
+    let order: Vec<ReqId> = (0..3)
+        .map(|i| {
+            let d = s.next_dispatch(ms(13 + i * 10)).unwrap();
+            s.complete(ms(23 + i * 10), d.id);
+            d.id
+        })
+        .collect();
+    assert_eq!(order, ids[..3].to_vec()); // FIFO from now on
+}
+
+#[test]
+fn cancelled_requests_are_never_dispatched() {
+    let mut s =
+        Scheduler::new(gpus(1, 1, 1 << 30), SchedulerConfig::new(PolicyConfig::named("cfs-affinity")))
+            .unwrap();
+    let f = s.add_function(Function::uniform("f", 1, ms(10), 0, ms(100))).unwrap();
+    let a = s.submit(0, Request { function: f, arrival: 0, deadline: ms(100) }).unwrap();
+    let b = s.submit(0, Request { function: f, arrival: 0, deadline: ms(100) }).unwrap();
+    let c = s.submit(0, Request { function: f, arrival: 0, deadline: ms(100) }).unwrap();
+    assert_eq!(s.next_dispatch(0).unwrap().id, a);
+    assert!(s.cancel(b));
+    assert!(!s.cancel(b));
+    assert!(!s.cancel(a), "running requests cannot be cancelled");
+    s.complete(ms(10), a);
+    assert_eq!(s.next_dispatch(ms(10)).unwrap().id, c);
+}
