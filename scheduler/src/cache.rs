@@ -2,6 +2,10 @@
 //! memory runs short. Sizes and load costs come from the function model; the cache only
 //! does the accounting, the executor does the real allocations.
 
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap};
+use std::hash::BuildHasherDefault;
+
 use serde::{Deserialize, Serialize};
 
 use crate::model::{FunctionId, Nanos};
@@ -44,6 +48,8 @@ impl Eviction {
     }
 }
 
+const NIL: u32 = u32::MAX;
+
 #[derive(Clone, Debug)]
 struct Entry {
     function: FunctionId,
@@ -53,6 +59,12 @@ struct Entry {
     frequency: u64,
     priority: f64,
     keep_until: Nanos,
+    /// Neighbours in the LRU list of unpinned entries.
+    prev: u32,
+    next: u32,
+    /// Bumped whenever the entry's GDSF heap record goes stale.
+    generation: u32,
+    live: bool,
 }
 
 /// What acquiring a function on a device did.
@@ -62,7 +74,33 @@ pub struct Acquired {
     pub cold: bool,
 }
 
-/// The resident-state cache of one device.
+/// A multiplicative hasher for function ids: the index is hit on every dispatch and
+/// function ids are small integers, so SipHash's DoS resistance buys nothing here.
+#[derive(Default, Clone, Copy, Debug)]
+struct IdHasher(u64);
+
+impl std::hash::Hasher for IdHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = (self.0.rotate_left(8) ^ b as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        }
+    }
+    fn write_u32(&mut self, v: u32) {
+        self.0 = (v as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    }
+}
+
+type IdMap = HashMap<FunctionId, u32, BuildHasherDefault<IdHasher>>;
+
+/// GDSF heap record: priority bits, last use, function, slot, generation.
+type GdsfKey = (u64, u64, u32, u32, u32);
+
+/// The resident-state cache of one device. Entries live in a slab indexed by function;
+/// unpinned entries sit in an LRU list (LRU) or a lazily cleaned priority heap (GDSF),
+/// so hits, releases and victim choice cost O(1) or O(log n).
 #[derive(Clone, Debug)]
 pub struct DeviceCache {
     capacity: u64,
@@ -70,6 +108,13 @@ pub struct DeviceCache {
     pinned_bytes: u64,
     working_bytes: u64,
     entries: Vec<Entry>,
+    vacant: Vec<u32>,
+    index: IdMap,
+    lru_head: u32,
+    lru_tail: u32,
+    heap: BinaryHeap<Reverse<GdsfKey>>,
+    /// Latest keep-alive end of any entry: protection needs a scan only before it.
+    max_keep_until: Nanos,
     inflation: f64,
     eviction: Eviction,
 }
@@ -83,6 +128,12 @@ impl DeviceCache {
             pinned_bytes: 0,
             working_bytes: 0,
             entries: Vec::new(),
+            vacant: Vec::new(),
+            index: IdMap::default(),
+            lru_head: NIL,
+            lru_tail: NIL,
+            heap: BinaryHeap::new(),
+            max_keep_until: 0,
             inflation: 0.0,
             eviction,
         }
@@ -90,7 +141,77 @@ impl DeviceCache {
 
     /// Changes the eviction policy; entries keep their history.
     pub fn set_eviction(&mut self, eviction: Eviction) {
+        let unpinned: Vec<u32> = self.unpinned_in_lru_order().collect();
         self.eviction = eviction;
+        self.lru_head = NIL;
+        self.lru_tail = NIL;
+        self.heap.clear();
+        for i in unpinned {
+            self.park(i);
+        }
+    }
+
+    fn unpinned_in_lru_order(&self) -> impl Iterator<Item = u32> + '_ {
+        let mut order: Vec<u32> = (0..self.entries.len() as u32)
+            .filter(|&i| self.entries[i as usize].live && self.entries[i as usize].pins == 0)
+            .collect();
+        order.sort_by_key(|&i| (self.entries[i as usize].last_use, self.entries[i as usize].function));
+        order.into_iter()
+    }
+
+    /// Puts an unpinned entry where eviction will find it.
+    fn park(&mut self, i: u32) {
+        let e = &mut self.entries[i as usize];
+        match self.eviction {
+            Eviction::Lru => {
+                e.prev = self.lru_tail;
+                e.next = NIL;
+                if self.lru_tail != NIL {
+                    self.entries[self.lru_tail as usize].next = i;
+                } else {
+                    self.lru_head = i;
+                }
+                self.lru_tail = i;
+            }
+            Eviction::Gdsf => {
+                e.generation = e.generation.wrapping_add(1);
+                // Priorities are non-negative, so their bit patterns order like the values.
+                let key = (e.priority.max(0.0).to_bits(), e.last_use, e.function.0, i, e.generation);
+                self.heap.push(Reverse(key));
+                // Stale records pile up with every pin and release; rebuild when they dominate.
+                if self.heap.len() > 2 * self.index.len() + 64 {
+                    let entries = &self.entries;
+                    self.heap.retain(|Reverse(k)| {
+                        let e = &entries[k.3 as usize];
+                        e.live && e.pins == 0 && e.generation == k.4
+                    });
+                }
+            }
+        }
+    }
+
+    /// Takes an entry out of the eviction order (it is being pinned or removed).
+    fn unpark(&mut self, i: u32) {
+        match self.eviction {
+            Eviction::Lru => {
+                let (prev, next) = (self.entries[i as usize].prev, self.entries[i as usize].next);
+                if prev != NIL {
+                    self.entries[prev as usize].next = next;
+                } else {
+                    self.lru_head = next;
+                }
+                if next != NIL {
+                    self.entries[next as usize].prev = prev;
+                } else {
+                    self.lru_tail = prev;
+                }
+            }
+            // Heap records go stale with the generation.
+            Eviction::Gdsf => {
+                let e = &mut self.entries[i as usize];
+                e.generation = e.generation.wrapping_add(1);
+            }
+        }
     }
 
     /// Bytes in use: resident state plus running invocations' buffers.
@@ -106,47 +227,44 @@ impl DeviceCache {
     /// Whether `f` is resident.
     #[inline]
     pub fn contains(&self, f: FunctionId) -> bool {
-        self.entries.iter().any(|e| e.function == f)
+        self.index.contains_key(&f)
     }
 
     /// Functions resident now.
     pub fn residents(&self) -> impl Iterator<Item = FunctionId> + '_ {
-        self.entries.iter().map(|e| e.function)
+        self.index.keys().copied()
     }
 
-    fn protected_bytes(&self, now: Nanos) -> u64 {
-        self.entries.iter().filter(|e| e.pins > 0 || e.keep_until > now).map(|e| e.bytes).sum()
+    fn protected(e: &Entry, now: Nanos) -> bool {
+        e.pins > 0 || e.keep_until > now
     }
 
     /// Whether an invocation of `f` (resident state `bytes`, buffers `working`) fits after
     /// evicting every unpinned entry whose keep-alive has passed.
     #[inline]
     pub fn fits(&self, f: FunctionId, bytes: u64, working: u64, now: Nanos) -> bool {
-        let resident = self.contains(f);
-        let need = working + if resident { 0 } else { bytes };
-        // Fast path: enough free memory without evicting anything.
+        // Fast path: enough free memory without evicting anything, resident or not.
+        if self.used() + working + bytes <= self.capacity {
+            return true;
+        }
+        let own = self.index.get(&f).map(|&i| &self.entries[i as usize]);
+        let need = working + if own.is_some() { 0 } else { bytes };
         if self.used() + need <= self.capacity {
             return true;
         }
-        let protected = if self.entries.iter().any(|e| e.keep_until > now) {
-            self.protected_bytes(now)
+        let protected = if self.max_keep_until > now {
+            self.entries.iter().filter(|e| e.live && Self::protected(e, now)).map(|e| e.bytes).sum()
         } else {
             self.pinned_bytes
         };
-        let own = if resident
-            && !self.entries.iter().any(|e| e.function == f && (e.pins > 0 || e.keep_until > now))
-        {
-            // Our own entry stays; it is not evicted to make room for ourselves.
-            bytes
-        } else {
-            0
-        };
-        protected + own + self.working_bytes + need <= self.capacity
+        // Our own entry stays; it is not evicted to make room for ourselves.
+        let own_bytes = own.filter(|e| !Self::protected(e, now)).map_or(0, |e| e.bytes);
+        protected + own_bytes + self.working_bytes + need <= self.capacity
     }
 
     /// Pins `f` for one invocation, making it resident (evicting others) if needed.
-    /// Evicted functions are appended to `evicted`. Returns `None` if it cannot fit;
-    /// check [`fits`](Self::fits) first.
+    /// Evicted functions are appended to `evicted`. Returns `None`, evicting nothing, if
+    /// it cannot fit.
     pub fn acquire(
         &mut self,
         f: FunctionId,
@@ -156,123 +274,154 @@ impl DeviceCache {
         now: Nanos,
         evicted: &mut Vec<FunctionId>,
     ) -> Option<Acquired> {
-        // Checked first so a request that cannot fit evicts nothing.
         if !self.fits(f, bytes, working, now) {
             return None;
         }
-        if self.contains(f) {
-            if self.used() + working > self.capacity && !self.make_room(working, now, Some(f), evicted) {
-                return None;
-            }
-            // Looked up after make_room: eviction reorders entries.
-            let i = self.entries.iter().position(|e| e.function == f)?;
-            let inflation = self.inflation;
-            let e = &mut self.entries[i];
-            if e.pins == 0 {
-                self.pinned_bytes += e.bytes;
-            }
-            e.pins += 1;
-            e.frequency += 1;
-            e.last_use = now;
-            e.priority = inflation + e.frequency as f64 * load_cost.max(1) as f64 / e.bytes.max(1) as f64;
-            self.working_bytes += working;
-            return Some(Acquired { cold: false });
+        let slot = self.index.get(&f).copied();
+        let need = working + if slot.is_some() { 0 } else { bytes };
+        if self.used() + need > self.capacity {
+            self.make_room(need, now, f, evicted);
         }
-        if self.used() + bytes + working > self.capacity
-            && !self.make_room(bytes + working, now, None, evicted)
-        {
-            return None;
-        }
-        self.entries.push(Entry {
-            function: f,
-            bytes,
-            pins: 1,
-            last_use: now,
-            frequency: 1,
-            priority: self.inflation + load_cost.max(1) as f64 / bytes.max(1) as f64,
-            keep_until: 0,
-        });
-        self.resident_bytes += bytes;
-        self.pinned_bytes += bytes;
+        let inflation = self.inflation;
+        let cost = load_cost.max(1) as f64;
+        let cold = match slot {
+            Some(i) => {
+                if self.entries[i as usize].pins == 0 {
+                    self.unpark(i);
+                    self.pinned_bytes += self.entries[i as usize].bytes;
+                }
+                let e = &mut self.entries[i as usize];
+                e.pins += 1;
+                e.frequency += 1;
+                e.last_use = now;
+                e.priority = inflation + e.frequency as f64 * cost / e.bytes.max(1) as f64;
+                false
+            }
+            None => {
+                let e = Entry {
+                    function: f,
+                    bytes,
+                    pins: 1,
+                    last_use: now,
+                    frequency: 1,
+                    priority: inflation + cost / bytes.max(1) as f64,
+                    keep_until: 0,
+                    prev: NIL,
+                    next: NIL,
+                    generation: 0,
+                    live: true,
+                };
+                let i = match self.vacant.pop() {
+                    Some(i) => {
+                        let generation = self.entries[i as usize].generation;
+                        self.entries[i as usize] = Entry { generation: generation.wrapping_add(1), ..e };
+                        i
+                    }
+                    None => {
+                        self.entries.push(e);
+                        self.entries.len() as u32 - 1
+                    }
+                };
+                self.index.insert(f, i);
+                self.resident_bytes += bytes;
+                self.pinned_bytes += bytes;
+                true
+            }
+        };
         self.working_bytes += working;
-        Some(Acquired { cold: true })
+        Some(Acquired { cold })
     }
 
-    /// Evicts unprotected entries until `need` more bytes are free.
-    fn make_room(
-        &mut self,
-        need: u64,
-        now: Nanos,
-        keep: Option<FunctionId>,
-        evicted: &mut Vec<FunctionId>,
-    ) -> bool {
+    fn remove(&mut self, i: u32) -> Entry {
+        let e = self.entries[i as usize].clone();
+        self.entries[i as usize].live = false;
+        self.entries[i as usize].generation = e.generation.wrapping_add(1);
+        self.index.remove(&e.function);
+        self.vacant.push(i);
+        self.resident_bytes -= e.bytes;
+        e
+    }
+
+    /// The next entry eviction would take, skipping `keep` and kept-alive entries.
+    fn next_victim(&mut self, now: Nanos, keep: FunctionId, skipped: &mut Vec<u32>) -> Option<u32> {
+        loop {
+            let i = match self.eviction {
+                Eviction::Lru => {
+                    let i = self.lru_head;
+                    if i == NIL {
+                        return None;
+                    }
+                    self.unpark(i);
+                    i
+                }
+                Eviction::Gdsf => {
+                    let Reverse((_, _, _, i, generation)) = self.heap.pop()?;
+                    let e = &self.entries[i as usize];
+                    if !e.live || e.pins > 0 || e.generation != generation {
+                        continue; // stale record
+                    }
+                    self.unpark(i);
+                    i
+                }
+            };
+            let e = &self.entries[i as usize];
+            if e.function == keep || e.keep_until > now {
+                skipped.push(i);
+                continue;
+            }
+            return Some(i);
+        }
+    }
+
+    /// Evicts unprotected entries, in eviction order, until `need` more bytes are free.
+    fn make_room(&mut self, need: u64, now: Nanos, keep: FunctionId, evicted: &mut Vec<FunctionId>) {
+        let mut skipped = Vec::new();
         while self.used() + need > self.capacity {
-            let victim = self
-                .entries
-                .iter()
-                .enumerate()
-                .filter(|(_, e)| e.pins == 0 && e.keep_until <= now && Some(e.function) != keep)
-                .min_by(|(_, a), (_, b)| match self.eviction {
-                    Eviction::Lru => a.last_use.cmp(&b.last_use).then(a.function.cmp(&b.function)),
-                    Eviction::Gdsf => a
-                        .priority
-                        .total_cmp(&b.priority)
-                        .then(a.last_use.cmp(&b.last_use))
-                        .then(a.function.cmp(&b.function)),
-                })
-                .map(|(i, _)| i);
-            let Some(i) = victim else { return false };
-            let e = self.entries.swap_remove(i);
+            let Some(i) = self.next_victim(now, keep, &mut skipped) else { break };
+            let e = self.remove(i);
             if self.eviction == Eviction::Gdsf {
                 self.inflation = self.inflation.max(e.priority);
             }
-            self.resident_bytes -= e.bytes;
             evicted.push(e.function);
         }
-        true
+        for i in skipped {
+            self.park(i);
+        }
     }
 
     /// Unpins `f` after an invocation; `keep_until` protects it from eviction until then.
     pub fn release(&mut self, f: FunctionId, working: u64, now: Nanos, keep_until: Nanos) {
         self.working_bytes -= working;
-        if let Some(e) = self.entries.iter_mut().find(|e| e.function == f) {
-            e.pins -= 1;
-            e.last_use = now;
-            e.keep_until = e.keep_until.max(keep_until);
-            if e.pins == 0 {
-                self.pinned_bytes -= e.bytes;
-            }
+        let Some(&i) = self.index.get(&f) else { return };
+        let e = &mut self.entries[i as usize];
+        e.pins -= 1;
+        e.last_use = now;
+        e.keep_until = e.keep_until.max(keep_until);
+        self.max_keep_until = self.max_keep_until.max(keep_until);
+        if e.pins == 0 {
+            self.pinned_bytes -= e.bytes;
+            self.park(i);
         }
-    }
-
-    /// The earliest keep-alive expiry after `now`, if any entry is protected only by one.
-    pub fn next_expiry(&self, now: Nanos) -> Option<Nanos> {
-        self.entries.iter().filter(|e| e.pins == 0 && e.keep_until > now).map(|e| e.keep_until).min()
     }
 
     /// Evicts `f` if it is resident and unpinned; returns whether it was evicted.
     pub fn evict(&mut self, f: FunctionId) -> bool {
-        match self.entries.iter().position(|e| e.function == f && e.pins == 0) {
-            Some(i) => {
-                let e = self.entries.swap_remove(i);
-                self.resident_bytes -= e.bytes;
+        match self.index.get(&f).copied() {
+            Some(i) if self.entries[i as usize].pins == 0 => {
+                self.unpark(i);
+                self.remove(i);
                 true
             }
-            None => false,
+            _ => false,
         }
     }
 
     /// Evicts every unpinned entry (a worker restart); appends them to `evicted`.
     pub fn flush(&mut self, evicted: &mut Vec<FunctionId>) {
-        let mut i = 0;
-        while i < self.entries.len() {
-            if self.entries[i].pins == 0 {
-                let e = self.entries.swap_remove(i);
-                self.resident_bytes -= e.bytes;
-                evicted.push(e.function);
-            } else {
-                i += 1;
-            }
+        let unpinned: Vec<u32> = self.unpinned_in_lru_order().collect();
+        for i in unpinned {
+            self.unpark(i);
+            evicted.push(self.remove(i).function);
         }
     }
 }

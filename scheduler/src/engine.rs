@@ -126,6 +126,8 @@ pub struct Scheduler {
     seq: u64,
     dropped: Vec<Dropped>,
     evicted: Vec<FunctionId>,
+    /// When keep-alive protections end (may hold ends already past).
+    keep_alive_ends: BinaryHeap<Reverse<Nanos>>,
 }
 
 /// Builds the policy context from the scheduler's fields (a macro so the policy itself
@@ -218,6 +220,7 @@ impl Scheduler {
             seq: 0,
             dropped: Vec::new(),
             evicted: Vec::new(),
+            keep_alive_ends: BinaryHeap::new(),
         };
         s.capacity = s.healthy.iter().map(|d| s.slot_capacity(d)).sum();
         Ok(s)
@@ -455,11 +458,14 @@ impl Scheduler {
 
     /// When the caller should call [`next_dispatch`](Self::next_dispatch) again even if
     /// nothing else happens: a keep-alive that blocks waiting work expires then.
-    pub fn next_wakeup(&self, now: Nanos) -> Option<Nanos> {
+    pub fn next_wakeup(&mut self, now: Nanos) -> Option<Nanos> {
+        while self.keep_alive_ends.peek().is_some_and(|e| e.0 <= now) {
+            self.keep_alive_ends.pop();
+        }
         if self.policy.is_empty() {
             return None;
         }
-        self.caches.iter().filter_map(|c| c.next_expiry(now)).min()
+        self.keep_alive_ends.peek().map(|e| e.0)
     }
 
     /// Requests dropped since the last call (shed by the policy).
@@ -679,6 +685,9 @@ impl Scheduler {
         if next >= n {
             let keep = self.policy.keep_alive();
             let keep_until = if keep > 0 { now + keep } else { 0 };
+            if keep > 0 {
+                self.keep_alive_ends.push(Reverse(keep_until));
+            }
             self.caches[device.0 as usize].release(
                 state.request.function,
                 func.working_bytes,
@@ -753,6 +762,27 @@ impl Scheduler {
             r.remove(d);
         }
         lost
+    }
+
+    /// Makes `f` resident on `d` without running it (the executor's preload), evicting
+    /// unprotected state if needed. Returns whether it is resident now.
+    pub fn preload(&mut self, now: Nanos, f: FunctionId, d: DeviceId) -> bool {
+        let (fi, di) = (f.0 as usize, d.0 as usize);
+        if !self.runnable[fi].contains(d) || !self.healthy.contains(d) {
+            return false;
+        }
+        let func = &self.functions[fi];
+        let load = func.load_time[self.cluster.devices[di].class.0 as usize];
+        self.evicted.clear();
+        let ok = self.caches[di].acquire(f, func.resident_bytes, 0, load, now, &mut self.evicted).is_some();
+        for g in self.evicted.drain(..) {
+            self.resident[g.0 as usize].remove(d);
+        }
+        if ok {
+            self.caches[di].release(f, 0, now, 0);
+            self.resident[fi].insert(d);
+        }
+        ok
     }
 
     /// Evicts a function's resident state from every device where it is not running

@@ -22,7 +22,7 @@ pub use cache::Eviction;
 pub use engine::{Completed, Dispatch, Dropped, Lost, Scheduler};
 pub use model::{
     AcceleratorClass, ClassId, Cluster, Device, DeviceId, DeviceKind, Function, FunctionId, MS, Nanos,
-    Request, SEC,
+    Request, SEC, ms, to_ms,
 };
 pub use policy::{POLICY_NAMES, PolicyConfig, Registry};
 
@@ -36,6 +36,11 @@ pub struct ReqId(pub u64);
 impl ReqId {
     pub(crate) fn new(index: u32, generation: u32) -> Self {
         ReqId(((generation as u64) << 32) | index as u64)
+    }
+    /// The slot this request occupies: unique among live requests and below the
+    /// largest number of requests alive at once, so callers can keep side tables in a Vec.
+    pub fn slot(self) -> usize {
+        self.index()
     }
     pub(crate) fn index(self) -> usize {
         (self.0 & 0xffff_ffff) as usize

@@ -150,11 +150,12 @@ impl Metrics {
     /// A request's first kernel started after waiting `wait`.
     pub fn started(&mut self, f: FunctionId, wait: Nanos, cold: bool) {
         let w = wait as f64 / MS as f64;
+        let i = self.all.wait.index_of(w);
         let (a, b) = self.both(f);
         for acc in std::iter::once(a).chain(b) {
             acc.started += 1;
             acc.cold_starts += cold as u64;
-            acc.wait.add(w);
+            acc.wait.add_indexed(w, i);
         }
     }
 
@@ -173,11 +174,12 @@ impl Metrics {
     /// A request completed with end-to-end latency `latency`, by its deadline or not.
     pub fn completed(&mut self, f: FunctionId, latency: Nanos, met: bool) {
         let l = latency as f64 / MS as f64;
+        let i = self.all.latency.index_of(l);
         let (a, b) = self.both(f);
         for acc in std::iter::once(a).chain(b) {
             acc.completed += 1;
             acc.slo_met += met as u64;
-            acc.latency.add(l);
+            acc.latency.add_indexed(l, i);
         }
     }
 
@@ -205,6 +207,11 @@ impl Metrics {
         let mut r = self.all.report(duration as f64 / SEC as f64, slot_seconds);
         r.fairness_jain = self.fairness();
         r
+    }
+
+    /// Overall end-to-end latency quantiles in milliseconds, for CDF plots.
+    pub fn latency_quantiles(&self, qs: &[f64]) -> Vec<f64> {
+        qs.iter().map(|&q| self.all.latency.quantile(q)).collect()
     }
 
     /// Per-function reports, by function name.

@@ -46,16 +46,28 @@ impl Sketch {
     /// Adds a sample. Values below 1e-9 count as zero.
     #[inline]
     pub fn add(&mut self, v: f64) {
+        let i = self.index_of(v);
+        self.add_indexed(v, i);
+    }
+
+    /// The bucket index of `v` (`None` for zero), to add the same value to several
+    /// sketches of the same accuracy while computing the logarithm once.
+    #[inline]
+    pub fn index_of(&self, v: f64) -> Option<i32> {
+        (v >= 1e-9).then(|| (v.ln() * self.inv_ln_gamma).ceil() as i32)
+    }
+
+    /// Adds `v` whose index [`index_of`](Self::index_of) computed.
+    #[inline]
+    pub fn add_indexed(&mut self, v: f64, index: Option<i32>) {
         self.count += 1;
         self.sum += v;
         self.min = self.min.min(v);
         self.max = self.max.max(v);
-        if v < 1e-9 {
-            self.zeros += 1;
-            return;
+        match index {
+            None => self.zeros += 1,
+            Some(i) => *self.bucket(i) += 1,
         }
-        let i = (v.ln() * self.inv_ln_gamma).ceil() as i32;
-        *self.bucket(i) += 1;
     }
 
     /// The counter of bucket `i`, growing the bucket range to include it.

@@ -12,7 +12,7 @@ fn sched(cluster: Cluster, policy: PolicyConfig) -> Scheduler {
 
 /// A function with 10 ms runtime and 5 ms load on one class.
 fn func(name: &str) -> Function {
-    Function::uniform(name, 1, ms(10), ms(5), ms(1000))
+    Function::uniform(name, 1, msec(10), msec(5), msec(1000))
 }
 
 #[test]
@@ -20,7 +20,7 @@ fn balance_is_fifo_on_the_lowest_free_device_ignoring_warmth() {
     let mut s = sched(gpus(2, 1, 1 << 30), PolicyConfig::named("balance"));
     let a = s.add_function(func("a")).unwrap();
     let b = s.add_function(func("b")).unwrap();
-    let trace = run(&mut s, &[(0, a), (0, b), (ms(1), b), (ms(1), a)]);
+    let trace = run(&mut s, &[(0, a), (0, b), (msec(1), b), (msec(1), a)]);
     // At 15 ms both devices free up: the head (b) takes device 0 where only a is warm.
     assert_eq!(runs(&trace), vec![(0, 0, 0, true), (0, 1, 1, true), (15, 2, 0, true), (15, 3, 1, true)]);
 }
@@ -30,13 +30,13 @@ fn edf_prefers_warm_devices_and_earliest_deadline() {
     let mut s = sched(gpus(2, 1, 1 << 30), PolicyConfig::named("edf"));
     let a = s.add_function(func("a")).unwrap();
     let b = s.add_function(func("b")).unwrap();
-    let trace = run(&mut s, &[(0, a), (0, b), (ms(1), b), (ms(1), a)]);
+    let trace = run(&mut s, &[(0, a), (0, b), (msec(1), b), (msec(1), a)]);
     // Same arrivals as the balance case: each now lands where it is warm.
     assert_eq!(runs(&trace), vec![(0, 0, 0, true), (0, 1, 1, true), (15, 2, 1, false), (15, 3, 0, false)]);
 
     // One device busy until 15 ms; three requests queue with deadlines 100, 50 and 30 ms.
     let mut s = sched(gpus(1, 1, 1 << 30), PolicyConfig::named("edf"));
-    let mk = |name: &str, deadline| Function::uniform(name, 1, ms(10), ms(5), ms(deadline));
+    let mk = |name: &str, deadline| Function::uniform(name, 1, msec(10), msec(5), msec(deadline));
     let long = s.add_function(mk("long", 1000)).unwrap();
     let d100 = s.add_function(mk("d100", 100)).unwrap();
     let d50 = s.add_function(mk("d50", 50)).unwrap();
@@ -44,7 +44,7 @@ fn edf_prefers_warm_devices_and_earliest_deadline() {
     let mut urgent = mk("urgent", 500);
     urgent.priority = 5;
     let urgent = s.add_function(urgent).unwrap();
-    let trace = run(&mut s, &[(0, long), (ms(1), d100), (ms(2), d50), (ms(3), d30), (ms(4), urgent)]);
+    let trace = run(&mut s, &[(0, long), (msec(1), d100), (msec(2), d50), (msec(3), d30), (msec(4), urgent)]);
     let order: Vec<usize> = runs(&trace).iter().map(|r| r.1).collect();
     // Priority first, then earliest absolute deadline: urgent, d30 (33), d50 (52), d100 (101).
     assert_eq!(order, vec![0, 4, 3, 2, 1]);
@@ -56,7 +56,7 @@ fn exclusive_takes_from_the_largest_holder_and_goes_cold() {
     let a = s.add_function(func("a")).unwrap();
     let b = s.add_function(func("b")).unwrap();
     let c = s.add_function(func("c")).unwrap();
-    let trace = run(&mut s, &[(0, a), (0, b), (0, c), (ms(16), a), (ms(16), b)]);
+    let trace = run(&mut s, &[(0, a), (0, b), (0, c), (msec(16), a), (msec(16), b)]);
     assert_eq!(
         runs(&trace),
         vec![
@@ -74,7 +74,7 @@ fn exclusive_collapses_when_functions_outnumber_devices() {
     // Four functions round-robin on two devices: every request is a cold start.
     let mut s = sched(gpus(2, 1, 1 << 30), PolicyConfig::named("exclusive"));
     let fs: Vec<FunctionId> = (0..4).map(|i| s.add_function(func(&format!("f{i}"))).unwrap()).collect();
-    let arrivals: Vec<(Nanos, FunctionId)> = (0..40).map(|i| (ms(i * 8), fs[i as usize % 4])).collect();
+    let arrivals: Vec<(Nanos, FunctionId)> = (0..40).map(|i| (msec(i * 8), fs[i as usize % 4])).collect();
     let trace = run(&mut s, &arrivals);
     let r = runs(&trace);
     assert_eq!(r.len(), 40);
@@ -83,7 +83,7 @@ fn exclusive_collapses_when_functions_outnumber_devices() {
     // either, but does not flush: with enough memory everything stays resident.
     let mut s = sched(gpus(2, 1, 1 << 30), PolicyConfig::named("balance"));
     let fs: Vec<FunctionId> = (0..4).map(|i| s.add_function(func(&format!("f{i}"))).unwrap()).collect();
-    let arrivals: Vec<(Nanos, FunctionId)> = (0..40).map(|i| (ms(i * 8), fs[i as usize % 4])).collect();
+    let arrivals: Vec<(Nanos, FunctionId)> = (0..40).map(|i| (msec(i * 8), fs[i as usize % 4])).collect();
     let cold = runs(&run(&mut s, &arrivals)).iter().filter(|x| x.3).count();
     assert!(cold <= 8, "balance cold starts: {cold}");
 }
@@ -111,7 +111,7 @@ fn static_partitions_reserve_devices() {
     s.add_function(func("a")).unwrap();
     s.add_function(func("b")).unwrap();
     let c = s.add_function(func("c")).unwrap();
-    let err = s.submit(0, Request { function: c, arrival: 0, deadline: ms(100) }).unwrap_err();
+    let err = s.submit(0, Request { function: c, arrival: 0, deadline: msec(100) }).unwrap_err();
     assert!(err.to_string().contains("no usable device in the static partition"), "{err}");
 }
 
@@ -119,10 +119,10 @@ fn static_partitions_reserve_devices() {
 fn cfs_affinity_shares_by_weight() {
     // Penalty 0: pure weighted fair share. a (weight 2) and b (weight 1), six each.
     let mut s = sched(gpus(1, 1, 1 << 30), PolicyConfig::named("cfs-affinity").with("affinityPenalty", 0.0));
-    let mut fa = Function::uniform("a", 1, ms(10), 0, ms(1000));
+    let mut fa = Function::uniform("a", 1, msec(10), 0, msec(1000));
     fa.weight = 2;
     let a = s.add_function(fa).unwrap();
-    let b = s.add_function(Function::uniform("b", 1, ms(10), 0, ms(1000))).unwrap();
+    let b = s.add_function(Function::uniform("b", 1, msec(10), 0, msec(1000))).unwrap();
     let mut arrivals = vec![(0, a); 6];
     arrivals.extend(vec![(0, b); 6]);
     let trace = run(&mut s, &arrivals);
@@ -134,7 +134,7 @@ fn cfs_affinity_shares_by_weight() {
 fn cfs_affinity_penalty_keeps_a_warm_function_on_its_device() {
     // Memory for one function only: switching functions costs a cold start.
     let cluster = gpus(1, 1, 3 << 19);
-    let mk = |name| Function::uniform(name, 1, ms(10), ms(5), ms(1000));
+    let mk = |name| Function::uniform(name, 1, msec(10), msec(5), msec(1000));
     let arrivals = |a, b| {
         let mut v = vec![(0, a); 6];
         v.extend(vec![(0, b); 6]);
@@ -156,11 +156,11 @@ fn cfs_affinity_penalty_keeps_a_warm_function_on_its_device() {
 #[test]
 fn cfs_affinity_idle_flow_does_not_hoard_credit() {
     let mut s = sched(gpus(1, 1, 1 << 30), PolicyConfig::named("cfs-affinity").with("affinityPenalty", 0.0));
-    let a = s.add_function(Function::uniform("a", 1, ms(10), 0, ms(10_000))).unwrap();
-    let b = s.add_function(Function::uniform("b", 1, ms(10), 0, ms(10_000))).unwrap();
+    let a = s.add_function(Function::uniform("a", 1, msec(10), 0, msec(10_000))).unwrap();
+    let b = s.add_function(Function::uniform("b", 1, msec(10), 0, msec(10_000))).unwrap();
     // a runs alone for 100 ms; b shows up at 95 ms with four requests, a keeps sending.
     let mut arrivals: Vec<(Nanos, FunctionId)> = (0..16).map(|_| (0, a)).collect();
-    arrivals.extend((0..4).map(|_| (ms(95), b)));
+    arrivals.extend((0..4).map(|_| (msec(95), b)));
     let order: Vec<usize> = runs(&run(&mut s, &arrivals)).iter().map(|r| r.1).collect();
     // Had b kept virtual time 0 it would run four times in a row from 100 ms; reset to
     // a's virtual time it alternates with a.
@@ -195,15 +195,15 @@ fn slo_aware_picks_cheapest_class_meeting_deadline_and_sheds_hopeless() {
     );
     let mut s = sched(c, PolicyConfig::named("slo-aware"));
     let mk = |name: &str, deadline| Function {
-        runtime: vec![Some(ms(10)), Some(ms(30))],
+        runtime: vec![Some(msec(10)), Some(msec(30))],
         load_time: vec![0, 0],
-        ..Function::uniform(name, 2, ms(10), 0, ms(deadline))
+        ..Function::uniform(name, 2, msec(10), 0, msec(deadline))
     };
     let relaxed = s.add_function(mk("relaxed", 50)).unwrap();
     let tight = s.add_function(mk("tight", 20)).unwrap();
     let hopeless = s.add_function(mk("hopeless", 5)).unwrap();
     let later = s.add_function(mk("later", 100)).unwrap();
-    let trace = run(&mut s, &[(0, relaxed), (0, tight), (0, hopeless), (ms(1), relaxed), (ms(2), later)]);
+    let trace = run(&mut s, &[(0, relaxed), (0, tight), (0, hopeless), (msec(1), relaxed), (msec(2), later)]);
     assert_eq!(s.cluster().classes[fast.0 as usize].name, "h100");
     assert!(trace.contains(&Ev::Dropped { t: 0, req: 2 }), "{trace:?}");
     assert_eq!(
@@ -237,15 +237,15 @@ fn mqfq_throttles_a_flow_far_ahead_of_a_blocked_one() {
     c.add_class(AcceleratorClass { name: "cpu".into(), kind: DeviceKind::Cpu, ..gpu }, 1);
     let mut s = sched(c, PolicyConfig::named("mqfq-sticky").with("throttleMs", 30.0));
     let on = |name: &str, gpu_rt: Option<u64>, cpu_rt: Option<u64>| Function {
-        runtime: vec![gpu_rt.map(ms), cpu_rt.map(ms)],
+        runtime: vec![gpu_rt.map(msec), cpu_rt.map(msec)],
         load_time: vec![0, 0],
-        ..Function::uniform(name, 2, ms(10), 0, ms(100_000))
+        ..Function::uniform(name, 2, msec(10), 0, msec(100_000))
     };
     let a = s.add_function(on("a", Some(10), None)).unwrap();
     let b = s.add_function(on("b", None, Some(100))).unwrap();
     let c_ = s.add_function(on("c", None, Some(200))).unwrap();
-    let mut arrivals = vec![(0, c_), (ms(1), b)];
-    arrivals.extend((0..6).map(|_| (ms(1), a)));
+    let mut arrivals = vec![(0, c_), (msec(1), b)];
+    arrivals.extend((0..6).map(|_| (msec(1), a)));
     let r = runs(&run(&mut s, &arrivals));
     let times: Vec<(u64, usize)> = r.iter().map(|x| (x.0, x.1)).collect();
     // a's start tags are 0, 10, 20, ...; b waits at tag 0 behind c on the CPU, so a may
@@ -259,16 +259,16 @@ fn mqfq_keep_alive_protects_state_until_it_expires() {
     let mut s = sched(gpus(1, 1, 3 << 19), PolicyConfig::named("mqfq-sticky").with("keepAliveMs", 100.0));
     let a = s.add_function(func("a")).unwrap();
     let b = s.add_function(func("b")).unwrap();
-    let r = runs(&run(&mut s, &[(0, a), (ms(20), b), (ms(50), a)]));
+    let r = runs(&run(&mut s, &[(0, a), (msec(20), b), (msec(50), a)]));
     // b cannot evict a before 115 ms; a's second request at 50 ms runs warm meanwhile.
     assert_eq!(r, vec![(0, 0, 0, true), (50, 2, 0, false), (160, 1, 0, true)]);
 }
 
 #[test]
 fn kernel_granularity_lets_short_work_pass_a_long_graph() {
-    let mut long = Function::uniform("long", 1, ms(100), 0, ms(10_000));
+    let mut long = Function::uniform("long", 1, msec(100), 0, msec(10_000));
     long.kernel_shares = vec![0.25; 4];
-    let mut short = Function::uniform("short", 1, ms(1), 0, ms(10));
+    let mut short = Function::uniform("short", 1, msec(1), 0, msec(10));
     short.priority = 1;
     let order = |granularity| {
         let mut cfg = SchedulerConfig::new(PolicyConfig::named("edf"));
@@ -276,13 +276,13 @@ fn kernel_granularity_lets_short_work_pass_a_long_graph() {
         let mut s = Scheduler::new(gpus(1, 1, 1 << 30), cfg).unwrap();
         let l = s.add_function(long.clone()).unwrap();
         let sh = s.add_function(short.clone()).unwrap();
-        let trace = run(&mut s, &[(0, l), (ms(5), sh)]);
+        let trace = run(&mut s, &[(0, l), (msec(5), sh)]);
         trace.iter().find_map(|e| matches!(e, Ev::Done { req: 1, .. }).then(|| e.clone())).unwrap()
     };
     // Kernel granularity: the short request runs at the first kernel boundary (25 ms).
-    assert_eq!(order(Granularity::Kernel), Ev::Done { t: ms(26), req: 1 });
+    assert_eq!(order(Granularity::Kernel), Ev::Done { t: msec(26), req: 1 });
     // Request granularity: it waits for the whole graph.
-    assert_eq!(order(Granularity::Request), Ev::Done { t: ms(101), req: 1 });
+    assert_eq!(order(Granularity::Request), Ev::Done { t: msec(101), req: 1 });
 }
 
 #[test]
@@ -321,19 +321,22 @@ fn token_bucket_limits_a_function_to_its_reserved_rate() {
     let unlimited = s.add_function(func("b")).unwrap();
     let mut ok = 0;
     for i in 0..5 {
-        if s.submit(ms(i), Request { function: a, arrival: ms(i), deadline: ms(1000) }).is_ok() {
+        if s.submit(msec(i), Request { function: a, arrival: msec(i), deadline: msec(1000) }).is_ok() {
             ok += 1;
         }
     }
     // Burst 2, then one token per 10 ms: 2 within the first 5 ms.
     assert_eq!(ok, 2);
-    let err = s.submit(ms(5), Request { function: a, arrival: ms(5), deadline: ms(1000) }).unwrap_err();
+    let err = s.submit(msec(5), Request { function: a, arrival: msec(5), deadline: msec(1000) }).unwrap_err();
     assert!(
-        matches!(err, Rejection::RateLimited { retry_after } if retry_after > 0 && retry_after <= ms(10))
+        matches!(err, Rejection::RateLimited { retry_after } if retry_after > 0 && retry_after <= msec(10))
     );
-    assert!(s.submit(ms(12), Request { function: a, arrival: ms(12), deadline: ms(1000) }).is_ok());
+    assert!(s.submit(msec(12), Request { function: a, arrival: msec(12), deadline: msec(1000) }).is_ok());
     for i in 0..20 {
-        assert!(s.submit(ms(i), Request { function: unlimited, arrival: ms(i), deadline: ms(1000) }).is_ok());
+        assert!(
+            s.submit(msec(i), Request { function: unlimited, arrival: msec(i), deadline: msec(1000) })
+                .is_ok()
+        );
     }
 }
 
@@ -342,7 +345,7 @@ fn deadline_admission_rejects_predicted_misses() {
     let mut cfg = SchedulerConfig::new(PolicyConfig::named("edf"));
     cfg.admission = AdmissionMode::Deadline;
     let mut s = Scheduler::new(gpus(1, 1, 1 << 30), cfg).unwrap();
-    let f = s.add_function(Function::uniform("f", 1, ms(10), ms(5), ms(35))).unwrap();
+    let f = s.add_function(Function::uniform("f", 1, msec(10), msec(5), msec(35))).unwrap();
     let arrivals: Vec<(Nanos, FunctionId)> = vec![(0, f); 5];
     let trace = run(&mut s, &arrivals);
     // First: cold, done at 15. Second waits ~10 (backlog), done 25. Third: backlog 20 →
@@ -355,7 +358,7 @@ fn deadline_admission_rejects_predicted_misses() {
     // Every admitted request met its deadline.
     for e in &trace {
         if let Ev::Done { t, .. } = e {
-            assert!(*t <= ms(35), "{trace:?}");
+            assert!(*t <= msec(35), "{trace:?}");
         }
     }
 }

@@ -85,11 +85,11 @@ fn build(c: &Case) -> (Scheduler, Vec<(Nanos, FunctionId)>) {
         let f = Function {
             name: format!("f{i}"),
             tenant: format!("t{}", i % 2),
-            runtime: rts.iter().map(|r| r.map(ms)).collect(),
-            load_time: vec![ms(*load); rts.len()],
+            runtime: rts.iter().map(|r| r.map(msec)).collect(),
+            load_time: vec![msec(*load); rts.len()],
             resident_bytes: mib << 20,
             working_bytes: 1 << 18,
-            deadline: ms(*deadline),
+            deadline: msec(*deadline),
             weight: *weight,
             priority: (i % 2) as i32,
             kernel_shares: vec![1.0 / *kernels as f64; *kernels],
@@ -98,7 +98,7 @@ fn build(c: &Case) -> (Scheduler, Vec<(Nanos, FunctionId)>) {
         ids.push(s.add_function(f).unwrap());
     }
     let mut arrivals: Vec<(Nanos, FunctionId)> =
-        c.arrivals.iter().map(|&(t, f)| (ms(t), ids[f % ids.len()])).collect();
+        c.arrivals.iter().map(|&(t, f)| (msec(t), ids[f % ids.len()])).collect();
     arrivals.sort_by_key(|a| a.0);
     (s, arrivals)
 }
@@ -204,9 +204,9 @@ proptest! {
 fn a_device_failure_returns_its_requests_and_keeps_the_rest() {
     let mut s =
         Scheduler::new(gpus(2, 1, 1 << 30), SchedulerConfig::new(PolicyConfig::named("balance"))).unwrap();
-    let f = s.add_function(Function::uniform("f", 1, ms(10), 0, ms(100))).unwrap();
+    let f = s.add_function(Function::uniform("f", 1, msec(10), 0, msec(100))).unwrap();
     let ids: Vec<ReqId> = (0..3)
-        .map(|_| s.submit(0, Request { function: f, arrival: 0, deadline: ms(100) }).unwrap())
+        .map(|_| s.submit(0, Request { function: f, arrival: 0, deadline: msec(100) }).unwrap())
         .collect();
     let d0 = s.next_dispatch(0).unwrap();
     let d1 = s.next_dispatch(0).unwrap();
@@ -214,36 +214,37 @@ fn a_device_failure_returns_its_requests_and_keeps_the_rest() {
     let lost = s.set_device_health(d0.device, false);
     assert_eq!(lost.iter().map(|l| l.id).collect::<Vec<_>>(), vec![d0.id]);
     // The lost request's handle is dead; the third request waits for device 1.
-    assert_eq!(s.complete(ms(1), d0.id), None);
-    assert!(s.next_dispatch(ms(1)).is_none());
-    assert_eq!(s.complete(ms(10), d1.id), Some(Completed::Request));
-    let d2 = s.next_dispatch(ms(10)).unwrap();
+    assert_eq!(s.complete(msec(1), d0.id), None);
+    assert!(s.next_dispatch(msec(1)).is_none());
+    assert_eq!(s.complete(msec(10), d1.id), Some(Completed::Request));
+    let d2 = s.next_dispatch(msec(10)).unwrap();
     assert_eq!((d2.id, d2.device), (ids[2], d1.device));
     // The device comes back and serves again.
     s.set_device_health(d0.device, true);
-    let again = s.submit(ms(11), Request { function: f, arrival: ms(11), deadline: ms(200) }).unwrap();
-    assert_eq!(s.next_dispatch(ms(11)).map(|d| (d.id, d.device)), Some((again, d0.device)));
+    let again = s.submit(msec(11), Request { function: f, arrival: msec(11), deadline: msec(200) }).unwrap();
+    assert_eq!(s.next_dispatch(msec(11)).map(|d| (d.id, d.device)), Some((again, d0.device)));
 }
 
 #[test]
 fn live_policy_switch_keeps_waiting_requests_in_order() {
     let mut s =
         Scheduler::new(gpus(1, 1, 1 << 30), SchedulerConfig::new(PolicyConfig::named("edf"))).unwrap();
-    let f = s.add_function(Function::uniform("f", 1, ms(10), 0, ms(100))).unwrap();
+    let f = s.add_function(Function::uniform("f", 1, msec(10), 0, msec(100))).unwrap();
     let ids: Vec<ReqId> = (0..4)
         .map(|i| {
-            s.submit(ms(i), Request { function: f, arrival: ms(i), deadline: ms(100 - i * 10) }).unwrap()
+            s.submit(msec(i), Request { function: f, arrival: msec(i), deadline: msec(100 - i * 10) })
+                .unwrap()
         })
         .collect();
-    let first = s.next_dispatch(ms(3)).unwrap();
+    let first = s.next_dispatch(msec(3)).unwrap();
     assert_eq!(first.id, ids[3]); // EDF: the latest arrival has the earliest deadline
-    s.set_policy(ms(4), PolicyConfig::named("balance")).unwrap();
+    s.set_policy(msec(4), PolicyConfig::named("balance")).unwrap();
     assert_eq!(s.policy_name(), "balance");
-    s.complete(ms(13), first.id);
+    s.complete(msec(13), first.id);
     let order: Vec<ReqId> = (0..3)
         .map(|i| {
-            let d = s.next_dispatch(ms(13 + i * 10)).unwrap();
-            s.complete(ms(23 + i * 10), d.id);
+            let d = s.next_dispatch(msec(13 + i * 10)).unwrap();
+            s.complete(msec(23 + i * 10), d.id);
             d.id
         })
         .collect();
@@ -255,14 +256,14 @@ fn cancelled_requests_are_never_dispatched() {
     let mut s =
         Scheduler::new(gpus(1, 1, 1 << 30), SchedulerConfig::new(PolicyConfig::named("cfs-affinity")))
             .unwrap();
-    let f = s.add_function(Function::uniform("f", 1, ms(10), 0, ms(100))).unwrap();
-    let a = s.submit(0, Request { function: f, arrival: 0, deadline: ms(100) }).unwrap();
-    let b = s.submit(0, Request { function: f, arrival: 0, deadline: ms(100) }).unwrap();
-    let c = s.submit(0, Request { function: f, arrival: 0, deadline: ms(100) }).unwrap();
+    let f = s.add_function(Function::uniform("f", 1, msec(10), 0, msec(100))).unwrap();
+    let a = s.submit(0, Request { function: f, arrival: 0, deadline: msec(100) }).unwrap();
+    let b = s.submit(0, Request { function: f, arrival: 0, deadline: msec(100) }).unwrap();
+    let c = s.submit(0, Request { function: f, arrival: 0, deadline: msec(100) }).unwrap();
     assert_eq!(s.next_dispatch(0).unwrap().id, a);
     assert!(s.cancel(b));
     assert!(!s.cancel(b));
     assert!(!s.cancel(a), "running requests cannot be cancelled");
-    s.complete(ms(10), a);
-    assert_eq!(s.next_dispatch(ms(10)).unwrap().id, c);
+    s.complete(msec(10), a);
+    assert_eq!(s.next_dispatch(msec(10)).unwrap().id, c);
 }

@@ -1,61 +1,40 @@
 //! `edf`: earliest deadline first over one queue, preferring a warm device.
 
-use std::cmp::Reverse;
-use std::collections::BinaryHeap;
+use std::collections::BTreeMap;
 
 use super::balance::SCAN_LIMIT;
 use super::{Cx, Pick, Policy, Queued, Rank};
 
-/// A request ordered by its rank (rank includes the unique arrival sequence).
-#[derive(Copy, Clone, Debug)]
-pub(crate) struct Ranked(pub Rank, pub Queued);
-
-impl PartialEq for Ranked {
-    fn eq(&self, o: &Self) -> bool {
-        self.0 == o.0
-    }
-}
-impl Eq for Ranked {}
-impl PartialOrd for Ranked {
-    fn partial_cmp(&self, o: &Self) -> Option<std::cmp::Ordering> {
-        Some(self.cmp(o))
-    }
-}
-impl Ord for Ranked {
-    fn cmp(&self, o: &Self) -> std::cmp::Ordering {
-        self.0.cmp(&o.0)
-    }
-}
-
-/// A min-heap of requests by rank with the scan-past-the-head search EDF-like policies need.
+/// Requests ordered by rank (rank includes the unique arrival sequence), with the
+/// in-order scan past the head that EDF-like policies need.
 #[derive(Default)]
 pub(crate) struct RankHeap {
-    heap: BinaryHeap<Reverse<Ranked>>,
-    scratch: Vec<Reverse<Ranked>>,
+    queue: BTreeMap<Rank, Queued>,
 }
 
 impl RankHeap {
     pub(crate) fn push(&mut self, rank: Rank, req: Queued) {
-        self.heap.push(Reverse(Ranked(rank, req)));
+        self.queue.insert(rank, req);
     }
 
     pub(crate) fn len(&self) -> usize {
-        self.heap.len()
+        self.queue.len()
     }
 
     /// The lowest-ranked request (cancelled ones included; prune first).
     pub(crate) fn top(&self) -> Option<&Queued> {
-        self.heap.peek().map(|r| &r.0.1)
+        self.queue.first_key_value().map(|(_, q)| q)
     }
 
     /// Drops cancelled requests from the top.
     pub(crate) fn prune(&mut self, cx: &Cx) {
-        while self.heap.peek().is_some_and(|r| !cx.is_live(&r.0.1)) {
-            self.heap.pop();
+        while self.queue.first_key_value().is_some_and(|(_, q)| !cx.is_live(q)) {
+            self.queue.pop_first();
         }
     }
 
     /// The first of the lowest-ranked `limit` live requests for which `f` decides.
+    /// Cancelled requests met on the way are dropped.
     pub(crate) fn find<T>(
         &mut self,
         cx: &Cx,
@@ -63,44 +42,31 @@ impl RankHeap {
         mut f: impl FnMut(&Queued) -> Option<T>,
     ) -> Option<T> {
         self.prune(cx);
-        let top = self.heap.peek()?.0.1;
-        if let Some(t) = f(&top) {
-            return Some(t);
-        }
+        let mut dead = Vec::new();
         let mut found = None;
-        while self.scratch.len() < limit {
-            let Some(item) = self.heap.pop() else { break };
-            let live = cx.is_live(&item.0.1);
-            let hit = if live { f(&item.0.1) } else { None };
-            if live {
-                self.scratch.push(item);
+        for (rank, q) in self.queue.iter().take(limit) {
+            if !cx.is_live(q) {
+                dead.push(*rank);
+                continue;
             }
-            if hit.is_some() {
-                found = hit;
+            if let Some(t) = f(q) {
+                found = Some(t);
                 break;
             }
         }
-        self.heap.extend(self.scratch.drain(..));
+        for r in dead {
+            self.queue.remove(&r);
+        }
         found
     }
 
-    /// Removes the request with `id`.
-    pub(crate) fn remove(&mut self, id: crate::ReqId) {
-        if self.heap.peek().is_some_and(|r| r.0.1.id == id) {
-            self.heap.pop();
-            return;
-        }
-        while let Some(item) = self.heap.pop() {
-            if item.0.1.id == id {
-                break;
-            }
-            self.scratch.push(item);
-        }
-        self.heap.extend(self.scratch.drain(..));
+    /// Removes the request of rank `rank`.
+    pub(crate) fn remove(&mut self, rank: Rank) {
+        self.queue.remove(&rank);
     }
 
     pub(crate) fn drain(&mut self) -> Vec<Queued> {
-        self.heap.drain().map(|r| r.0.1).collect()
+        std::mem::take(&mut self.queue).into_values().collect()
     }
 }
 
@@ -131,8 +97,8 @@ impl Policy for Edf {
         })
     }
 
-    fn commit(&mut self, _cx: &Cx, pick: &Pick) {
-        self.heap.remove(pick.req().id);
+    fn commit(&mut self, cx: &Cx, pick: &Pick) {
+        self.heap.remove(self.rank(cx, pick.req()));
     }
 
     fn rank(&self, _cx: &Cx, req: &Queued) -> Rank {

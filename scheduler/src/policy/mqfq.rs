@@ -3,7 +3,7 @@
 
 use super::flows::Flows;
 use super::{Cx, Pick, Policy, Queued, Rank};
-use crate::model::{FunctionId, Nanos};
+use crate::model::Nanos;
 
 /// Each function is a flow. A request arriving at flow `f` gets the start tag
 /// `S = max(F_f, V)` and moves the flow's finish tag to `F_f = S + runtime / weight`
@@ -49,24 +49,30 @@ impl Policy for MqfqSticky {
     }
 
     fn peek(&mut self, cx: &Cx) -> Option<Pick> {
-        'restart: loop {
+        loop {
             if cx.free().is_empty() {
                 return None;
             }
             let limit = self.virtual_time().saturating_add(self.throttle);
-            let eligible: Vec<FunctionId> =
-                self.flows.ordered().take_while(|&(tag, _)| tag <= limit).map(|(_, f)| f).collect();
-            for f in eligible {
-                let queued_head = self.flows.flows[f.0 as usize].queue.front().map(|h| h.0);
-                let Some((req, _)) = self.flows.head(cx, f) else { continue 'restart };
-                if Some(req) != queued_head {
-                    continue 'restart;
+            let mut dead = None;
+            let mut found = None;
+            for (_, f) in self.flows.ordered().take_while(|&(tag, _)| tag <= limit) {
+                let Some(&(req, _)) = self.flows.flows[f.0 as usize].queue.front() else { continue };
+                if !cx.is_live(&req) {
+                    dead = Some(f);
+                    break;
                 }
                 if let Some(device) = cx.best_free(f) {
-                    return Some(Pick::Run { req, device, flush: false });
+                    found = Some(Pick::Run { req, device, flush: false });
+                    break;
                 }
             }
-            return None;
+            match dead {
+                Some(f) => {
+                    self.flows.head(cx, f);
+                }
+                None => return found,
+            }
         }
     }
 

@@ -6,14 +6,14 @@ use super::{Cx, Pick, Policy, Queued, Rank};
 use crate::model::{ClassId, DeviceId, FunctionId, Nanos};
 
 /// Requests in deadline order (higher priority first). For each, every class that can
-/// run it offers a candidate: its lowest free device (a warm one if any), and every busy
-/// device where the function is warm, at the time that device is expected to free up.
-/// The cheapest candidate (price × device time) that meets the deadline wins; if it is a
-/// busy device the request waits for it (its function's later requests wait with it for
-/// this decision), and the next of the 16 most urgent requests is considered. With no
-/// candidate meeting the deadline the request runs on the free device that finishes it
-/// first, and a request that could not finish in time even on an idle warm device is
-/// dropped with an error.
+/// run it offers its lowest free device (a warm one if any); the cheapest offer (price
+/// per slot × device time, load included) whose predicted completion meets the deadline
+/// wins. When no free device meets it but a busy device where the function is warm will
+/// (once its running kernels finish), the request waits for that device (its function's
+/// later requests wait with it for this decision) and the next of the 16 most urgent
+/// requests is considered. Otherwise it runs on the free device that finishes it first.
+/// A request that could not finish in time even on an idle warm device is dropped with
+/// an error.
 #[derive(Default)]
 pub struct SloAware {
     heap: RankHeap,
@@ -63,15 +63,14 @@ fn decide(cx: &Cx, req: &Queued) -> Option<Pick> {
             fastest = Some(c);
         }
     }
-    // Waiting for a busy device where the function is warm pays only on a class cheaper
-    // than the best free choice; one such device that meets the deadline is enough.
-    let bound = meets.map_or(f64::INFINITY, |m| m.cost);
+    if meets.is_some() {
+        return meets.map(|c| Pick::Run { req: *req, device: c.device, flush: false });
+    }
+    // No free device meets the deadline: wait if a busy device where the function is warm
+    // will (one is enough), else run best-effort on the free device that finishes first.
     for ci in 0..cx.cluster.classes.len() {
         let cid = ClassId(ci as u16);
         let Some(run) = f.runtime_on(cid) else { continue };
-        if price_per_slot(cx, cid) * run as f64 >= bound {
-            continue;
-        }
         let waits = cx.resident(req.function).iter_common(cx.class_devices(cid)).any(|d| {
             !cx.free().contains(d) && cx.healthy().contains(d) && cx.available_at(d) + run <= req.deadline
         });
@@ -111,8 +110,8 @@ impl Policy for SloAware {
         })
     }
 
-    fn commit(&mut self, _cx: &Cx, pick: &Pick) {
-        self.heap.remove(pick.req().id);
+    fn commit(&mut self, cx: &Cx, pick: &Pick) {
+        self.heap.remove(self.rank(cx, pick.req()));
     }
 
     fn rank(&self, _cx: &Cx, req: &Queued) -> Rank {

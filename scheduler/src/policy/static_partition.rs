@@ -16,8 +16,6 @@ pub struct StaticPartition {
     flows: Flows,
     /// Device sets of the partitions, then the shared pool last.
     sets: Vec<DeviceSet>,
-    /// Index into `sets` of each device.
-    share_of_device: Vec<u32>,
     /// Index into `sets` of each function, resolved at its first request.
     share_of_function: Vec<u32>,
 }
@@ -29,7 +27,6 @@ impl StaticPartition {
             partitions,
             flows: Flows::by_head(),
             sets: Vec::new(),
-            share_of_device: Vec::new(),
             share_of_function: Vec::new(),
         }
     }
@@ -39,14 +36,12 @@ impl StaticPartition {
             return;
         }
         let n = cx.cluster.devices.len();
-        self.share_of_device = vec![self.partitions.len() as u32; n];
         let mut next = 0usize;
-        for (i, p) in self.partitions.iter().enumerate() {
+        for p in &self.partitions {
             let mut set = DeviceSet::new(n);
             let end = (next + p.devices as usize).min(n);
             for d in next..end {
                 set.insert(crate::model::DeviceId(d as u32));
-                self.share_of_device[d] = i as u32;
             }
             next = end;
             self.sets.push(set);
@@ -97,12 +92,9 @@ impl Policy for StaticPartition {
         let usable = (lo..hi).any(|d| cx.runnable(f).contains(crate::model::DeviceId(d)));
         (!usable).then(|| {
             format!(
-                "function {name} has no usable device in the static partition (partitions: {})",
-                self.partitions
-                    .iter()
-                    .map(|p| format!("{}={}", p.function, p.devices))
-                    .collect::<Vec<_>>()
-                    .join(", ")
+                "function {name} has no usable device in the static partition ({} partitions over {n} devices; \
+                 functions without one share the devices left over)",
+                self.partitions.len()
             )
         })
     }
@@ -113,14 +105,11 @@ impl Policy for StaticPartition {
             if cx.free().is_empty() {
                 return None;
             }
-            // Shares with a free device; flows of other shares are skipped at once.
-            let mut open: Vec<u32> = cx.free().iter().map(|d| self.share_of_device[d.0 as usize]).collect();
-            open.dedup();
             let mut dead = None;
             let mut found = None;
             for (_, f) in self.flows.ordered() {
                 let share_index = self.share_of_function[f.0 as usize];
-                if !open.contains(&share_index) {
+                if !self.sets[share_index as usize].intersects(cx.free()) {
                     continue;
                 }
                 let Some(&(req, _)) = self.flows.flows[f.0 as usize].queue.front() else { continue };

@@ -102,7 +102,7 @@ pub fn gpus(n: usize, slots: u32, memory: u64) -> Cluster {
 }
 
 /// Milliseconds.
-pub fn ms(v: u64) -> Nanos {
+pub fn msec(v: u64) -> Nanos {
     v * MS
 }
 

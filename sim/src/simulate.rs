@@ -1,0 +1,275 @@
+//! The discrete-event loop: arrivals and completions drive the scheduler core, the
+//! metrics accumulator records every outcome.
+
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, BinaryHeap};
+use std::time::Instant;
+
+use kaas_scheduler::metrics::{Metrics, Report};
+use kaas_scheduler::{Completed, FunctionId, Nanos, ReqId, Request, SEC, Scheduler};
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use serde::Serialize;
+
+use crate::SimError;
+use crate::scenario::{Generator, Scenario, Service};
+use crate::workload::{self, Arrival};
+
+/// Quantiles at which latency CDFs are sampled.
+pub const CDF_QUANTILES: [f64; 21] = [
+    0.01, 0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.85, 0.9, 0.925, 0.95, 0.97, 0.98, 0.99, 0.995,
+    0.998, 0.999, 1.0,
+];
+
+/// The result of simulating one policy on one scenario.
+#[derive(Clone, Debug, Serialize)]
+pub struct RunResult {
+    /// Scenario name.
+    pub scenario: String,
+    /// Cluster variant (`base` for the scenario's own).
+    pub variant: String,
+    /// Load factor.
+    pub load_factor: f64,
+    /// Policy name.
+    pub policy: String,
+    /// Every metric, overall.
+    #[serde(flatten)]
+    pub report: Report,
+    /// Wall-clock seconds the simulation took.
+    pub sim_wall_s: f64,
+    /// Events (arrivals, dispatches, completions) simulated per wall-clock second.
+    pub events_per_s: f64,
+    /// Requests simulated per wall-clock second.
+    #[serde(skip)]
+    pub requests_per_s: f64,
+    /// Per-function reports.
+    #[serde(skip)]
+    pub per_function: Vec<(String, Report)>,
+    /// Latency quantiles (ms) at [`CDF_QUANTILES`].
+    #[serde(skip)]
+    pub latency_cdf: Vec<f64>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+enum Kind {
+    Complete(ReqId),
+    Wakeup,
+    Issue(u32),
+}
+
+#[derive(Clone, Copy, Default)]
+struct Side {
+    function: u32,
+    arrival: Nanos,
+    deadline: Nanos,
+    duration: Option<Nanos>,
+    client: bool,
+}
+
+struct Sim<'a> {
+    scenario: &'a Scenario,
+    s: Scheduler,
+    metrics: Metrics,
+    events: BinaryHeap<Reverse<(Nanos, u64, Kind)>>,
+    seq: u64,
+    side: Vec<Side>,
+    rng: StdRng,
+    exponential: Vec<bool>,
+    best: Vec<Nanos>,
+    think: Nanos,
+    wakeup: Option<Nanos>,
+    count: u64,
+    last_arrival: Nanos,
+}
+
+impl Sim<'_> {
+    fn push(&mut self, t: Nanos, kind: Kind) {
+        self.seq += 1;
+        self.events.push(Reverse((t, self.seq, kind)));
+    }
+
+    fn arrive(&mut self, a: Arrival, client: bool) {
+        self.count += 1;
+        self.last_arrival = self.last_arrival.max(a.t);
+        let f = FunctionId(a.function);
+        let deadline = a.t + self.s.functions()[a.function as usize].deadline;
+        match self.s.submit(a.t, Request { function: f, arrival: a.t, deadline }) {
+            Ok(id) => {
+                self.metrics.admitted(f);
+                let slot = id.slot();
+                if slot >= self.side.len() {
+                    self.side.resize(slot + 1, Side::default());
+                }
+                self.side[slot] =
+                    Side { function: a.function, arrival: a.t, deadline, duration: a.duration, client };
+            }
+            Err(_) => {
+                self.metrics.rejected(f);
+                if client {
+                    self.push(a.t + self.think, Kind::Issue(a.function));
+                }
+            }
+        }
+    }
+
+    fn complete(&mut self, now: Nanos, id: ReqId) {
+        let side = self.side[id.slot()];
+        if let Some(Completed::Request) = self.s.complete(now, id) {
+            let latency = now - side.arrival;
+            self.metrics.completed(FunctionId(side.function), latency, now <= side.deadline);
+            if side.client {
+                self.push(now + self.think, Kind::Issue(side.function));
+            }
+        }
+    }
+
+    fn dispatch(&mut self, now: Nanos) {
+        while let Some(d) = self.s.next_dispatch(now) {
+            let side = self.side[d.id.slot()];
+            let fi = d.function.0 as usize;
+            let run = match side.duration {
+                Some(dur) => (d.expected as f64 * dur as f64 / self.best[fi].max(1) as f64) as Nanos,
+                None if self.exponential[fi] => {
+                    (-(1.0 - self.rng.random::<f64>()).ln() * d.expected as f64) as Nanos
+                }
+                None => d.expected,
+            };
+            let busy = d.load + run;
+            let class = self.s.cluster().class_of(d.device);
+            let (price, slots) = (class.price_per_hour, class.slots);
+            self.metrics.busy(d.function, busy, price, slots);
+            if d.kernel == 0 {
+                self.metrics.started(d.function, now - side.arrival, d.cold);
+            }
+            self.count += 1;
+            self.push(now + busy, Kind::Complete(d.id));
+        }
+        if self.s.has_dropped() {
+            for dr in self.s.take_dropped() {
+                self.metrics.failed(dr.function);
+                if self.side[dr.id.slot()].client {
+                    self.push(now + self.think, Kind::Issue(dr.function.0));
+                }
+            }
+        }
+        if let Some(w) = self.s.next_wakeup(now)
+            && self.wakeup.is_none_or(|x| x <= now || w < x)
+        {
+            self.wakeup = Some(w);
+            self.push(w, Kind::Wakeup);
+        }
+    }
+}
+
+/// Simulates `policy` on a scenario at a load factor, with optional device counts per class.
+pub fn simulate(
+    scenario: &Scenario,
+    policy: &str,
+    load_factor: f64,
+    variant: Option<(&str, &BTreeMap<String, usize>)>,
+) -> Result<RunResult, SimError> {
+    let cluster = scenario.cluster(variant.map(|v| v.1));
+    let devices = cluster.devices.len();
+    let slot_count: u64 =
+        cluster.devices.iter().map(|d| cluster.classes[d.class.0 as usize].slots as u64).sum();
+    let mut s = Scheduler::new(cluster, scenario.scheduler_config(policy, devices))?;
+    let mut metrics = Metrics::new();
+    let functions = workload::with_trace_memory(scenario, scenario.functions())?;
+    let mut best = Vec::new();
+    for f in functions {
+        let b = f.best_runtime().unwrap_or(0);
+        metrics.add_function(&f.name, b);
+        best.push(b);
+        s.add_function(f)?;
+    }
+    for (i, f) in scenario.functions.iter().enumerate() {
+        let fid = FunctionId(i as u32);
+        let mut placed = 0;
+        for d in 0..devices {
+            if placed >= f.prewarm {
+                break;
+            }
+            placed += s.preload(0, fid, kaas_scheduler::DeviceId(d as u32)) as u32;
+        }
+    }
+    let mut arrivals = workload::open(scenario, load_factor)?.peekable();
+    let closed = scenario.workload.synthetic.as_ref().filter(|g| g.generator == Generator::Closed);
+    let mut sim = Sim {
+        scenario,
+        s,
+        metrics,
+        events: BinaryHeap::new(),
+        seq: 0,
+        side: Vec::new(),
+        rng: StdRng::seed_from_u64(scenario.seed.wrapping_add(0x5eed)),
+        exponential: scenario.functions.iter().map(|f| f.service == Service::Exponential).collect(),
+        best,
+        think: closed.map_or(0, |g| kaas_scheduler::ms(g.think_ms)),
+        wakeup: None,
+        count: 0,
+        last_arrival: 0,
+    };
+    if let Some(g) = closed {
+        for (i, f) in scenario.functions.iter().enumerate() {
+            let clients = if g.rates.is_empty() || g.rates.contains_key(&f.name) { g.clients } else { 0 };
+            for _ in 0..clients {
+                sim.push(0, Kind::Issue(i as u32));
+            }
+        }
+    }
+    let limit = scenario.duration_s.map(|d| (d * SEC as f64) as Nanos);
+    let max_requests = scenario.max_requests;
+    let mut issued = 0u64;
+    let started = Instant::now();
+    loop {
+        let next_event = sim.events.peek().map(|e| e.0.0);
+        let next_arrival = match arrivals.peek() {
+            Some(Ok(a)) => Some(a.t),
+            Some(Err(_)) => return Err(arrivals.next().unwrap().unwrap_err()),
+            None => None,
+        };
+        let now = match (next_event, next_arrival) {
+            (Some(e), Some(a)) if e <= a => e,
+            (_, Some(_)) => {
+                let a = arrivals.next().unwrap()?;
+                sim.arrive(a, false);
+                sim.dispatch(a.t);
+                continue;
+            }
+            (Some(e), None) => e,
+            (None, None) => break,
+        };
+        let Reverse((_, _, kind)) = sim.events.pop().unwrap();
+        match kind {
+            Kind::Complete(id) => {
+                sim.count += 1;
+                sim.complete(now, id);
+            }
+            Kind::Wakeup => {}
+            Kind::Issue(f) => {
+                let in_time = limit.is_none_or(|l| now <= l) && max_requests.is_none_or(|m| issued < m);
+                if in_time {
+                    issued += 1;
+                    sim.arrive(Arrival { t: now, function: f, duration: None }, true);
+                }
+            }
+        }
+        sim.dispatch(now);
+    }
+    let wall = started.elapsed().as_secs_f64().max(1e-9);
+    let duration = limit.unwrap_or(sim.last_arrival).max(1);
+    let slot_seconds = slot_count as f64 * duration as f64 / SEC as f64;
+    let report = sim.metrics.report(duration, slot_seconds);
+    Ok(RunResult {
+        scenario: sim.scenario.name.clone(),
+        variant: variant.map_or("base", |v| v.0).to_string(),
+        load_factor,
+        policy: policy.to_string(),
+        sim_wall_s: wall,
+        events_per_s: sim.count as f64 / wall,
+        requests_per_s: report.requests as f64 / wall,
+        per_function: sim.metrics.per_function(duration, slot_seconds),
+        latency_cdf: sim.metrics.latency_quantiles(&CDF_QUANTILES),
+        report,
+    })
+}

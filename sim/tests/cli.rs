@@ -1,0 +1,185 @@
+//! The `kaas-sim` command line: formats, metric names, determinism, sweeps, bad input.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn sim(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_kaas-sim"))
+        .args(args)
+        .current_dir(Path::new(env!("CARGO_MANIFEST_DIR")).join(".."))
+        .output()
+        .expect("run kaas-sim")
+}
+
+fn ok(args: &[&str]) -> String {
+    let out = sim(args);
+    assert!(out.status.success(), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8(out.stdout).unwrap()
+}
+
+fn err(args: &[&str]) -> String {
+    let out = sim(args);
+    assert!(!out.status.success(), "{args:?} should fail");
+    String::from_utf8(out.stderr).unwrap()
+}
+
+const METRICS: [&str; 25] = [
+    "requests",
+    "admitted",
+    "rejected",
+    "completed",
+    "slo_met",
+    "slo_attainment",
+    "admitted_slo_attainment",
+    "goodput_rps",
+    "cold_starts",
+    "cold_start_rate",
+    "wait_ms_mean",
+    "wait_ms_p50",
+    "wait_ms_p95",
+    "wait_ms_p99",
+    "latency_ms_mean",
+    "latency_ms_p50",
+    "latency_ms_p95",
+    "latency_ms_p99",
+    "fairness_jain",
+    "utilization",
+    "cost",
+    "sim_wall_s",
+    "events_per_s",
+    "policy",
+    "load_factor",
+];
+
+const SCENARIO: &str = "examples/scenarios/azure-functions-2021.yaml";
+
+#[test]
+fn policies_lists_every_name() {
+    let out = ok(&["policies"]);
+    let names: Vec<&str> = out.lines().collect();
+    assert_eq!(names, ["balance", "exclusive", "static", "cfs-affinity", "edf", "slo-aware", "mqfq-sticky"]);
+}
+
+#[test]
+fn csv_has_every_metric_and_one_row_per_policy() {
+    let out = ok(&["run", "--scenario", SCENARIO, "--policy", "all", "--format", "csv"]);
+    let mut lines = out.lines();
+    let header: Vec<&str> = lines.next().unwrap().split(',').collect();
+    for m in METRICS {
+        assert!(header.contains(&m), "missing column {m} in {header:?}");
+    }
+    let rows: Vec<Vec<&str>> = lines.map(|l| l.split(',').collect()).collect();
+    assert_eq!(rows.len(), 7);
+    let col = |name: &str| header.iter().position(|h| *h == name).unwrap();
+    for r in &rows {
+        assert_eq!(r[col("requests")], "199", "the trace has 199 invocations");
+        let att: f64 = r[col("slo_attainment")].parse().unwrap();
+        assert!((0.0..=1.0).contains(&att));
+    }
+}
+
+#[test]
+fn json_nests_wait_and_latency_distributions() {
+    let out = ok(&["run", "--scenario", SCENARIO, "--policy", "edf", "--format", "json"]);
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let row = &v[0];
+    for k in ["requests", "slo_attainment", "admitted_slo_attainment", "goodput_rps", "fairness_jain", "cost"]
+    {
+        assert!(row.get(k).is_some(), "{k}");
+    }
+    for d in ["wait_ms", "latency_ms"] {
+        for k in ["mean", "p50", "p95", "p99"] {
+            assert!(row[d][k].is_number(), "{d}.{k}");
+        }
+    }
+    assert!(row["sim_wall_s"].as_f64().unwrap() > 0.0);
+}
+
+#[test]
+fn same_scenario_and_seed_give_byte_identical_output() {
+    let args = [
+        "run",
+        "--scenario",
+        "examples/scenarios/azure-functions-2019.yaml",
+        "--policy",
+        "all",
+        "--format",
+        "csv",
+        "--no-timing",
+    ];
+    let a = ok(&args);
+    let b = ok(&args);
+    assert_eq!(a, b);
+    assert!(a.lines().count() == 8);
+}
+
+#[test]
+fn sweep_writes_csv_and_plots() {
+    let dir = tempfile::tempdir().unwrap();
+    let out_dir = dir.path().to_str().unwrap();
+    ok(&[
+        "sweep",
+        "--scenario",
+        SCENARIO,
+        "--out",
+        out_dir,
+        "--load-factors",
+        "0.5,1,2",
+        "--policies",
+        "balance,edf,cfs-affinity",
+        "--quiet",
+    ]);
+    let csv = std::fs::read_to_string(dir.path().join("sweep.csv")).unwrap();
+    assert_eq!(csv.lines().count(), 1 + 3 * 3);
+    for f in
+        ["slo-attainment-vs-load.svg", "p99-latency-vs-load.svg", "latency-cdf.svg", "cold-start-rate.svg"]
+    {
+        let svg = std::fs::read_to_string(dir.path().join(f)).unwrap();
+        assert!(svg.starts_with("<svg") && svg.contains("polyline") || svg.contains("<rect x="), "{f}");
+        for p in ["balance", "edf", "cfs-affinity"] {
+            assert!(svg.contains(p), "{f} lacks {p}");
+        }
+    }
+}
+
+fn scenario_with(trace: &str, format: &str) -> (tempfile::TempDir, PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("trace.csv"), trace).unwrap();
+    let yaml = format!(
+        "name: bad\ncluster: [{{ name: gpu, memoryBytes: 1000000000, count: 1 }}]\n\
+         functions: [{{ name: f, slo: {{ deadlineMs: 100 }}, profile: [{{ acceleratorClass: gpu, runtimeMs: 1 }}] }}]\n\
+         policy: {{ name: balance }}\nworkload: {{ trace: {{ format: {format}, path: trace.csv }} }}\n"
+    );
+    let path = dir.path().join("s.yaml");
+    std::fs::write(&path, yaml).unwrap();
+    (dir, path)
+}
+
+#[test]
+fn bad_input_is_a_clear_error() {
+    let e = err(&["run", "--scenario", "does/not/exist.yaml"]);
+    assert!(e.contains("does/not/exist.yaml") && e.contains("No such file"), "{e}");
+
+    let (_d, p) = scenario_with("f,1\nf,2\n", "parquet");
+    let e = err(&["run", "--scenario", p.to_str().unwrap()]);
+    assert!(e.contains("unknown variant `parquet`") && e.contains("csv"), "{e}");
+
+    let (_d, p) = scenario_with("function,arrival_ms\nf,1\nf,abc\n", "csv");
+    let e = err(&["run", "--scenario", p.to_str().unwrap()]);
+    assert!(e.contains("trace.csv:3") && e.contains("not a number"), "{e}");
+
+    let (_d, p) = scenario_with("f,1\ng,2\n", "csv");
+    let e = err(&["run", "--scenario", p.to_str().unwrap()]);
+    assert!(e.contains("trace.csv:2") && e.contains("unknown function \"g\""), "{e}");
+
+    let (_d, p) = scenario_with("f,-5\n", "csv");
+    let e = err(&["run", "--scenario", p.to_str().unwrap()]);
+    assert!(e.contains("trace.csv:1") && e.contains("negative"), "{e}");
+
+    let (_d, p) = scenario_with("f,5\nf,2\n", "csv");
+    let e = err(&["run", "--scenario", p.to_str().unwrap()]);
+    assert!(e.contains("trace.csv:2") && e.contains("time order"), "{e}");
+
+    let e = err(&["run", "--scenario", SCENARIO, "--policy", "fifo"]);
+    assert!(e.contains("unknown policy `fifo`") && e.contains("mqfq-sticky"), "{e}");
+}
