@@ -128,6 +128,10 @@ pub struct Scheduler {
     evicted: Vec<FunctionId>,
     /// When keep-alive protections end (may hold ends already past).
     keep_alive_ends: BinaryHeap<Reverse<Nanos>>,
+    /// Resident state the cache model evicted, for the caller to free for real.
+    evictions: Vec<(FunctionId, DeviceId)>,
+    /// Functions restricted to one device.
+    pinned: Vec<Option<DeviceId>>,
 }
 
 /// Builds the policy context from the scheduler's fields (a macro so the policy itself
@@ -221,6 +225,8 @@ impl Scheduler {
             dropped: Vec::new(),
             evicted: Vec::new(),
             keep_alive_ends: BinaryHeap::new(),
+            evictions: Vec::new(),
+            pinned: Vec::new(),
         };
         s.capacity = s.healthy.iter().map(|d| s.slot_capacity(d)).sum();
         Ok(s)
@@ -265,15 +271,35 @@ impl Scheduler {
             )));
         }
         let mut runnable = DeviceSet::new(self.cluster.devices.len());
+        let pinned = self.pinned.get(id.0 as usize).copied().flatten();
         for (i, dev) in self.cluster.devices.iter().enumerate() {
             let class = &self.cluster.classes[dev.class.0 as usize];
-            if f.runtime_on(dev.class).is_some() && f.resident_bytes + f.working_bytes <= class.memory_bytes {
+            if f.runtime_on(dev.class).is_some()
+                && f.resident_bytes + f.working_bytes <= class.memory_bytes
+                && pinned.is_none_or(|p| p.0 as usize == i)
+            {
                 runnable.insert(DeviceId(i as u32));
             }
         }
         self.runnable[id.0 as usize] = runnable;
         self.functions[id.0 as usize] = f;
         Ok(())
+    }
+
+    /// Restricts a function to one device (a device-plugin share), or lifts the restriction.
+    pub fn pin_function(&mut self, id: FunctionId, device: Option<DeviceId>) -> Result<(), ConfigError> {
+        let i = id.0 as usize;
+        if self.pinned.len() <= i {
+            self.pinned.resize(i + 1, None);
+        }
+        self.pinned[i] = device;
+        let f = self.functions[i].clone();
+        self.update_function(id, f)
+    }
+
+    /// Resident state the cache model evicted since the last call, as (function, device).
+    pub fn take_evictions(&mut self) -> Vec<(FunctionId, DeviceId)> {
+        std::mem::take(&mut self.evictions)
     }
 
     /// The function table.
@@ -578,6 +604,7 @@ impl Scheduler {
         );
         for g in self.evicted.drain(..) {
             self.resident[g.0 as usize].remove(device);
+            self.evictions.push((g, device));
         }
         let Some(acquired) = acquired else {
             // The policy offered a device the function does not fit on: put the request
@@ -777,6 +804,7 @@ impl Scheduler {
         let ok = self.caches[di].acquire(f, func.resident_bytes, 0, load, now, &mut self.evicted).is_some();
         for g in self.evicted.drain(..) {
             self.resident[g.0 as usize].remove(d);
+            self.evictions.push((g, d));
         }
         if ok {
             self.caches[di].release(f, 0, now, 0);

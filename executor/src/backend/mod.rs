@@ -1,0 +1,65 @@
+//! Device backends behind one trait: [`wasm`] (CPU, wasmtime) and [`cuda`] (GPU, cudarc).
+
+pub mod cuda;
+pub mod wasm;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::error::ExecError;
+use crate::memory::Owner;
+use crate::model::FunctionDef;
+
+/// Output buffers of an invocation by name.
+pub type Outputs = BTreeMap<String, Vec<u8>>;
+
+/// What a device is.
+#[derive(Clone, Debug, PartialEq)]
+pub struct DeviceInfo {
+    /// Stable ID (`cpu`, or the GPU's UUID).
+    pub id: String,
+    /// `cpu` or `gpu`.
+    pub kind: String,
+    /// Model name.
+    pub model: String,
+    /// Memory the executor may use, bytes.
+    pub memory_bytes: u64,
+    /// Kernels that may run at once.
+    pub slots: u32,
+}
+
+/// One device and how to run kernels on it.
+pub trait Backend: Send + Sync {
+    /// The device.
+    fn info(&self) -> DeviceInfo;
+    /// Bytes not in use.
+    fn free_memory(&self) -> u64;
+    /// Whether the function has a build for this device kind.
+    fn can_run(&self, f: &FunctionDef) -> bool;
+    /// Whether this version of the function is resident.
+    fn is_resident(&self, f: &FunctionDef) -> bool;
+    /// Makes the function resident: modules compiled and loaded, const buffers uploaded.
+    fn load(&self, f: &Arc<FunctionDef>) -> Result<(), ExecError>;
+    /// Drops a function's resident state.
+    fn unload(&self, key: &str);
+    /// Starts an invocation of a resident function: buffers allocated, inputs written.
+    fn begin(
+        &self,
+        f: &Arc<FunctionDef>,
+        owner: Owner,
+        inputs: Outputs,
+    ) -> Result<Box<dyn Invocation>, ExecError>;
+    /// `Err(reason)` while the device is unusable.
+    fn health(&self) -> Result<(), String> {
+        Ok(())
+    }
+}
+
+/// An invocation in progress on one device. Dropping it frees everything it holds.
+pub trait Invocation: Send {
+    /// Runs kernel `k` of the graph; returns its device time.
+    fn run_kernel(&mut self, k: usize) -> Result<Duration, ExecError>;
+    /// Reads the outputs and frees the invocation.
+    fn finish(self: Box<Self>) -> Result<Outputs, ExecError>;
+}

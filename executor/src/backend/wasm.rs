@@ -1,0 +1,419 @@
+//! The WebAssembly backend: CPU builds of kernels run in wasmtime.
+//!
+//! # ABI
+//!
+//! A kernel module exports its linear memory as `memory` and one function per kernel
+//! entry. The executor lays every buffer of the function out in that memory, after the
+//! module's own initial pages, each at a 64-byte aligned offset, growing the memory as
+//! needed; `Const` buffers are written once when the function becomes resident, `Temp`
+//! and `Output` buffers are zeroed and `Input` buffers written before every invocation.
+//! The entry is called once per block of the grid, x fastest, with
+//! `(block_x, block_y, block_z, block_dim_x, block_dim_y, block_dim_z, args...)`, all
+//! `i32` except the arguments: a buffer is its `i32` byte offset in memory, literals are
+//! `i32` (i32, u32), `i64` (i64, u64), `f32` or `f64`. The entry returns nothing and loops
+//! over the threads of its block itself. Modules import nothing. A trap fails the
+//! invocation; a kernel running past the executor's kernel time limit is interrupted
+//! (epoch deadline) and fails it too. Kernels of a function in different modules see the
+//! same buffer contents: buffers are copied between module memories when the module changes.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use wasmtime::{Config, Engine, Func, Instance, Memory, Module, Store, Trap, Val, ValType};
+
+use super::{Backend, DeviceInfo, Invocation, Outputs};
+use crate::error::ExecError;
+use crate::memory::{Allocation, ConstEviction, HostAllocator, MemoryManager, Owner};
+use crate::model::{Arg, BufferKind, FunctionDef, sha256};
+
+const PAGE: u64 = 65_536;
+const ALIGN: u64 = 64;
+/// Epoch ticks per second: the resolution of the kernel time limit.
+const TICKS_PER_SEC: u64 = 1000;
+
+/// Compiles and runs WebAssembly kernels on the CPU device.
+pub struct WasmBackend {
+    engine: Engine,
+    modules: Mutex<HashMap<[u8; 32], Module>>,
+    resident: Mutex<HashMap<String, Arc<Resident>>>,
+    memory: Arc<MemoryManager<HostAllocator>>,
+    kernel_timeout: Duration,
+    info: DeviceInfo,
+    stop: Arc<AtomicBool>,
+}
+
+/// A function resident on the CPU device: its compiled modules and pooled instances.
+struct Resident {
+    version: String,
+    modules: Vec<Option<Module>>,
+    pool: Mutex<Vec<InstanceSet>>,
+}
+
+/// One instance per module of the function, with every buffer laid out in each memory.
+struct InstanceSet {
+    store: Store<()>,
+    instances: Vec<Option<(Instance, Memory)>>,
+    offsets: Vec<u64>,
+}
+
+impl WasmBackend {
+    /// A backend for a CPU device of `memory_bytes` with `slots` concurrent kernels; a kernel
+    /// running longer than `kernel_timeout` is stopped.
+    pub fn new(memory_bytes: u64, slots: u32, kernel_timeout: Duration) -> Result<Self, ExecError> {
+        let mut config = Config::new();
+        config.epoch_interruption(true);
+        let engine = Engine::new(&config).map_err(|e| ExecError::Unavailable(format!("wasmtime: {e}")))?;
+        let stop = Arc::new(AtomicBool::new(false));
+        // The epoch ticker: each tick is 1 ms of kernel time budget.
+        {
+            let engine = engine.clone();
+            let stop = stop.clone();
+            std::thread::Builder::new()
+                .name("kaas-wasm-epoch".into())
+                .spawn(move || {
+                    while !stop.load(Ordering::Relaxed) {
+                        std::thread::sleep(Duration::from_micros(1_000_000 / TICKS_PER_SEC));
+                        engine.increment_epoch();
+                    }
+                })
+                .map_err(|e| ExecError::Unavailable(format!("epoch thread: {e}")))?;
+        }
+        let model = std::fs::read_to_string("/proc/cpuinfo")
+            .ok()
+            .and_then(|s| {
+                s.lines()
+                    .find(|l| l.starts_with("model name"))
+                    .map(|l| l.split(':').nth(1).unwrap_or("").trim().to_string())
+            })
+            .unwrap_or_else(|| std::env::consts::ARCH.to_string());
+        Ok(WasmBackend {
+            engine,
+            modules: Mutex::new(HashMap::new()),
+            resident: Mutex::new(HashMap::new()),
+            memory: Arc::new(MemoryManager::new(HostAllocator::new(memory_bytes), ConstEviction::Lru)),
+            kernel_timeout,
+            info: DeviceInfo { id: "cpu".into(), kind: "cpu".into(), model, memory_bytes, slots },
+            stop,
+        })
+    }
+
+    fn compile(&self, name: &str, bytes: &[u8]) -> Result<Module, ExecError> {
+        let digest = sha256(bytes);
+        if let Some(m) = self.modules.lock().unwrap_or_else(|e| e.into_inner()).get(&digest) {
+            return Ok(m.clone());
+        }
+        let module = Module::new(&self.engine, bytes)
+            .map_err(|e| ExecError::ModuleLoad { module: name.to_string(), message: format!("{e:#}") })?;
+        if module.imports().len() > 0 {
+            return Err(ExecError::ModuleLoad {
+                module: name.to_string(),
+                message: "kernel modules must not import anything".into(),
+            });
+        }
+        if module.get_export("memory").is_none() {
+            return Err(ExecError::ModuleLoad {
+                module: name.to_string(),
+                message: "module exports no `memory`".into(),
+            });
+        }
+        self.modules.lock().unwrap_or_else(|e| e.into_inner()).insert(digest, module.clone());
+        Ok(module)
+    }
+
+    fn resident(&self, key: &str) -> Option<Arc<Resident>> {
+        self.resident.lock().unwrap_or_else(|e| e.into_inner()).get(key).cloned()
+    }
+
+    fn new_instance_set(&self, f: &FunctionDef, r: &Resident) -> Result<InstanceSet, ExecError> {
+        let mut store = Store::new(&self.engine, ());
+        let mut instances = Vec::with_capacity(r.modules.len());
+        let mut base = 0u64;
+        for (i, m) in r.modules.iter().enumerate() {
+            let Some(m) = m else {
+                instances.push(None);
+                continue;
+            };
+            store.set_epoch_deadline(self.ticks());
+            let inst = Instance::new(&mut store, m, &[]).map_err(|e| ExecError::ModuleLoad {
+                module: f.modules[i].name.clone(),
+                message: format!("instantiation failed: {e:#}"),
+            })?;
+            let mem = inst.get_memory(&mut store, "memory").ok_or_else(|| ExecError::ModuleLoad {
+                module: f.modules[i].name.clone(),
+                message: "`memory` is not a memory".into(),
+            })?;
+            base = base.max(mem.data_size(&store) as u64);
+            instances.push(Some((inst, mem)));
+        }
+        // The same offsets in every module's memory, after the largest initial memory.
+        let mut offsets = Vec::with_capacity(f.buffers.len());
+        let mut end = base.next_multiple_of(ALIGN);
+        for b in &f.buffers {
+            offsets.push(end);
+            end = (end + b.size).next_multiple_of(ALIGN);
+        }
+        if end > 4 << 30 {
+            return Err(ExecError::OutOfMemory(format!("{end} bytes of buffers exceed WebAssembly's 4 GiB")));
+        }
+        for (inst, mem) in instances.iter().flatten() {
+            let _ = inst;
+            let have = mem.data_size(&store) as u64;
+            if end > have {
+                mem.grow(&mut store, (end - have).div_ceil(PAGE)).map_err(|e| {
+                    ExecError::OutOfMemory(format!("growing WebAssembly memory to {end} bytes: {e}"))
+                })?;
+            }
+            for (b, &off) in f.buffers.iter().zip(&offsets) {
+                if let Some((content, _)) = &b.content {
+                    mem.data_mut(&mut store)[off as usize..off as usize + content.len()]
+                        .copy_from_slice(content);
+                }
+            }
+        }
+        Ok(InstanceSet { store, instances, offsets })
+    }
+
+    fn ticks(&self) -> u64 {
+        (self.kernel_timeout.as_millis() as u64 * TICKS_PER_SEC / 1000).max(1)
+    }
+}
+
+impl Drop for WasmBackend {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
+}
+
+impl Backend for WasmBackend {
+    fn info(&self) -> DeviceInfo {
+        self.info.clone()
+    }
+
+    fn free_memory(&self) -> u64 {
+        self.memory.free_bytes()
+    }
+
+    fn can_run(&self, f: &FunctionDef) -> bool {
+        f.has_wasm()
+    }
+
+    fn is_resident(&self, f: &FunctionDef) -> bool {
+        self.resident(&f.key()).is_some_and(|r| r.version == f.version)
+    }
+
+    fn load(&self, f: &Arc<FunctionDef>) -> Result<(), ExecError> {
+        if self.is_resident(f) {
+            return Ok(());
+        }
+        let mut modules = vec![None; f.modules.len()];
+        for k in &f.kernels {
+            if modules[k.module].is_some() {
+                continue;
+            }
+            let m = &f.modules[k.module];
+            let bytes = m
+                .wasm
+                .as_ref()
+                .ok_or_else(|| ExecError::NoCapacity(format!("module {:?} has no wasm build", m.name)))?;
+            modules[k.module] = Some(self.compile(&m.name, bytes)?);
+        }
+        let owner = Owner { function: f.key(), function_quota: f.memory_quota, share: None };
+        let consts: Vec<(&[u8; 32], &[u8])> =
+            f.buffers.iter().filter_map(|b| b.content.as_ref().map(|(c, d)| (d, &c[..]))).collect();
+        // Const bytes are stored once per content on the device and shared.
+        self.memory.pin_consts(&owner, &consts)?;
+        self.memory.unpin_consts(&consts.iter().map(|c| c.0).collect::<Vec<_>>());
+        let r = Resident { version: f.version.clone(), modules, pool: Mutex::new(Vec::new()) };
+        // Instantiate once now so a broken module fails the load, not the first kernel.
+        let set = self.new_instance_set(f, &r)?;
+        r.pool.lock().unwrap_or_else(|e| e.into_inner()).push(set);
+        self.resident.lock().unwrap_or_else(|e| e.into_inner()).insert(f.key(), Arc::new(r));
+        Ok(())
+    }
+
+    fn unload(&self, key: &str) {
+        self.resident.lock().unwrap_or_else(|e| e.into_inner()).remove(key);
+        self.memory.forget_function(key);
+    }
+
+    fn begin(
+        &self,
+        f: &Arc<FunctionDef>,
+        owner: Owner,
+        inputs: std::collections::BTreeMap<String, Vec<u8>>,
+    ) -> Result<Box<dyn Invocation>, ExecError> {
+        let r = self.resident(&f.key()).filter(|r| r.version == f.version).ok_or_else(|| {
+            ExecError::Unavailable(format!("function {} is not resident on the cpu device", f.key()))
+        })?;
+        let alloc = self.memory.reserve(&owner, f.working_bytes())?;
+        let pooled = r.pool.lock().unwrap_or_else(|e| e.into_inner()).pop();
+        let mut set = match pooled {
+            Some(s) => s,
+            None => match self.new_instance_set(f, &r) {
+                Ok(s) => s,
+                Err(e) => {
+                    self.memory.release(&owner, alloc);
+                    return Err(e);
+                }
+            },
+        };
+        // Inputs into, outputs and temps zeroed in, the memory of the first kernel's module.
+        let first = f.kernels[0].module;
+        let (_, mem) = set.instances[first].expect("module of a kernel is instantiated");
+        for (b, &off) in f.buffers.iter().zip(&set.offsets) {
+            let range = off as usize..(off + b.size) as usize;
+            match b.kind {
+                BufferKind::Input => mem.data_mut(&mut set.store)[range].copy_from_slice(&inputs[&b.name]),
+                BufferKind::Output | BufferKind::Temp => mem.data_mut(&mut set.store)[range].fill(0),
+                BufferKind::Const => {}
+            }
+        }
+        Ok(Box::new(WasmInvocation {
+            f: f.clone(),
+            resident: r,
+            set: Some(set),
+            current: first,
+            memory: self.memory.clone(),
+            owner,
+            alloc: Some(alloc),
+            ticks: self.ticks(),
+            timeout_ms: self.kernel_timeout.as_millis() as u64,
+            failed: false,
+        }))
+    }
+}
+
+struct WasmInvocation {
+    f: Arc<FunctionDef>,
+    resident: Arc<Resident>,
+    set: Option<InstanceSet>,
+    current: usize,
+    memory: Arc<MemoryManager<HostAllocator>>,
+    owner: Owner,
+    alloc: Option<Allocation>,
+    ticks: u64,
+    timeout_ms: u64,
+    failed: bool,
+}
+
+fn expected_params(f: &FunctionDef, args: &[Arg]) -> Vec<ValType> {
+    let _ = f;
+    let mut v = vec![ValType::I32; 6];
+    v.extend(args.iter().map(|a| match a {
+        Arg::Buffer(_) | Arg::I32(_) | Arg::U32(_) => ValType::I32,
+        Arg::I64(_) | Arg::U64(_) => ValType::I64,
+        Arg::F32(_) => ValType::F32,
+        Arg::F64(_) => ValType::F64,
+    }));
+    v
+}
+
+impl WasmInvocation {
+    /// Copies the invocation's buffers from the current module's memory into `to`'s.
+    fn switch_module(&mut self, to: usize) {
+        let set = self.set.as_mut().expect("instance set present");
+        let (_, from_mem) = set.instances[self.current].expect("instantiated");
+        let (_, to_mem) = set.instances[to].expect("instantiated");
+        for (b, &off) in self.f.buffers.iter().zip(&set.offsets) {
+            if b.kind == BufferKind::Const {
+                continue;
+            }
+            let range = off as usize..(off + b.size) as usize;
+            let bytes = from_mem.data(&set.store)[range.clone()].to_vec();
+            to_mem.data_mut(&mut set.store)[range].copy_from_slice(&bytes);
+        }
+        self.current = to;
+    }
+}
+
+impl Invocation for WasmInvocation {
+    fn run_kernel(&mut self, k: usize) -> Result<Duration, ExecError> {
+        let f = self.f.clone();
+        let kernel = &f.kernels[k];
+        if kernel.module != self.current {
+            self.switch_module(kernel.module);
+        }
+        let set = self.set.as_mut().expect("instance set present");
+        let (inst, _) = set.instances[kernel.module].expect("instantiated");
+        let fault = |message: String| ExecError::KernelFault { entry: kernel.entry.clone(), message };
+        let func: Func = inst.get_func(&mut set.store, &kernel.entry).ok_or_else(|| {
+            fault(format!(
+                "module {:?} exports no function {:?}",
+                f.modules[kernel.module].name, kernel.entry
+            ))
+        })?;
+        let want = expected_params(&f, &kernel.args);
+        let ty = func.ty(&set.store);
+        let have: Vec<ValType> = ty.params().collect();
+        let same = have.len() == want.len() && have.iter().zip(&want).all(|(a, b)| ValType::eq(a, b));
+        if !same || ty.results().len() != 0 {
+            self.failed = true;
+            return Err(fault(format!("signature {ty:?} does not match the ABI's {want:?} -> ()")));
+        }
+        let mut params: Vec<Val> = vec![Val::I32(0); 3];
+        params.extend(kernel.block.iter().map(|&d| Val::I32(d as i32)));
+        params.extend(kernel.args.iter().map(|a| match *a {
+            Arg::Buffer(i) => Val::I32(set.offsets[i] as i32),
+            Arg::I32(v) => Val::I32(v),
+            Arg::U32(v) => Val::I32(v as i32),
+            Arg::I64(v) => Val::I64(v),
+            Arg::U64(v) => Val::I64(v as i64),
+            Arg::F32(v) => Val::F32(v.to_bits()),
+            Arg::F64(v) => Val::F64(v.to_bits()),
+        }));
+        let start = Instant::now();
+        set.store.set_epoch_deadline(self.ticks);
+        for bz in 0..kernel.grid[2] {
+            for by in 0..kernel.grid[1] {
+                for bx in 0..kernel.grid[0] {
+                    params[0] = Val::I32(bx as i32);
+                    params[1] = Val::I32(by as i32);
+                    params[2] = Val::I32(bz as i32);
+                    if let Err(e) = func.call(&mut set.store, &params, &mut []) {
+                        self.failed = true;
+                        return Err(match e.downcast_ref::<Trap>() {
+                            Some(Trap::Interrupt) => {
+                                ExecError::Timeout { entry: kernel.entry.clone(), limit_ms: self.timeout_ms }
+                            }
+                            Some(t) => fault(format!("trap: {t}")),
+                            None => fault(format!("{e:#}")),
+                        });
+                    }
+                }
+            }
+        }
+        Ok(start.elapsed())
+    }
+
+    fn finish(mut self: Box<Self>) -> Result<Outputs, ExecError> {
+        let set = self.set.as_mut().expect("instance set present");
+        let (_, mem) = set.instances[self.current].expect("instantiated");
+        let mut out = Outputs::new();
+        for (b, &off) in self.f.buffers.iter().zip(&set.offsets) {
+            if b.kind == BufferKind::Output {
+                out.insert(
+                    b.name.clone(),
+                    mem.data(&set.store)[off as usize..(off + b.size) as usize].to_vec(),
+                );
+            }
+        }
+        Ok(out)
+    }
+}
+
+impl Drop for WasmInvocation {
+    fn drop(&mut self) {
+        if let Some(alloc) = self.alloc.take() {
+            self.memory.release(&self.owner, alloc);
+        }
+        // A set whose kernel trapped or timed out may hold a half-written state; it is
+        // dropped, not pooled. Healthy sets go back for the next invocation.
+        if let Some(set) = self.set.take() {
+            if !self.failed {
+                self.resident.pool.lock().unwrap_or_else(|e| e.into_inner()).push(set);
+            }
+        }
+    }
+}

@@ -1,0 +1,468 @@
+//! Device memory owned by the executor: per-invocation buffers, content-addressed const
+//! buffers shared across functions, eviction under pressure, zeroing before reuse, and
+//! per-function and per-share quotas. The logic runs against [`DeviceAllocator`], which
+//! the CUDA backend implements over real device memory and [`HostAllocator`] implements
+//! over host memory (the CPU device, and tests without a GPU).
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::Mutex;
+
+use crate::error::ExecError;
+
+/// An opaque device allocation handle.
+pub type DevPtr = u64;
+
+/// Raw device memory. Allocations are not zeroed: like a GPU allocator, freed memory may
+/// come back with its old contents, which is why [`MemoryManager`] zeroes on free.
+pub trait DeviceAllocator: Send + Sync {
+    /// Bytes of device memory the executor may use.
+    fn capacity(&self) -> u64;
+    /// Allocates `bytes`; fails with [`ExecError::OutOfMemory`] when the device is full.
+    fn alloc(&self, bytes: u64) -> Result<DevPtr, ExecError>;
+    /// Releases an allocation.
+    fn free(&self, ptr: DevPtr);
+    /// Copies `data` to the start of an allocation.
+    fn write(&self, ptr: DevPtr, data: &[u8]) -> Result<(), ExecError>;
+    /// Copies `len` bytes from the start of an allocation.
+    fn read(&self, ptr: DevPtr, len: u64) -> Result<Vec<u8>, ExecError>;
+    /// Zeroes the first `len` bytes of an allocation.
+    fn zero(&self, ptr: DevPtr, len: u64) -> Result<(), ExecError>;
+}
+
+impl<A: DeviceAllocator + ?Sized> DeviceAllocator for Box<A> {
+    fn capacity(&self) -> u64 {
+        (**self).capacity()
+    }
+    fn alloc(&self, bytes: u64) -> Result<DevPtr, ExecError> {
+        (**self).alloc(bytes)
+    }
+    fn free(&self, ptr: DevPtr) {
+        (**self).free(ptr)
+    }
+    fn write(&self, ptr: DevPtr, data: &[u8]) -> Result<(), ExecError> {
+        (**self).write(ptr, data)
+    }
+    fn read(&self, ptr: DevPtr, len: u64) -> Result<Vec<u8>, ExecError> {
+        (**self).read(ptr, len)
+    }
+    fn zero(&self, ptr: DevPtr, len: u64) -> Result<(), ExecError> {
+        (**self).zero(ptr, len)
+    }
+}
+
+/// Host memory posing as a device: a capacity, and freed blocks reused (contents intact)
+/// by later allocations of the same size.
+pub struct HostAllocator {
+    capacity: u64,
+    state: Mutex<HostState>,
+}
+
+#[derive(Default)]
+struct HostState {
+    next: DevPtr,
+    used: u64,
+    live: HashMap<DevPtr, Vec<u8>>,
+    freed: Vec<Vec<u8>>,
+}
+
+impl HostAllocator {
+    /// A device of `capacity` bytes.
+    pub fn new(capacity: u64) -> Self {
+        HostAllocator { capacity, state: Mutex::new(HostState { next: 1, ..HostState::default() }) }
+    }
+}
+
+impl DeviceAllocator for HostAllocator {
+    fn capacity(&self) -> u64 {
+        self.capacity
+    }
+
+    fn alloc(&self, bytes: u64) -> Result<DevPtr, ExecError> {
+        let mut s = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        if s.used + bytes > self.capacity {
+            return Err(ExecError::OutOfMemory(format!(
+                "device has {} of {} bytes free, {bytes} requested",
+                self.capacity - s.used,
+                self.capacity
+            )));
+        }
+        // Reuse a freed block of the same size without clearing it, as device memory would.
+        let block = match s.freed.iter().position(|b| b.len() as u64 == bytes) {
+            Some(i) => s.freed.swap_remove(i),
+            None => vec![0xA5; bytes as usize],
+        };
+        let ptr = s.next;
+        s.next += 1;
+        s.used += bytes;
+        s.live.insert(ptr, block);
+        Ok(ptr)
+    }
+
+    fn free(&self, ptr: DevPtr) {
+        let mut s = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(b) = s.live.remove(&ptr) {
+            s.used -= b.len() as u64;
+            if s.freed.len() < 64 {
+                s.freed.push(b);
+            }
+        }
+    }
+
+    fn write(&self, ptr: DevPtr, data: &[u8]) -> Result<(), ExecError> {
+        let mut s = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        let b = s
+            .live
+            .get_mut(&ptr)
+            .ok_or_else(|| ExecError::Unavailable(format!("bad device pointer {ptr}")))?;
+        if data.len() > b.len() {
+            return Err(ExecError::BadInput(format!("{} bytes into a {}-byte buffer", data.len(), b.len())));
+        }
+        b[..data.len()].copy_from_slice(data);
+        Ok(())
+    }
+
+    fn read(&self, ptr: DevPtr, len: u64) -> Result<Vec<u8>, ExecError> {
+        let s = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        let b =
+            s.live.get(&ptr).ok_or_else(|| ExecError::Unavailable(format!("bad device pointer {ptr}")))?;
+        Ok(b[..(len as usize).min(b.len())].to_vec())
+    }
+
+    fn zero(&self, ptr: DevPtr, len: u64) -> Result<(), ExecError> {
+        let mut s = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        let b = s
+            .live
+            .get_mut(&ptr)
+            .ok_or_else(|| ExecError::Unavailable(format!("bad device pointer {ptr}")))?;
+        let n = (len as usize).min(b.len());
+        b[..n].fill(0);
+        Ok(())
+    }
+}
+
+/// How unpinned const buffers are chosen for eviction.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum ConstEviction {
+    /// Least recently used.
+    #[default]
+    Lru,
+    /// Lowest `uses / size` first (GreedyDual-Size-Frequency with upload cost ∝ size).
+    Gdsf,
+}
+
+struct ConstEntry {
+    ptr: DevPtr,
+    size: u64,
+    pins: u32,
+    users: BTreeSet<String>,
+    last_use: u64,
+    uses: u64,
+}
+
+#[derive(Default)]
+struct State {
+    consts: HashMap<[u8; 32], ConstEntry>,
+    /// Bytes charged per function: its invocation buffers and each const it uses.
+    by_function: HashMap<String, u64>,
+    /// Bytes of invocation buffers per share.
+    by_share: HashMap<String, u64>,
+    /// Bytes reserved without allocation (WebAssembly instance memory).
+    reserved: u64,
+    /// Bytes allocated from the device.
+    allocated: u64,
+    tick: u64,
+}
+
+/// An invocation's memory owner: the function, and the share it came through.
+#[derive(Clone, Debug, Default)]
+pub struct Owner {
+    /// `namespace/name`.
+    pub function: String,
+    /// Function quota in bytes (0 = none).
+    pub function_quota: u64,
+    /// Device-plugin share ID and its quota in bytes.
+    pub share: Option<(String, u64)>,
+}
+
+/// Buffers allocated for one invocation; give them back with [`MemoryManager::release`].
+#[derive(Debug, Default)]
+pub struct Allocation {
+    /// Pointers and sizes, in the order requested.
+    pub buffers: Vec<(DevPtr, u64)>,
+    reserved: u64,
+}
+
+/// Memory of one device. Thread-safe.
+pub struct MemoryManager<A: DeviceAllocator> {
+    alloc: A,
+    eviction: ConstEviction,
+    state: Mutex<State>,
+}
+
+impl<A: DeviceAllocator> MemoryManager<A> {
+    /// A manager over `alloc`.
+    pub fn new(alloc: A, eviction: ConstEviction) -> Self {
+        MemoryManager { alloc, eviction, state: Mutex::new(State::default()) }
+    }
+
+    /// The allocator (for backends that read and write buffers).
+    pub fn allocator(&self) -> &A {
+        &self.alloc
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Bytes in use (allocations and reservations).
+    pub fn used(&self) -> u64 {
+        let s = self.lock();
+        s.allocated + s.reserved
+    }
+
+    /// Bytes free on the device.
+    pub fn free_bytes(&self) -> u64 {
+        self.alloc.capacity().saturating_sub(self.used())
+    }
+
+    /// Number of const buffers resident (each stored once however many functions use it).
+    pub fn const_count(&self) -> usize {
+        self.lock().consts.len()
+    }
+
+    /// Bytes charged to a function.
+    pub fn function_bytes(&self, function: &str) -> u64 {
+        self.lock().by_function.get(function).copied().unwrap_or(0)
+    }
+
+    fn check_quota(s: &State, owner: &Owner, extra: u64, share_extra: u64) -> Result<(), ExecError> {
+        if owner.function_quota > 0 {
+            let used = s.by_function.get(&owner.function).copied().unwrap_or(0);
+            if used + extra > owner.function_quota {
+                return Err(ExecError::OutOfMemory(format!(
+                    "function {} would use {} bytes, over its quota of {}",
+                    owner.function,
+                    used + extra,
+                    owner.function_quota
+                )));
+            }
+        }
+        if let Some((share, quota)) = &owner.share {
+            let used = s.by_share.get(share).copied().unwrap_or(0);
+            if *quota > 0 && used + share_extra > *quota {
+                return Err(ExecError::OutOfMemory(format!(
+                    "share {share} would use {} bytes, over its quota of {quota}",
+                    used + share_extra
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// Allocates with eviction of unpinned consts when the device is full.
+    fn alloc_evicting(&self, s: &mut State, bytes: u64) -> Result<DevPtr, ExecError> {
+        while s.reserved + s.allocated + bytes > self.alloc.capacity() {
+            if !self.evict_one(s) {
+                return Err(ExecError::OutOfMemory(format!(
+                    "{bytes} bytes requested, {} of {} free and nothing left to evict",
+                    self.alloc.capacity().saturating_sub(s.reserved + s.allocated),
+                    self.alloc.capacity()
+                )));
+            }
+        }
+        loop {
+            match self.alloc.alloc(bytes) {
+                Ok(p) => {
+                    s.allocated += bytes;
+                    return Ok(p);
+                }
+                Err(e) => {
+                    if !self.evict_one(s) {
+                        return Err(e);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Evicts the best unpinned const; returns whether one was evicted.
+    fn evict_one(&self, s: &mut State) -> bool {
+        let victim = s
+            .consts
+            .iter()
+            .filter(|(_, c)| c.pins == 0)
+            .min_by(|a, b| match self.eviction {
+                ConstEviction::Lru => a.1.last_use.cmp(&b.1.last_use),
+                ConstEviction::Gdsf => (a.1.uses as f64 / a.1.size as f64)
+                    .total_cmp(&(b.1.uses as f64 / b.1.size as f64))
+                    .then(a.1.last_use.cmp(&b.1.last_use)),
+            })
+            .map(|(k, _)| *k);
+        let Some(k) = victim else { return false };
+        let c = s.consts.remove(&k).expect("victim exists");
+        for u in &c.users {
+            if let Some(b) = s.by_function.get_mut(u) {
+                *b = b.saturating_sub(c.size);
+            }
+        }
+        self.zero_and_free(s, c.ptr, c.size);
+        true
+    }
+
+    fn zero_and_free(&self, s: &mut State, ptr: DevPtr, size: u64) {
+        // Zeroed before the allocator can hand the memory to anyone else.
+        let _ = self.alloc.zero(ptr, size);
+        self.alloc.free(ptr);
+        s.allocated -= size;
+    }
+
+    /// Makes const buffers resident for `owner` and pins them. Identical bytes are stored
+    /// once and shared by every function that uses them. Returns their pointers.
+    pub fn pin_consts(&self, owner: &Owner, consts: &[(&[u8; 32], &[u8])]) -> Result<Vec<DevPtr>, ExecError> {
+        let mut s = self.lock();
+        let new_for_owner: u64 = consts
+            .iter()
+            .filter(|(d, _)| s.consts.get(*d).is_none_or(|c| !c.users.contains(&owner.function)))
+            .map(|(_, b)| b.len() as u64)
+            .sum();
+        Self::check_quota(&s, owner, new_for_owner, 0)?;
+        let mut ptrs = Vec::with_capacity(consts.len());
+        let mut pinned: Vec<[u8; 32]> = Vec::new();
+        for (digest, bytes) in consts {
+            s.tick += 1;
+            let tick = s.tick;
+            if !s.consts.contains_key(*digest) {
+                let ptr = match self.alloc_evicting(&mut s, bytes.len() as u64) {
+                    Ok(p) => p,
+                    Err(e) => {
+                        for d in &pinned {
+                            if let Some(c) = s.consts.get_mut(d) {
+                                c.pins -= 1;
+                            }
+                        }
+                        return Err(e);
+                    }
+                };
+                self.alloc.write(ptr, bytes)?;
+                s.consts.insert(
+                    **digest,
+                    ConstEntry {
+                        ptr,
+                        size: bytes.len() as u64,
+                        pins: 0,
+                        users: BTreeSet::new(),
+                        last_use: 0,
+                        uses: 0,
+                    },
+                );
+            }
+            let c = s.consts.get_mut(*digest).expect("inserted");
+            c.pins += 1;
+            c.uses += 1;
+            c.last_use = tick;
+            let size = c.size;
+            let ptr = c.ptr;
+            if c.users.insert(owner.function.clone()) {
+                *s.by_function.entry(owner.function.clone()).or_default() += size;
+            }
+            pinned.push(**digest);
+            ptrs.push(ptr);
+        }
+        Ok(ptrs)
+    }
+
+    /// Unpins consts pinned by [`pin_consts`](Self::pin_consts); they stay resident until evicted.
+    pub fn unpin_consts(&self, digests: &[&[u8; 32]]) {
+        let mut s = self.lock();
+        for d in digests {
+            if let Some(c) = s.consts.get_mut(*d) {
+                c.pins = c.pins.saturating_sub(1);
+            }
+        }
+    }
+
+    /// Allocates an invocation's buffers of the given sizes for `owner`, within its quotas.
+    pub fn allocate(&self, owner: &Owner, sizes: &[u64]) -> Result<Allocation, ExecError> {
+        let total: u64 = sizes.iter().sum();
+        let mut s = self.lock();
+        Self::check_quota(&s, owner, total, total)?;
+        let mut buffers = Vec::with_capacity(sizes.len());
+        for &size in sizes {
+            match self.alloc_evicting(&mut s, size) {
+                Ok(p) => {
+                    // Every buffer starts zeroed, whatever the allocator hands back.
+                    self.alloc.zero(p, size)?;
+                    buffers.push((p, size));
+                }
+                Err(e) => {
+                    for (p, sz) in buffers {
+                        self.zero_and_free(&mut s, p, sz);
+                    }
+                    return Err(e);
+                }
+            }
+        }
+        *s.by_function.entry(owner.function.clone()).or_default() += total;
+        if let Some((share, _)) = &owner.share {
+            *s.by_share.entry(share.clone()).or_default() += total;
+        }
+        Ok(Allocation { buffers, reserved: 0 })
+    }
+
+    /// Charges `bytes` to `owner` without allocating (memory a backend holds itself, like a
+    /// WebAssembly instance's linear memory), within quotas and device capacity.
+    pub fn reserve(&self, owner: &Owner, bytes: u64) -> Result<Allocation, ExecError> {
+        let mut s = self.lock();
+        Self::check_quota(&s, owner, bytes, bytes)?;
+        while s.reserved + s.allocated + bytes > self.alloc.capacity() {
+            if !self.evict_one(&mut s) {
+                return Err(ExecError::OutOfMemory(format!(
+                    "{bytes} bytes requested, {} of {} free",
+                    self.alloc.capacity().saturating_sub(s.reserved + s.allocated),
+                    self.alloc.capacity()
+                )));
+            }
+        }
+        s.reserved += bytes;
+        *s.by_function.entry(owner.function.clone()).or_default() += bytes;
+        if let Some((share, _)) = &owner.share {
+            *s.by_share.entry(share.clone()).or_default() += bytes;
+        }
+        Ok(Allocation { buffers: Vec::new(), reserved: bytes })
+    }
+
+    /// Zeroes and frees an invocation's buffers and returns its charges.
+    pub fn release(&self, owner: &Owner, a: Allocation) {
+        let mut s = self.lock();
+        let total: u64 = a.buffers.iter().map(|b| b.1).sum::<u64>() + a.reserved;
+        for (p, size) in a.buffers {
+            self.zero_and_free(&mut s, p, size);
+        }
+        s.reserved -= a.reserved;
+        if let Some(b) = s.by_function.get_mut(&owner.function) {
+            *b = b.saturating_sub(total);
+        }
+        if let Some((share, _)) = &owner.share {
+            if let Some(b) = s.by_share.get_mut(share) {
+                *b = b.saturating_sub(total);
+            }
+        }
+    }
+
+    /// Drops a function from every const it uses; consts nobody uses are zeroed and freed.
+    pub fn forget_function(&self, function: &str) {
+        let mut s = self.lock();
+        let mut gone = Vec::new();
+        for (k, c) in s.consts.iter_mut() {
+            if c.users.remove(function) && c.users.is_empty() && c.pins == 0 {
+                gone.push(*k);
+            }
+        }
+        for k in gone {
+            if let Some(c) = s.consts.remove(&k) {
+                self.zero_and_free(&mut s, c.ptr, c.size);
+            }
+        }
+        s.by_function.remove(function);
+    }
+}

@@ -1,0 +1,184 @@
+//! The gRPC service: a thin adapter from the generated tonic trait to [`Executor`], and
+//! helpers to serve it on TCP and unix sockets.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::pin::Pin;
+use std::time::Duration;
+
+use futures::Stream;
+use tokio_stream::wrappers::{TcpListenerStream, UnixListenerStream};
+use tonic::{Request, Response, Status};
+
+use crate::model::FunctionDef;
+use crate::proto::executor_server::{Executor as ExecutorApi, ExecutorServer};
+use crate::proto::{self};
+use crate::runtime::{Executor, inputs_from};
+
+/// The tonic service over an [`Executor`].
+#[derive(Clone)]
+pub struct ExecutorService {
+    executor: Executor,
+}
+
+impl ExecutorService {
+    /// A service for `executor`.
+    pub fn new(executor: Executor) -> Self {
+        ExecutorService { executor }
+    }
+
+    /// The tonic server wrapper, with large message limits (buffers can be big).
+    pub fn into_server(self) -> ExecutorServer<Self> {
+        ExecutorServer::new(self).max_decoding_message_size(1 << 30).max_encoding_message_size(1 << 30)
+    }
+}
+
+fn key(namespace: &str, name: &str) -> String {
+    format!("{namespace}/{name}")
+}
+
+#[tonic::async_trait]
+impl ExecutorApi for ExecutorService {
+    async fn put_function(
+        &self,
+        req: Request<proto::FunctionDef>,
+    ) -> Result<Response<proto::PutFunctionResponse>, Status> {
+        let def = FunctionDef::try_from(req.into_inner())?;
+        let runnable_on = self.executor.put_function(def).await?;
+        Ok(Response::new(proto::PutFunctionResponse { runnable_on }))
+    }
+
+    async fn execute(
+        &self,
+        req: Request<proto::ExecuteRequest>,
+    ) -> Result<Response<proto::ExecuteResponse>, Status> {
+        let r = req.into_inner();
+        let deadline = (r.deadline_ms > 0).then(|| Duration::from_millis(r.deadline_ms as u64));
+        let share = (!r.share_id.is_empty()).then_some(r.share_id);
+        let e = self
+            .executor
+            .execute(&key(&r.namespace, &r.name), inputs_from(r.inputs), deadline, share)
+            .await?;
+        let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+        Ok(Response::new(proto::ExecuteResponse {
+            outputs: e.outputs.into_iter().collect(),
+            cold_start: e.cold_start,
+            device: e.device,
+            timing: Some(proto::Timing {
+                queue_ms: ms(e.queue),
+                cold_start_ms: ms(e.cold),
+                exec_ms: ms(e.exec),
+                total_ms: ms(e.total),
+            }),
+        }))
+    }
+
+    async fn preload(
+        &self,
+        req: Request<proto::PreloadRequest>,
+    ) -> Result<Response<proto::PreloadResponse>, Status> {
+        let r = req.into_inner();
+        let f = r.function.ok_or_else(|| Status::invalid_argument("function is required"))?;
+        let device = (!r.device.is_empty()).then_some(r.device);
+        let devices = self.executor.preload(&key(&f.namespace, &f.name), device).await?;
+        Ok(Response::new(proto::PreloadResponse { devices }))
+    }
+
+    async fn evict(
+        &self,
+        req: Request<proto::FunctionRef>,
+    ) -> Result<Response<proto::EvictResponse>, Status> {
+        let f = req.into_inner();
+        let devices = self.executor.evict(&key(&f.namespace, &f.name)).await?;
+        Ok(Response::new(proto::EvictResponse { devices }))
+    }
+
+    type WatchStatusStream = Pin<Box<dyn Stream<Item = Result<proto::NodeStatus, Status>> + Send>>;
+
+    async fn watch_status(
+        &self,
+        req: Request<proto::WatchStatusRequest>,
+    ) -> Result<Response<Self::WatchStatusStream>, Status> {
+        let interval = Duration::from_millis(req.into_inner().interval_ms.max(10) as u64);
+        let mut rx = self.executor.watch();
+        let stream = async_stream(move |tx| async move {
+            loop {
+                let snapshot = proto::NodeStatus::from(&*rx.borrow_and_update());
+                if tx.send(Ok(snapshot)).await.is_err() {
+                    break;
+                }
+                if rx.changed().await.is_err() {
+                    break;
+                }
+                tokio::time::sleep(interval).await;
+            }
+        });
+        Ok(Response::new(Box::pin(stream)))
+    }
+}
+
+/// A stream fed by a task through a bounded channel.
+fn async_stream<T, F, Fut>(f: F) -> impl Stream<Item = T>
+where
+    T: Send + 'static,
+    F: FnOnce(tokio::sync::mpsc::Sender<T>) -> Fut,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    let (tx, rx) = tokio::sync::mpsc::channel(4);
+    tokio::spawn(f(tx));
+    tokio_stream::wrappers::ReceiverStream::new(rx)
+}
+
+/// Serves the executor API on a TCP address until `shutdown` resolves.
+pub async fn serve_tcp(
+    executor: Executor,
+    listener: tokio::net::TcpListener,
+    shutdown: impl std::future::Future<Output = ()> + Send,
+) -> Result<(), tonic::transport::Error> {
+    tonic::transport::Server::builder()
+        .add_service(ExecutorService::new(executor).into_server())
+        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
+        .await
+}
+
+/// Serves the executor API on a unix socket at `path` (replacing a stale one) until
+/// `shutdown` resolves; the socket file is removed afterwards.
+pub async fn serve_unix(
+    executor: Executor,
+    path: &Path,
+    shutdown: impl std::future::Future<Output = ()> + Send,
+) -> std::io::Result<()> {
+    let _ = std::fs::remove_file(path);
+    let listener = tokio::net::UnixListener::bind(path)?;
+    let result = tonic::transport::Server::builder()
+        .add_service(ExecutorService::new(executor).into_server())
+        .serve_with_incoming_shutdown(UnixListenerStream::new(listener), shutdown)
+        .await;
+    let _ = std::fs::remove_file(path);
+    result.map_err(std::io::Error::other)
+}
+
+/// Binds a TCP listener, for callers that want the bound port before serving.
+pub async fn bind(addr: SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
+    tokio::net::TcpListener::bind(addr).await
+}
+
+/// A client connected over a unix socket.
+pub async fn connect_unix(
+    path: &Path,
+) -> Result<proto::executor_client::ExecutorClient<tonic::transport::Channel>, tonic::transport::Error> {
+    let path = path.to_path_buf();
+    // The URI is required by the API but unused: the connector dials the socket.
+    let channel = tonic::transport::Endpoint::from_static("http://localhost")
+        .connect_with_connector(tower::service_fn(move |_| {
+            let path = path.clone();
+            async move {
+                let stream = tokio::net::UnixStream::connect(path).await?;
+                Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(stream))
+            }
+        }))
+        .await?;
+    Ok(proto::executor_client::ExecutorClient::new(channel)
+        .max_decoding_message_size(1 << 30)
+        .max_encoding_message_size(1 << 30))
+}
