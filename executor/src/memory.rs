@@ -442,10 +442,10 @@ impl<A: DeviceAllocator> MemoryManager<A> {
         if let Some(b) = s.by_function.get_mut(&owner.function) {
             *b = b.saturating_sub(total);
         }
-        if let Some((share, _)) = &owner.share {
-            if let Some(b) = s.by_share.get_mut(share) {
-                *b = b.saturating_sub(total);
-            }
+        if let Some((share, _)) = &owner.share
+            && let Some(b) = s.by_share.get_mut(share)
+        {
+            *b = b.saturating_sub(total);
         }
     }
 
@@ -464,5 +464,100 @@ impl<A: DeviceAllocator> MemoryManager<A> {
             }
         }
         s.by_function.remove(function);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::sha256;
+
+    fn owner(f: &str) -> Owner {
+        Owner { function: f.into(), function_quota: 0, share: None }
+    }
+
+    #[test]
+    fn identical_consts_are_stored_once_and_shared() {
+        let m = MemoryManager::new(HostAllocator::new(1 << 20), ConstEviction::Lru);
+        let weights = vec![3u8; 1000];
+        let d = sha256(&weights);
+        let a = m.pin_consts(&owner("ns/a"), &[(&d, &weights)]).unwrap();
+        let b = m.pin_consts(&owner("ns/b"), &[(&d, &weights)]).unwrap();
+        assert_eq!(a, b, "same bytes, same device buffer");
+        assert_eq!(m.const_count(), 1);
+        assert_eq!(m.used(), 1000);
+        assert_eq!(m.allocator().read(a[0], 1000).unwrap(), weights);
+        // Each user is charged for what it uses.
+        assert_eq!(m.function_bytes("ns/a"), 1000);
+        assert_eq!(m.function_bytes("ns/b"), 1000);
+        m.unpin_consts(&[&d, &d]);
+        m.forget_function("ns/a");
+        assert_eq!(m.const_count(), 1, "b still uses it");
+        m.forget_function("ns/b");
+        assert_eq!(m.const_count(), 0);
+        assert_eq!(m.used(), 0);
+    }
+
+    #[test]
+    fn freed_memory_is_zeroed_before_another_tenant_gets_it() {
+        let m = MemoryManager::new(HostAllocator::new(1 << 20), ConstEviction::Lru);
+        let a = m.allocate(&owner("tenant-a/f"), &[4096]).unwrap();
+        let ptr = a.buffers[0].0;
+        m.allocator().write(ptr, &[0x5e; 4096]).unwrap();
+        m.release(&owner("tenant-a/f"), a);
+        // The host allocator hands freed blocks back as they are, like device memory.
+        let b = m.allocate(&owner("tenant-b/g"), &[4096]).unwrap();
+        let seen = m.allocator().read(b.buffers[0].0, 4096).unwrap();
+        assert!(seen.iter().all(|&x| x == 0), "tenant b saw tenant a's bytes");
+        // Straight from the allocator, memory is not zeroed: the manager is what zeroes.
+        let raw = m.allocator().alloc(4096).unwrap();
+        assert!(m.allocator().read(raw, 4096).unwrap().iter().any(|&x| x != 0));
+    }
+
+    #[test]
+    fn unpinned_consts_are_evicted_under_pressure_pinned_never() {
+        for eviction in [ConstEviction::Lru, ConstEviction::Gdsf] {
+            let m = MemoryManager::new(HostAllocator::new(3000), eviction);
+            let (w1, w2, w3) = (vec![1u8; 1000], vec![2u8; 1000], vec![3u8; 1000]);
+            let (d1, d2, d3) = (sha256(&w1), sha256(&w2), sha256(&w3));
+            m.pin_consts(&owner("a/1"), &[(&d1, &w1)]).unwrap();
+            m.pin_consts(&owner("a/2"), &[(&d2, &w2)]).unwrap();
+            m.unpin_consts(&[&d1]);
+            m.pin_consts(&owner("a/3"), &[(&d3, &w3)]).unwrap();
+            // Full: 1 is unpinned, 2 and 3 pinned. A 1000-byte invocation evicts 1.
+            let inv = m.allocate(&owner("a/4"), &[1000]).unwrap();
+            assert_eq!(m.const_count(), 2, "{eviction:?}");
+            // Nothing left to evict: the next request fails cleanly.
+            let e = m.allocate(&owner("a/5"), &[1000]).unwrap_err();
+            assert!(matches!(e, ExecError::OutOfMemory(_)), "{e}");
+            m.release(&owner("a/4"), inv);
+            assert_eq!(m.used(), 2000);
+        }
+    }
+
+    #[test]
+    fn function_and_share_quotas() {
+        let m = MemoryManager::new(HostAllocator::new(1 << 20), ConstEviction::Lru);
+        let f = Owner { function: "a/f".into(), function_quota: 2048, share: None };
+        let a = m.allocate(&f, &[1024, 1024]).unwrap();
+        let e = m.allocate(&f, &[1]).unwrap_err();
+        assert!(e.to_string().contains("over its quota of 2048"), "{e}");
+        m.release(&f, a);
+        assert!(m.allocate(&f, &[2048]).is_ok());
+
+        let s1 =
+            Owner { function: "b/g".into(), function_quota: 0, share: Some(("gpu-0-share-1".into(), 1000)) };
+        let s2 =
+            Owner { function: "b/g".into(), function_quota: 0, share: Some(("gpu-0-share-2".into(), 1000)) };
+        let x = m.allocate(&s1, &[800]).unwrap();
+        let e = m.allocate(&s1, &[300]).unwrap_err();
+        assert!(e.to_string().contains("share gpu-0-share-1"), "{e}");
+        // Another share of the same function has its own quota.
+        assert!(m.allocate(&s2, &[900]).is_ok());
+        m.release(&s1, x);
+        assert!(m.allocate(&s1, &[900]).is_ok());
+        // Reservations count against quotas too.
+        let e = m.reserve(&s1, 200).unwrap_err();
+        assert!(matches!(e, ExecError::OutOfMemory(_)));
     }
 }

@@ -170,7 +170,10 @@ impl FunctionDef {
         for b in self.buffers.iter().filter(|b| b.kind == BufferKind::Input) {
             match inputs.get(&b.name) {
                 None => {
-                    return Err(ExecError::BadInput(format!("missing input {:?} ({} bytes)", b.name, b.size)));
+                    return Err(ExecError::BadInput(format!(
+                        "missing input {:?} ({} bytes)",
+                        b.name, b.size
+                    )));
                 }
                 Some(v) if v.len() as u64 != b.size => {
                     return Err(ExecError::BadInput(format!(

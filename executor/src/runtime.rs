@@ -150,6 +150,7 @@ impl Executor {
             metrics: metrics.clone(),
             status: status_tx,
             invocations: 0,
+            published: Instant::now() - Duration::from_secs(1),
             runtime_ewma: HashMap::new(),
         };
         tokio::spawn(actor.run(rx));
@@ -234,6 +235,8 @@ struct Actor {
     metrics: Arc<ExecutorMetrics>,
     status: watch::Sender<NodeSnapshot>,
     invocations: u64,
+    /// When status was last published; it is rebuilt at most every 20 ms under load.
+    published: Instant,
     /// Measured runtime per (function key, device kind), ms.
     runtime_ewma: HashMap<(String, String), f64>,
 }
@@ -262,7 +265,9 @@ impl Actor {
                 }
             }
             self.dispatch();
-            self.publish();
+            if self.published.elapsed() >= Duration::from_millis(20) {
+                self.publish();
+            }
         }
         for (_, p) in self.pending.drain() {
             let _ = p.reply.send(Err(ExecError::ShuttingDown));
@@ -279,10 +284,14 @@ impl Actor {
             }
             Msg::Done { id, device, result } => self.done(id, device, result),
             Msg::Preload { key, device, reply } => {
-                let _ = reply.send(self.preload(&key, device.as_deref()));
+                let r = self.preload(&key, device.as_deref());
+                self.publish();
+                let _ = reply.send(r);
             }
             Msg::Evict { key, reply } => {
-                let _ = reply.send(self.evict(&key));
+                let r = self.evict(&key);
+                self.publish();
+                let _ = reply.send(r);
             }
             Msg::SetScheduler { config, reply } => {
                 let now = self.now();
@@ -292,6 +301,7 @@ impl Actor {
                     .map_err(|e| ExecError::BadFunction(e.to_string()));
                 self.sched.set_admission(config.admission, config.token_bucket_burst);
                 self.sched.set_eviction(config.eviction);
+                self.sched.set_granularity(config.granularity);
                 let _ = reply.send(r);
             }
         }
@@ -348,11 +358,11 @@ impl Actor {
             )));
         }
         let key = def.key();
-        if let Some(old) = self.functions.get(&key) {
-            if old.version != def.version {
-                for d in self.devices.iter() {
-                    d.unload(&key);
-                }
+        if let Some(old) = self.functions.get(&key)
+            && old.version != def.version
+        {
+            for d in self.devices.iter() {
+                d.unload(&key);
             }
         }
         self.functions.insert(key.clone(), def.clone());
@@ -571,11 +581,11 @@ impl Actor {
             .map(|(id, _)| *id)
             .collect();
         for id in late {
-            if self.sched.cancel(id) {
-                if let Some(p) = self.pending.remove(&id) {
-                    let waited = p.arrival.elapsed().as_secs_f64() * 1000.0;
-                    self.answer(p, Err(ExecError::DeadlineExceeded { waited_ms: waited }));
-                }
+            if self.sched.cancel(id)
+                && let Some(p) = self.pending.remove(&id)
+            {
+                let waited = p.arrival.elapsed().as_secs_f64() * 1000.0;
+                self.answer(p, Err(ExecError::DeadlineExceeded { waited_ms: waited }));
             }
         }
     }
@@ -646,6 +656,7 @@ impl Actor {
     }
 
     fn publish(&mut self) {
+        self.published = Instant::now();
         let devices: Vec<DeviceSnapshot> = self
             .devices
             .iter()

@@ -7,7 +7,7 @@ use std::pin::Pin;
 use std::time::Duration;
 
 use futures::Stream;
-use tokio_stream::wrappers::{TcpListenerStream, UnixListenerStream};
+use tokio_stream::wrappers::UnixListenerStream;
 use tonic::{Request, Response, Status};
 
 use crate::model::FunctionDef;
@@ -129,16 +129,48 @@ where
     tokio_stream::wrappers::ReceiverStream::new(rx)
 }
 
+/// How long in-flight calls (status streams included) get after shutdown is asked for.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
+
+/// Runs a server future with graceful shutdown, cut short after [`SHUTDOWN_GRACE`]:
+/// status streams never end by themselves and would otherwise hold shutdown forever.
+async fn with_grace<E>(
+    serve: impl FnOnce(
+        std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), E>> + Send>>,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> Result<(), E> {
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    let server = serve(Box::pin(async move {
+        shutdown.await;
+        let _ = tx.send(());
+    }));
+    tokio::select! {
+        r = server => r,
+        _ = async { if rx.await.is_ok() { tokio::time::sleep(SHUTDOWN_GRACE).await } else { std::future::pending::<()>().await } } => Ok(()),
+    }
+}
+
 /// Serves the executor API on a TCP address until `shutdown` resolves.
 pub async fn serve_tcp(
     executor: Executor,
     listener: tokio::net::TcpListener,
-    shutdown: impl std::future::Future<Output = ()> + Send,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<(), tonic::transport::Error> {
-    tonic::transport::Server::builder()
-        .add_service(ExecutorService::new(executor).into_server())
-        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
-        .await
+    with_grace(
+        move |signal| {
+            Box::pin(
+                tonic::transport::Server::builder()
+                    .add_service(ExecutorService::new(executor).into_server())
+                    .serve_with_incoming_shutdown(
+                        tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true)),
+                        signal,
+                    ),
+            )
+        },
+        shutdown,
+    )
+    .await
 }
 
 /// Serves the executor API on a unix socket at `path` (replacing a stale one) until
@@ -146,14 +178,21 @@ pub async fn serve_tcp(
 pub async fn serve_unix(
     executor: Executor,
     path: &Path,
-    shutdown: impl std::future::Future<Output = ()> + Send,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let _ = std::fs::remove_file(path);
     let listener = tokio::net::UnixListener::bind(path)?;
-    let result = tonic::transport::Server::builder()
-        .add_service(ExecutorService::new(executor).into_server())
-        .serve_with_incoming_shutdown(UnixListenerStream::new(listener), shutdown)
-        .await;
+    let result = with_grace(
+        move |signal| {
+            Box::pin(
+                tonic::transport::Server::builder()
+                    .add_service(ExecutorService::new(executor).into_server())
+                    .serve_with_incoming_shutdown(UnixListenerStream::new(listener), signal),
+            )
+        },
+        shutdown,
+    )
+    .await;
     let _ = std::fs::remove_file(path);
     result.map_err(std::io::Error::other)
 }

@@ -1,5 +1,6 @@
 //! The example functions run for real on the WebAssembly backend and compute the right
 //! answers (the CUDA builds are checked against the same numbers in tests/cuda.rs).
+#![allow(clippy::needless_range_loop)]
 
 mod common;
 

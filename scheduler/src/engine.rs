@@ -848,6 +848,11 @@ impl Scheduler {
         self.config.token_bucket_burst = burst.max(1.0);
     }
 
+    /// Changes granularity for dispatches from now on (requests mid-graph keep going).
+    pub fn set_granularity(&mut self, granularity: Granularity) {
+        self.config.granularity = granularity;
+    }
+
     /// Changes cache eviction live.
     pub fn set_eviction(&mut self, eviction: Eviction) {
         self.config.eviction = eviction;

@@ -164,10 +164,17 @@ impl CudaBackend {
             CudaFormat::CudaC => {
                 let src =
                     std::str::from_utf8(bytes).map_err(|e| load(format!("CUDA C is not UTF-8: {e}")))?;
-                cudarc::nvrtc::compile_ptx(src).map_err(|e| load(format!("NVRTC: {e:?}")))?
+                // No FMA contraction: results then match the WebAssembly builds bit for bit.
+                let opts = cudarc::nvrtc::CompileOptions { fmad: Some(false), ..Default::default() };
+                cudarc::nvrtc::compile_ptx_with_opts(src, opts).map_err(|e| load(format!("NVRTC: {e:?}")))?
             }
         };
         self.ctx.load_module(ptx).map_err(|e| load(format!("cuModuleLoadData: {e:?}")))
+    }
+
+    /// The device's memory manager.
+    pub fn memory(&self) -> &Arc<MemoryManager<CudaAllocator>> {
+        &self.memory
     }
 
     /// Runs a GPU health probe: a context synchronisation. A failure marks the device

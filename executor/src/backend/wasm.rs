@@ -410,10 +410,10 @@ impl Drop for WasmInvocation {
         }
         // A set whose kernel trapped or timed out may hold a half-written state; it is
         // dropped, not pooled. Healthy sets go back for the next invocation.
-        if let Some(set) = self.set.take() {
-            if !self.failed {
-                self.resident.pool.lock().unwrap_or_else(|e| e.into_inner()).push(set);
-            }
+        if let Some(set) = self.set.take()
+            && !self.failed
+        {
+            self.resident.pool.lock().unwrap_or_else(|e| e.into_inner()).push(set);
         }
     }
 }

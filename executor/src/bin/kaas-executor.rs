@@ -1,0 +1,106 @@
+//! `kaas-executor`: a node executor on its own, serving the executor gRPC API on TCP and
+//! optionally a unix socket. In a cluster the device plugin hosts the executor instead;
+//! this binary is for standalone multi-process setups and tests.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::Parser;
+use kaas_executor::devices::{BackendChoice, DeviceOptions, discover};
+use kaas_executor::{Executor, ExecutorConfig, service};
+use kaas_scheduler::{PolicyConfig, SchedulerConfig};
+
+/// Run kernel functions on this machine's GPUs (CUDA) and CPU (WebAssembly).
+#[derive(Parser, Debug)]
+#[command(version, about)]
+struct Args {
+    /// TCP address of the gRPC API.
+    #[arg(long, env = "KAAS_EXECUTOR_LISTEN", default_value = "127.0.0.1:7070")]
+    listen: SocketAddr,
+    /// Also serve on this unix socket.
+    #[arg(long, env = "KAAS_EXECUTOR_SOCKET")]
+    unix: Option<PathBuf>,
+    /// Node name in status reports.
+    #[arg(long, env = "NODE_NAME", default_value = "local")]
+    node_name: String,
+    /// Backends to use.
+    #[arg(long, value_enum, default_value = "auto")]
+    backend: BackendChoice,
+    /// Memory of the CPU device in MiB.
+    #[arg(long, default_value_t = 4096)]
+    cpu_memory_mib: u64,
+    /// Concurrent kernels on the CPU device (default: the number of cores).
+    #[arg(long)]
+    cpu_slots: Option<u32>,
+    /// Concurrent kernels per GPU.
+    #[arg(long, default_value_t = 4)]
+    gpu_slots: u32,
+    /// Kernel time limit in milliseconds.
+    #[arg(long, default_value_t = 10_000)]
+    kernel_timeout_ms: u64,
+    /// Policy of the per-device queues.
+    #[arg(long, default_value = "edf")]
+    policy: String,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt().with_env_filter(tracing_subscriber::EnvFilter::from_default_env()).init();
+    let args = Args::parse();
+    let defaults = DeviceOptions::default();
+    let devices = discover(&DeviceOptions {
+        backend: args.backend,
+        cpu_memory: args.cpu_memory_mib << 20,
+        cpu_slots: args.cpu_slots.unwrap_or(defaults.cpu_slots),
+        gpu_slots: args.gpu_slots,
+        kernel_timeout: Duration::from_millis(args.kernel_timeout_ms),
+        ..defaults
+    })?;
+    let executor = Executor::start(
+        devices,
+        ExecutorConfig {
+            node: args.node_name,
+            scheduler: SchedulerConfig::new(PolicyConfig::named(&args.policy)),
+            shares: Vec::new(),
+            health_interval: Duration::from_secs(1),
+        },
+    )?;
+    let listener = service::bind(args.listen).await?;
+    // Printed for whoever started us (tests read the port from here).
+    println!("kaas-executor listening on {}", listener.local_addr()?);
+    let shutdown = async {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .expect("SIGTERM handler");
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+    };
+    match args.unix {
+        Some(path) => {
+            let (tx, rx) = tokio::sync::watch::channel(false);
+            let unix = tokio::spawn({
+                let executor = executor.clone();
+                let mut rx = rx.clone();
+                async move {
+                    service::serve_unix(executor, &path, async move {
+                        let _ = rx.changed().await;
+                    })
+                    .await
+                }
+            });
+            let mut rx2 = rx;
+            let tcp = service::serve_tcp(executor, listener, async move {
+                let _ = rx2.changed().await;
+            });
+            tokio::select! {
+                r = tcp => r?,
+                _ = shutdown => { let _ = tx.send(true); }
+            }
+            unix.await??;
+        }
+        None => service::serve_tcp(executor, listener, shutdown).await?,
+    }
+    Ok(())
+}

@@ -1,0 +1,113 @@
+//! CUDA tests. They need a GPU and are ignored by default; `scripts/test-cuda.sh` runs
+//! them (it sets KAAS_TEST_CUDA=1 and passes --include-ignored). Run without the
+//! variable they fail rather than pass silently.
+
+mod common;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::*;
+use kaas_executor::backend::Backend;
+use kaas_executor::backend::cuda::CudaBackend;
+use kaas_executor::memory::{DeviceAllocator, Owner};
+use kaas_executor::model::sha256;
+use kaas_executor::{Executor, ExecutorConfig};
+use kaas_scheduler::{PolicyConfig, SchedulerConfig};
+
+const GATE: &str = "needs a GPU: run scripts/test-cuda.sh (sets KAAS_TEST_CUDA=1)";
+
+fn gpus() -> Vec<CudaBackend> {
+    assert_eq!(std::env::var("KAAS_TEST_CUDA").as_deref(), Ok("1"), "{GATE}");
+    CudaBackend::discover(2, 256 << 20, Duration::from_secs(10)).expect("a CUDA GPU")
+}
+
+#[test]
+fn without_a_driver_discovery_says_so() {
+    match CudaBackend::discover(1, 0, Duration::from_secs(1)) {
+        Err(e) => {
+            println!("CUDA discovery here: {e}");
+            assert!(e.to_string().contains("CUDA"), "{e}");
+        }
+        Ok(g) => println!("CUDA discovery here: {} GPU(s); the gated tests can run", g.len()),
+    }
+}
+
+#[test]
+#[ignore = "needs a GPU: run scripts/test-cuda.sh (sets KAAS_TEST_CUDA=1)"]
+fn discovers_gpus_with_memory_and_ids() {
+    let g = gpus();
+    for d in &g {
+        let info = d.info();
+        println!("GPU {} {} {} bytes", info.id, info.model, info.memory_bytes);
+        assert!(info.id.starts_with("GPU-") && info.memory_bytes > 1 << 30);
+        assert!(d.health().is_ok());
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs a GPU: run scripts/test-cuda.sh (sets KAAS_TEST_CUDA=1)"]
+async fn examples_on_the_gpu_match_the_wasm_results() {
+    let gpu: Arc<dyn Backend> = Arc::new(gpus().remove(0));
+    let config = |node: &str| ExecutorConfig {
+        node: node.into(),
+        scheduler: SchedulerConfig::new(PolicyConfig::named("edf")),
+        shares: vec![],
+        health_interval: Duration::from_secs(1),
+    };
+    let on_gpu = Executor::start(vec![gpu], config("gpu")).unwrap();
+    let on_cpu = Executor::start(vec![cpu(1 << 30, 2)], config("cpu")).unwrap();
+    for name in ["saxpy", "matmul", "dense-relu"] {
+        on_gpu.put_function(def(example(name))).await.unwrap();
+        on_cpu.put_function(def(example(name))).await.unwrap();
+    }
+    let x: Vec<f32> = (0..1024).map(|i| i as f32 * 0.5).collect();
+    let a: Vec<f32> = (0..4096).map(|i| ((i * 7) % 13) as f32 - 6.0).collect();
+    let cases = [
+        ("default/saxpy", inputs(&[("x", f32s(&x)), ("y", f32s(&x))])),
+        ("default/matmul", inputs(&[("a", f32s(&a)), ("b", f32s(&a))])),
+        ("default/dense-relu", inputs(&[("x", f32s(&x[..32]))])),
+    ];
+    for (f, ins) in cases {
+        let g = on_gpu.execute(f, ins.clone(), None, None).await.unwrap();
+        let c = on_cpu.execute(f, ins.clone(), None, None).await.unwrap();
+        assert_eq!(g.outputs, c.outputs, "{f}: GPU and WASM results differ");
+        assert!(g.cold_start && g.device.starts_with("GPU-"));
+        let warm = on_gpu.execute(f, ins, None, None).await.unwrap();
+        assert!(!warm.cold_start);
+        println!(
+            "{f}: cold {:?} (load {:?}), warm total {:?}, kernel {:?}",
+            g.total, g.cold, warm.total, warm.exec
+        );
+    }
+}
+
+#[test]
+#[ignore = "needs a GPU: run scripts/test-cuda.sh (sets KAAS_TEST_CUDA=1)"]
+fn gpu_memory_consts_shared_evicted_and_zeroed() {
+    let g = gpus().remove(0);
+    let m = g.memory();
+    let owner = |f: &str| Owner { function: f.into(), function_quota: 0, share: None };
+    let w = vec![7u8; 64 << 20];
+    let d = sha256(&w);
+    let a = m.pin_consts(&owner("a/f"), &[(&d, &w)]).unwrap();
+    let b = m.pin_consts(&owner("b/g"), &[(&d, &w)]).unwrap();
+    assert_eq!(a, b);
+    assert_eq!(m.const_count(), 1);
+    assert_eq!(m.allocator().read(a[0], 16).unwrap(), vec![7u8; 16]);
+    m.unpin_consts(&[&d, &d]);
+    // A secret written by one tenant is zeroed before the next gets the memory.
+    let x = m.allocate(&owner("a/f"), &[1 << 20]).unwrap();
+    m.allocator().write(x.buffers[0].0, &vec![0x5e; 1 << 20]).unwrap();
+    m.release(&owner("a/f"), x);
+    let y = m.allocate(&owner("b/g"), &[1 << 20]).unwrap();
+    assert!(m.allocator().read(y.buffers[0].0, 1 << 20).unwrap().iter().all(|&v| v == 0));
+    m.release(&owner("b/g"), y);
+    // Filling the device evicts the unpinned const.
+    let free = m.free_bytes();
+    let big = m.allocate(&owner("c/h"), &[free - (16 << 20)]).unwrap();
+    let more = m.allocate(&owner("c/h"), &[32 << 20]).unwrap();
+    assert_eq!(m.const_count(), 0, "the unpinned const made room");
+    m.release(&owner("c/h"), more);
+    m.release(&owner("c/h"), big);
+}
