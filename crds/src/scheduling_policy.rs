@@ -92,6 +92,11 @@ pub struct PolicyParameters {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 0.0))]
     pub keep_alive_ms: Option<f64>,
+    /// `deadline` admission: share of each request's deadline kept free for service-time
+    /// variance (default 0.1).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0.0, max = 0.9))]
+    pub deadline_headroom: Option<f64>,
     /// `token-bucket` admission: burst size in requests (default 10).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 1.0))]

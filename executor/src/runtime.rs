@@ -370,7 +370,7 @@ impl Actor {
         let ids: Vec<(Option<String>, FunctionId)> =
             self.ids.iter().filter(|((k, _), _)| *k == key).map(|((_, s), id)| (s.clone(), *id)).collect();
         for (share, id) in ids {
-            let weight = self.share(&share).map_or(def.weight, |s| s.weight);
+            let weight = self.share(&share).filter(|s| s.weight > 0).map_or(def.weight, |s| s.weight);
             let m = self.model(&def, weight);
             self.sched.update_function(id, m).map_err(|e| ExecError::BadFunction(e.to_string()))?;
             self.defs[id.0 as usize].0 = def.clone();
@@ -381,8 +381,15 @@ impl Actor {
         Ok(kinds)
     }
 
-    fn share(&self, id: &Option<String>) -> Option<&Share> {
-        id.as_ref().and_then(|id| self.config.shares.iter().find(|s| &s.id == id))
+    /// The share an ID names. `@<device id>` is the implicit share of a whole device,
+    /// used by a gateway that has already chosen the device.
+    fn share(&self, id: &Option<String>) -> Option<Share> {
+        let id = id.as_ref()?;
+        if let Some(dev) = id.strip_prefix('@') {
+            let device = self.devices.iter().position(|d| d.info().id == dev)?;
+            return Some(Share { id: id.clone(), device, weight: 0, memory_quota: 0 });
+        }
+        self.config.shares.iter().find(|s| &s.id == id).cloned()
     }
 
     fn function_id(
@@ -396,12 +403,11 @@ impl Actor {
         let s = match share {
             Some(id) => Some(
                 self.share(share)
-                    .cloned()
-                    .ok_or_else(|| ExecError::BadInput(format!("unknown share {id:?}")))?,
+                    .ok_or_else(|| ExecError::BadInput(format!("unknown share or device {id:?}")))?,
             ),
             None => None,
         };
-        let model = self.model(def, s.as_ref().map_or(def.weight, |s| s.weight));
+        let model = self.model(def, s.as_ref().filter(|s| s.weight > 0).map_or(def.weight, |s| s.weight));
         let fid = self.sched.add_function(model).map_err(|e| ExecError::BadFunction(e.to_string()))?;
         if let Some(s) = &s {
             self.sched
@@ -438,7 +444,7 @@ impl Actor {
             let owner = Owner {
                 function: def.key(),
                 function_quota: def.memory_quota,
-                share: self.share(&share).map(|s| (s.id.clone(), s.memory_quota)),
+                share: self.share(&share).filter(|s| !s.id.starts_with('@')).map(|s| (s.id, s.memory_quota)),
             };
             let arrival = Instant::now();
             Ok((

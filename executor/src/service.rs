@@ -54,7 +54,11 @@ impl ExecutorApi for ExecutorService {
     ) -> Result<Response<proto::ExecuteResponse>, Status> {
         let r = req.into_inner();
         let deadline = (r.deadline_ms > 0).then(|| Duration::from_millis(r.deadline_ms as u64));
-        let share = (!r.share_id.is_empty()).then_some(r.share_id);
+        let share = match (r.share_id.is_empty(), r.device.is_empty()) {
+            (false, _) => Some(r.share_id),
+            (true, false) => Some(format!("@{}", r.device)),
+            (true, true) => None,
+        };
         let e = self
             .executor
             .execute(&key(&r.namespace, &r.name), inputs_from(r.inputs), deadline, share)

@@ -79,6 +79,7 @@ async fn unix_socket_api_end_to_end() {
             inputs: [("in".to_string(), vec![1, 2, 3, 4, 5, 6, 7, 8])].into(),
             deadline_ms: 0,
             share_id: String::new(),
+            device: "cpu".into(),
         })
         .await
         .unwrap()

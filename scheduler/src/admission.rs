@@ -82,10 +82,15 @@ impl Rejection {
 impl std::fmt::Display for Rejection {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            Rejection::DeadlineUnmeetable { predicted, deadline } => write!(
+            Rejection::DeadlineUnmeetable { predicted, deadline } if predicted > deadline => write!(
                 f,
                 "predicted completion misses the deadline by {:.3} ms",
                 (predicted - deadline) as f64 / 1e6
+            ),
+            Rejection::DeadlineUnmeetable { predicted, deadline } => write!(
+                f,
+                "predicted completion leaves only {:.3} ms before the deadline, less than the admission headroom",
+                (deadline - predicted) as f64 / 1e6
             ),
             Rejection::RateLimited { retry_after } => {
                 write!(f, "reserved rate exceeded; retry in {:.3} ms", *retry_after as f64 / 1e6)

@@ -172,6 +172,12 @@ impl Scheduler {
         config: SchedulerConfig,
         registry: Registry,
     ) -> Result<Self, ConfigError> {
+        if !(0.0..1.0).contains(&config.deadline_headroom) {
+            return Err(ConfigError::Model(format!(
+                "deadline headroom must be in [0, 1), got {}",
+                config.deadline_headroom
+            )));
+        }
         if config.token_bucket_burst < 1.0 || !config.token_bucket_burst.is_finite() {
             return Err(ConfigError::Model(format!(
                 "token bucket burst must be at least 1, got {}",
@@ -415,7 +421,9 @@ impl Scheduler {
             AdmissionMode::None => {}
             AdmissionMode::Deadline => {
                 let predicted = self.predict_completion(request.function, now).unwrap_or(Nanos::MAX);
-                if predicted > request.deadline {
+                let slack =
+                    request.deadline.saturating_sub(request.arrival) as f64 * self.config.deadline_headroom;
+                if predicted.saturating_add(slack as Nanos) > request.deadline {
                     return Err(Rejection::DeadlineUnmeetable { predicted, deadline: request.deadline });
                 }
             }

@@ -91,6 +91,11 @@ pub struct SchedulerConfig {
     /// Token-bucket burst, in requests.
     #[serde(default = "default_burst")]
     pub token_bucket_burst: f64,
+    /// `deadline` admission keeps this share of each request's relative deadline free
+    /// for the variance of service times it cannot predict: it admits only if the
+    /// predicted completion is at most `arrival + (1 - headroom) × deadline`.
+    #[serde(default = "default_headroom")]
+    pub deadline_headroom: f64,
     /// Cache eviction.
     #[serde(default)]
     pub eviction: Eviction,
@@ -103,6 +108,10 @@ fn default_burst() -> f64 {
     10.0
 }
 
+fn default_headroom() -> f64 {
+    0.1
+}
+
 impl SchedulerConfig {
     /// A configuration with the named policy and defaults otherwise.
     pub fn new(policy: PolicyConfig) -> Self {
@@ -110,6 +119,7 @@ impl SchedulerConfig {
             policy,
             admission: AdmissionMode::None,
             token_bucket_burst: default_burst(),
+            deadline_headroom: default_headroom(),
             eviction: Eviction::Gdsf,
             granularity: Granularity::Kernel,
         }

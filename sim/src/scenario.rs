@@ -42,6 +42,9 @@ pub struct Scenario {
     /// Token-bucket burst in requests.
     #[serde(default = "ten")]
     pub token_bucket_burst: f64,
+    /// Share of each deadline `deadline` admission keeps free for service-time variance.
+    #[serde(default = "tenth")]
+    pub deadline_headroom: f64,
     /// `lru` or `gdsf`.
     #[serde(default)]
     pub cache_eviction: Eviction,
@@ -60,6 +63,10 @@ pub struct Scenario {
 
 fn ten() -> f64 {
     10.0
+}
+
+fn tenth() -> f64 {
+    0.1
 }
 
 /// An accelerator class and how many devices of it the cluster has.
@@ -531,6 +538,7 @@ impl Scenario {
             policy: PolicyConfig { name: policy.to_string(), params },
             admission: self.admission,
             token_bucket_burst: self.token_bucket_burst,
+            deadline_headroom: self.deadline_headroom,
             eviction: self.cache_eviction,
             granularity: self.granularity,
         }

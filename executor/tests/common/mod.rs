@@ -126,6 +126,7 @@ pub fn example(name: &str) -> proto::FunctionDef {
         runtime_ms: Default::default(),
         load_ms: Default::default(),
         memory_quota_bytes: 0,
+        expected_rate: 0.0,
     }
 }
 
@@ -207,6 +208,7 @@ pub fn wat_function(
         runtime_ms: Default::default(),
         load_ms: Default::default(),
         memory_quota_bytes: 0,
+        expected_rate: 0.0,
     }
 }
 

@@ -1,0 +1,294 @@
+//! The multi-process end-to-end suite (runs in CI): a standalone gateway and two executor
+//! processes, real WebAssembly kernels, a mixed load of two SLO classes.
+//!
+//! 1. One executor is killed (SIGKILL) mid-load: every request is answered exactly once,
+//!    every success carries the right output, and the survivor keeps serving.
+//! 2. Under 2× overload with `deadline` admission, ≥ 99 % of the admitted requests meet
+//!    their deadline; with `admission: none` they do not.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::process::Command;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD;
+use kaas_e2e::{Proc, addr_after, binary};
+use serde_json::json;
+
+/// Spins `n` iterations, then writes out[i] = in[i] + 1 for 16 i32s.
+const KERNEL: &str = r#"(module
+  (memory (export "memory") 1)
+  (func (export "work") (param i32 i32 i32 i32 i32 i32) (param $in i32) (param $out i32) (param $n i32)
+    (local $i i32)
+    (block $d (loop $l
+      (br_if $d (i32.ge_u (local.get $i) (local.get $n)))
+      (local.set $i (i32.add (local.get $i) (i32.const 1)))
+      (br $l)))
+    (local.set $i (i32.const 0))
+    (block $d2 (loop $l2
+      (br_if $d2 (i32.ge_u (local.get $i) (i32.const 64)))
+      (i32.store (i32.add (local.get $out) (local.get $i))
+        (i32.add (i32.load (i32.add (local.get $in) (local.get $i))) (i32.const 1)))
+      (local.set $i (i32.add (local.get $i) (i32.const 4)))
+      (br $l2)))))"#;
+
+struct Class {
+    name: &'static str,
+    iterations: u64,
+    runtime_ms: f64,
+    deadline_ms: u64,
+}
+
+fn write_functions(dir: &Path, classes: &[Class], policy: &str, admission: &str) {
+    let mut y = String::from(
+        "apiVersion: kaas.dev/v1alpha1\nkind: AcceleratorClass\nmetadata: { name: cpu }\nspec: { kind: CPU, model: e2e, memoryBytes: 1073741824, slotsPerDevice: 1 }\n",
+    );
+    y += &format!(
+        "---\napiVersion: kaas.dev/v1alpha1\nkind: SchedulingPolicy\nmetadata: {{ name: default }}\nspec: {{ policy: {policy}, admission: {admission}, granularity: request }}\n"
+    );
+    let wat: String = KERNEL.lines().map(|l| format!("            {l}\n")).collect();
+    for c in classes {
+        y += &format!(
+            "---\napiVersion: kaas.dev/v1alpha1\nkind: KernelFunction\nmetadata: {{ name: {name}, namespace: e2e }}\nspec:\n  modules:\n    - name: m\n      wasm:\n        inline: |\n{wat}  buffers:\n    - {{ name: in, size: 64, kind: Input }}\n    - {{ name: out, size: 64, kind: Output }}\n  kernels:\n    - {{ module: m, entry: work, grid: [1, 1, 1], block: [1, 1, 1], args: [{{ buffer: in }}, {{ buffer: out }}, {{ u32: {n} }}] }}\n  slo: {{ deadlineMs: {d} }}\n  profile: [{{ acceleratorClass: cpu, runtimeMs: {r} }}]\n",
+            name = c.name,
+            n = c.iterations,
+            d = c.deadline_ms,
+            r = c.runtime_ms,
+        );
+    }
+    std::fs::write(dir.join("functions.yaml"), y).unwrap();
+}
+
+fn start_executor(bin: &Path, name: &str) -> (Proc, String) {
+    let mut cmd = Command::new(bin);
+    cmd.args(["--listen", "127.0.0.1:0", "--backend", "wasm", "--cpu-slots", "1", "--node-name", name]);
+    let (p, line) = Proc::start(cmd, "listening on").unwrap();
+    let addr = addr_after(&line, "listening on ").unwrap();
+    (p, format!("http://{addr}"))
+}
+
+fn start_gateway(bin: &Path, dir: &Path, executors: &[String]) -> (Proc, String) {
+    let mut cmd = Command::new(bin);
+    cmd.args([
+        "standalone",
+        "--functions",
+        dir.to_str().unwrap(),
+        "--listen",
+        "127.0.0.1:0",
+        "--grpc-listen",
+        "127.0.0.1:0",
+        "--no-local-executor",
+    ]);
+    for e in executors {
+        cmd.args(["--executor", e]);
+    }
+    cmd.env("RUST_LOG", "warn");
+    let (p, line) = Proc::start(cmd, "HTTP on http://").unwrap();
+    (p, addr_after(&line, "HTTP on http://").unwrap())
+}
+
+#[derive(Debug, Clone)]
+struct Outcome {
+    device: String,
+    status: u16,
+    function: usize,
+    server_ms: f64,
+    correct: bool,
+}
+
+async fn invoke(client: &reqwest::Client, gw: &str, function: &str, seq: u32) -> (u16, f64, bool, String) {
+    let input: Vec<u8> =
+        (0..16u32).flat_map(|i| (seq.wrapping_mul(31).wrapping_add(i)).to_le_bytes()).collect();
+    let body = json!({ "inputs": { "in": STANDARD.encode(&input) } });
+    let url = format!("http://{gw}/v1/namespaces/e2e/functions/{function}:invoke");
+    let Ok(resp) = client.post(url).json(&body).send().await else { return (0, 0.0, false, String::new()) };
+    let status = resp.status().as_u16();
+    let v: serde_json::Value = resp.json().await.unwrap_or_default();
+    if status != 200 {
+        return (status, 0.0, false, String::new());
+    }
+    let out = STANDARD.decode(v["outputs"]["out"].as_str().unwrap_or_default()).unwrap_or_default();
+    let want: Vec<u8> =
+        (0..16u32).flat_map(|i| (seq.wrapping_mul(31).wrapping_add(i) + 1).to_le_bytes()).collect();
+    let device = v["device"].as_str().unwrap_or_default().to_string();
+    (status, v["timing"]["totalMs"].as_f64().unwrap_or(f64::MAX), out == want, device)
+}
+
+/// Open-loop load: `rate` requests/s for `secs`, alternating the classes; `at_half` runs
+/// once half-way.
+async fn load(
+    gw: &str,
+    classes: &[Class],
+    rate: f64,
+    secs: f64,
+    at_half: Option<Box<dyn FnOnce() + Send>>,
+) -> Vec<Outcome> {
+    let client = reqwest::Client::builder().pool_max_idle_per_host(256).build().unwrap();
+    let gw = Arc::new(gw.to_string());
+    let names: Vec<&'static str> = classes.iter().map(|c| c.name).collect();
+    let total = (rate * secs) as u32;
+    let start = Instant::now();
+    let mut tasks = Vec::new();
+    let mut at_half = at_half;
+    for i in 0..total {
+        let due = start + Duration::from_secs_f64(i as f64 / rate);
+        tokio::time::sleep_until(due.into()).await;
+        if i == total / 2
+            && let Some(f) = at_half.take()
+        {
+            f();
+        }
+        let (client, gw) = (client.clone(), gw.clone());
+        let f = (i as usize) % names.len();
+        let name = names[f];
+        tasks.push(tokio::spawn(async move {
+            let (status, server_ms, correct, device) = invoke(&client, &gw, name, i).await;
+            Outcome { device, status, function: f, server_ms, correct }
+        }));
+    }
+    let mut out = Vec::new();
+    for t in tasks {
+        out.push(t.await.unwrap());
+    }
+    out
+}
+
+async fn answered_total(gw: &str) -> u64 {
+    let text = reqwest::get(format!("http://{gw}/metrics")).await.unwrap().text().await.unwrap();
+    text.lines()
+        .filter(|l| l.starts_with("kaas_gateway_invocations_total{"))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+        .sum()
+}
+
+fn attainment(outcomes: &[Outcome], classes: &[Class]) -> (f64, usize, usize) {
+    let admitted: Vec<&Outcome> = outcomes.iter().filter(|o| o.status != 429).collect();
+    let met = admitted
+        .iter()
+        .filter(|o| o.status == 200 && o.server_ms <= classes[o.function].deadline_ms as f64)
+        .count();
+    (met as f64 / admitted.len().max(1) as f64, admitted.len(), outcomes.len())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gateway_and_two_executors_survive_a_kill_and_admission_protects_the_slo() {
+    let exec_bin = binary("kaas-executor", "kaas-executor").unwrap();
+    let op_bin = binary("kaas-operator", "kaas-operator").unwrap();
+    let (mut exec_a, a) = start_executor(&exec_bin, "node-a");
+    let (_exec_b, b) = start_executor(&exec_bin, "node-b");
+    let dir = tempfile::tempdir().unwrap();
+
+    // Calibrate: how long a million iterations take on this machine, through the stack.
+    let probe = [Class { name: "probe", iterations: 2_000_000, runtime_ms: 1.0, deadline_ms: 10_000 }];
+    write_functions(dir.path(), &probe, "balance", "none");
+    let (gw, addr) = start_gateway(&op_bin, dir.path(), &[a.clone(), b.clone()]);
+    let client = reqwest::Client::new();
+    let mut exec_ms = Vec::new();
+    for i in 0..15 {
+        let body = json!({ "inputs": { "in": STANDARD.encode([0u8; 64]) } });
+        let v: serde_json::Value = client
+            .post(format!("http://{addr}/v1/namespaces/e2e/functions/probe:invoke"))
+            .json(&body)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        if i >= 3 {
+            exec_ms.push(v["timing"]["execMs"].as_f64().unwrap());
+        }
+    }
+    drop(gw);
+    exec_ms.sort_by(f64::total_cmp);
+    let ms_per_million = exec_ms[exec_ms.len() / 2] / 2.0;
+    let iters = |ms: f64| ((ms / ms_per_million) * 1e6) as u64;
+    println!("calibration: {ms_per_million:.3} ms per million iterations");
+    // Two SLO classes: 6 ms kernels with an 80 ms deadline, 18 ms kernels with 240 ms.
+    // The model's runtimes carry a 30 % margin for the noise of a shared machine.
+    let classes = [
+        Class { name: "fast", iterations: iters(6.0), runtime_ms: 6.0 * 1.3, deadline_ms: 80 },
+        Class { name: "slow", iterations: iters(18.0), runtime_ms: 18.0 * 1.3, deadline_ms: 240 },
+    ];
+    // Two devices, mean service 12 ms: capacity ≈ 167 requests/s.
+    let capacity = 2.0 * 1000.0 / 12.0;
+
+    // 1. Kill an executor mid-load.
+    write_functions(dir.path(), &classes, "edf", "none");
+    let (_gw, addr) = start_gateway(&op_bin, dir.path(), &[a.clone(), b.clone()]);
+    let killer: Box<dyn FnOnce() + Send> = Box::new(move || exec_a.kill());
+    let outcomes = load(&addr, &classes, 0.6 * capacity, 6.0, Some(killer)).await;
+    let sent = outcomes.len() as u64;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(answered_total(&addr).await, sent, "every request answered exactly once by the gateway");
+    let statuses: BTreeMap<u16, usize> = outcomes.iter().fold(BTreeMap::new(), |mut m, o| {
+        *m.entry(o.status).or_default() += 1;
+        m
+    });
+    println!("kill phase: {sent} requests, statuses {statuses:?}");
+    assert!(outcomes.iter().all(|o| [200, 429, 503, 504].contains(&o.status)), "{statuses:?}");
+    assert!(
+        outcomes.iter().filter(|o| o.status == 200).all(|o| o.correct),
+        "a success carried a wrong output"
+    );
+    let late_ok = outcomes[outcomes.len() * 3 / 4..].iter().filter(|o| o.status == 200).count();
+    assert!(late_ok > outcomes.len() / 8, "the surviving executor keeps serving after the kill: {late_ok}");
+    assert!(statuses.get(&200).copied().unwrap_or(0) as f64 > 0.7 * sent as f64, "{statuses:?}");
+
+    // 2. Twice the capacity of the one remaining executor... restart a second one so the
+    //    comparison runs on two devices again.
+    let (_exec_c, c) = start_executor(&exec_bin, "node-c");
+    let mut results = Vec::new();
+    for admission in ["deadline", "none"] {
+        write_functions(dir.path(), &classes, "balance", admission);
+        let (_gw, addr) = start_gateway(&op_bin, dir.path(), &[b.clone(), c.clone()]);
+        // A second at the nominal capacity first: the gateway learns the service times
+        // this loaded machine really delivers (its model replaces the declared profile).
+        let warmup = load(&addr, &classes, capacity, 2.0, None).await;
+        let outcomes = load(&addr, &classes, 2.0 * capacity, 6.0, None).await;
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        assert_eq!(answered_total(&addr).await, (warmup.len() + outcomes.len()) as u64);
+        assert!(outcomes.iter().filter(|o| o.status == 200).all(|o| o.correct));
+        let (att, admitted, total) = attainment(&outcomes, &classes);
+        let statuses: BTreeMap<u16, usize> = outcomes.iter().fold(BTreeMap::new(), |mut m, o| {
+            *m.entry(o.status).or_default() += 1;
+            m
+        });
+        let mut late: Vec<(usize, f64)> = outcomes
+            .iter()
+            .filter(|o| o.status == 200 && o.server_ms > classes[o.function].deadline_ms as f64)
+            .map(|o| (o.function, o.server_ms))
+            .collect();
+        let late_at: Vec<usize> = outcomes
+            .iter()
+            .enumerate()
+            .filter(|(_, o)| {
+                o.status != 429 && !(o.status == 200 && o.server_ms <= classes[o.function].deadline_ms as f64)
+            })
+            .map(|(i, _)| i)
+            .collect();
+        if admission == "deadline" {
+            println!("misses at request indices {:?}", &late_at[..late_at.len().min(40)]);
+        }
+        late.sort_by(|a, b| a.1.total_cmp(&b.1));
+        let devices: BTreeMap<&str, usize> =
+            outcomes.iter().filter(|o| o.status == 200).fold(BTreeMap::new(), |mut m, o| {
+                *m.entry(o.device.as_str()).or_default() += 1;
+                m
+            });
+        println!(
+            "admission {admission}: statuses {statuses:?}, served by {devices:?}, {} late successes, worst {:?}",
+            late.len(),
+            late.last()
+        );
+        println!(
+            "admission {admission}: {admitted} of {total} admitted, {:.2}% of admitted met their deadline",
+            att * 100.0
+        );
+        results.push(att);
+    }
+    assert!(results[0] >= 0.99, "deadline admission: {:.4} of admitted requests met the SLO", results[0]);
+    assert!(results[1] < 0.99, "without admission the overload should miss deadlines: {:.4}", results[1]);
+}

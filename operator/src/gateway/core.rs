@@ -1,0 +1,789 @@
+//! The gateway actor. It owns a scheduler over every device of every node; requests
+//! queue there under the active policy and go to a node when the model has a slot free.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use kaas_executor::proto;
+use kaas_scheduler::{
+    AcceleratorClass, Cluster, Completed, DeviceId, DeviceKind, Function, FunctionId, Nanos, Rejection,
+    ReqId, Request, Scheduler, SchedulerConfig, ms,
+};
+use tokio::sync::{mpsc, oneshot, watch};
+use tracing::{debug, info, warn};
+
+use super::metrics::GatewayMetrics;
+use super::node::{NodeClient, NodeFailure};
+use super::{GatewayError, Invoked};
+
+/// How the gateway runs.
+#[derive(Clone, Debug)]
+pub struct GatewayConfig {
+    /// Policy, admission, eviction (granularity is always per request at the gateway).
+    pub scheduler: SchedulerConfig,
+    /// Price per device-hour by device kind, for cost-aware policies.
+    pub prices: BTreeMap<String, f64>,
+}
+
+impl Default for GatewayConfig {
+    fn default() -> Self {
+        GatewayConfig {
+            scheduler: SchedulerConfig::new(kaas_scheduler::PolicyConfig::named("slo-aware")),
+            prices: [("gpu".to_string(), 1.0), ("cpu".to_string(), 0.05)].into(),
+        }
+    }
+}
+
+type Reply = oneshot::Sender<Result<Invoked, GatewayError>>;
+
+enum Msg {
+    Invoke { key: String, inputs: BTreeMap<String, Vec<u8>>, deadline: Option<Duration>, reply: Reply },
+    Done { gid: u64, node: usize, result: Result<proto::ExecuteResponse, NodeFailure> },
+    PutFunction { def: proto::FunctionDef },
+    RemoveFunction { key: String },
+    AddNode { name: String, client: NodeClient },
+    RemoveNode { name: String },
+    NodeStatus { name: String, status: Option<proto::NodeStatus> },
+    SetScheduler { config: SchedulerConfig, reply: oneshot::Sender<Result<(), GatewayError>> },
+}
+
+struct NodeEntry {
+    name: String,
+    client: NodeClient,
+    devices: Vec<proto::DeviceStatus>,
+    up: bool,
+    /// (function key, version) registered there.
+    registered: HashSet<(String, String)>,
+}
+
+struct Pending {
+    reply: Reply,
+    key: String,
+    inputs: BTreeMap<String, Vec<u8>>,
+    arrival: Instant,
+    deadline: Instant,
+    /// Its handle in the current scheduler, while it is known there.
+    req: Option<ReqId>,
+    dispatched: bool,
+    /// When it was last sent to a node, and the device kind it went to.
+    sent: Option<(Instant, String)>,
+    attempts: u32,
+}
+
+/// A handle to the gateway. Cheap to clone.
+#[derive(Clone)]
+pub struct Gateway {
+    tx: mpsc::UnboundedSender<Msg>,
+    metrics: Arc<GatewayMetrics>,
+    ready: watch::Receiver<bool>,
+}
+
+impl Gateway {
+    /// Starts a gateway with no nodes and no functions.
+    pub fn start(config: GatewayConfig) -> Result<Self, GatewayError> {
+        let metrics = Arc::new(GatewayMetrics::default());
+        let (tx, rx) = mpsc::unbounded_channel();
+        let (ready_tx, ready) = watch::channel(false);
+        let mut actor = Actor {
+            config,
+            sched: None,
+            generation: 0,
+            slots: Vec::new(),
+            nodes: Vec::new(),
+            functions: BTreeMap::new(),
+            fids: HashMap::new(),
+            pending: HashMap::new(),
+            by_req: HashMap::new(),
+            next_gid: 0,
+            measured: HashMap::new(),
+            epoch: Instant::now(),
+            tx: tx.clone(),
+            metrics: metrics.clone(),
+            ready: ready_tx,
+        };
+        actor.rebuild()?;
+        tokio::spawn(actor.run(rx));
+        Ok(Gateway { tx, metrics, ready })
+    }
+
+    fn send(&self, msg: Msg) {
+        let _ = self.tx.send(msg);
+    }
+
+    /// Invokes `namespace/name`.
+    pub async fn invoke(
+        &self,
+        key: &str,
+        inputs: BTreeMap<String, Vec<u8>>,
+        deadline: Option<Duration>,
+    ) -> Result<Invoked, GatewayError> {
+        let (reply, rx) = oneshot::channel();
+        self.send(Msg::Invoke { key: key.to_string(), inputs, deadline, reply });
+        rx.await.map_err(|_| GatewayError::Unavailable("gateway shutting down".into()))?
+    }
+
+    /// Registers or updates a function (it is pushed to nodes when first needed there).
+    pub fn put_function(&self, def: proto::FunctionDef) {
+        self.send(Msg::PutFunction { def });
+    }
+
+    /// Removes a function and evicts it from every node.
+    pub fn remove_function(&self, key: &str) {
+        self.send(Msg::RemoveFunction { key: key.to_string() });
+    }
+
+    /// Adds a node executor and follows its status stream.
+    pub fn add_node(&self, name: &str, client: NodeClient) {
+        self.send(Msg::AddNode { name: name.to_string(), client });
+    }
+
+    /// Removes a node (its in-flight requests are retried elsewhere when they fail).
+    pub fn remove_node(&self, name: &str) {
+        self.send(Msg::RemoveNode { name: name.to_string() });
+    }
+
+    /// Switches policy, admission or eviction live.
+    pub async fn set_scheduler(&self, config: SchedulerConfig) -> Result<(), GatewayError> {
+        let (reply, rx) = oneshot::channel();
+        self.send(Msg::SetScheduler { config, reply });
+        rx.await.map_err(|_| GatewayError::Unavailable("gateway shutting down".into()))?
+    }
+
+    /// Metrics.
+    pub fn metrics(&self) -> &Arc<GatewayMetrics> {
+        &self.metrics
+    }
+
+    /// Whether at least one healthy device is known.
+    pub fn is_ready(&self) -> bool {
+        *self.ready.borrow()
+    }
+
+    /// Waits until at least one healthy device is known, up to `timeout`.
+    pub async fn wait_ready(&self, timeout: Duration) -> bool {
+        let mut rx = self.ready.clone();
+        tokio::time::timeout(timeout, rx.wait_for(|r| *r)).await.is_ok_and(|r| r.is_ok())
+    }
+}
+
+struct Actor {
+    config: GatewayConfig,
+    sched: Option<Scheduler>,
+    generation: u64,
+    /// (node index, device ID) of each scheduler device.
+    slots: Vec<(usize, String)>,
+    nodes: Vec<NodeEntry>,
+    functions: BTreeMap<String, Arc<proto::FunctionDef>>,
+    fids: HashMap<String, FunctionId>,
+    /// Requests by gateway ID (scheduler handles are reused across rebuilds).
+    pending: HashMap<u64, Pending>,
+    /// Gateway ID of each request known to the current scheduler.
+    by_req: HashMap<ReqId, u64>,
+    next_gid: u64,
+    /// Measured service time (dispatch to answer) per (function, device kind): EWMA of
+    /// the mean and of the absolute deviation in ms, and the sample count. Once there are
+    /// enough samples, mean + 2 deviations replaces the declared profile in the model, so
+    /// admission predicts what actually happens, with a margin for its variance.
+    measured: HashMap<(String, String), Measured>,
+    epoch: Instant,
+    tx: mpsc::UnboundedSender<Msg>,
+    metrics: Arc<GatewayMetrics>,
+    ready: watch::Sender<bool>,
+}
+
+impl Actor {
+    fn now(&self) -> Nanos {
+        self.epoch.elapsed().as_nanos() as Nanos
+    }
+
+    async fn run(mut self, mut rx: mpsc::UnboundedReceiver<Msg>) {
+        let mut tick = tokio::time::interval(Duration::from_millis(5));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                m = rx.recv() => match m {
+                    Some(m) => self.handle(m),
+                    None => break,
+                },
+                _ = tick.tick() => self.expire(),
+            }
+            self.dispatch();
+        }
+        for (_, p) in self.pending.drain() {
+            let _ = p.reply.send(Err(GatewayError::Unavailable("gateway shutting down".into())));
+        }
+    }
+
+    fn sched(&mut self) -> &mut Scheduler {
+        self.sched.as_mut().expect("scheduler built at start")
+    }
+
+    /// The scheduler's function model for a definition.
+    fn model(&self, def: &proto::FunctionDef) -> Function {
+        let runtime = self
+            .slots
+            .iter()
+            .map(|(n, dev)| {
+                let d = self.nodes[*n].devices.iter().find(|d| &d.id == dev)?;
+                let buildable = match d.kind.as_str() {
+                    "gpu" => def.modules.iter().all(|m| m.cuda.is_some()),
+                    _ => def.modules.iter().all(|m| !m.wasm.is_empty()),
+                };
+                let key = (format!("{}/{}", def.namespace, def.name), d.kind.clone());
+                let declared = def.runtime_ms.get(&d.kind).copied().unwrap_or(1.0);
+                let runtime = self
+                    .measured
+                    .get(&key)
+                    .filter(|m| m.samples >= 8)
+                    .map_or(declared, |m| m.mean + 2.0 * m.deviation);
+                buildable.then(|| ms(runtime))
+            })
+            .collect();
+        let load_time = self
+            .slots
+            .iter()
+            .map(|(n, dev)| {
+                let kind =
+                    self.nodes[*n].devices.iter().find(|d| &d.id == dev).map_or("cpu", |d| d.kind.as_str());
+                ms(def.load_ms.get(kind).copied().unwrap_or(10.0))
+            })
+            .collect();
+        let consts: u64 =
+            def.buffers.iter().filter(|b| b.kind == proto::BufferKind::Const as i32).map(|b| b.size).sum();
+        let working: u64 =
+            def.buffers.iter().filter(|b| b.kind != proto::BufferKind::Const as i32).map(|b| b.size).sum();
+        Function {
+            name: format!("{}/{}", def.namespace, def.name),
+            tenant: def.namespace.clone(),
+            runtime,
+            load_time,
+            resident_bytes: consts,
+            working_bytes: working,
+            deadline: ms(def.deadline_ms as f64),
+            weight: def.weight.max(1),
+            priority: def.priority,
+            kernel_shares: vec![1.0],
+            reserved_rate: (def.expected_rate > 0.0).then_some(def.expected_rate),
+        }
+    }
+
+    /// Rebuilds the scheduler over the current healthy devices. Queued requests move to
+    /// the new one; requests in flight finish against the old generation.
+    fn rebuild(&mut self) -> Result<(), GatewayError> {
+        let mut cluster = Cluster::default();
+        self.slots.clear();
+        for (ni, n) in self.nodes.iter().enumerate() {
+            if !n.up {
+                continue;
+            }
+            for d in n.devices.iter().filter(|d| d.healthy) {
+                let kind = if d.kind == "gpu" { DeviceKind::Gpu } else { DeviceKind::Cpu };
+                cluster.add_class(
+                    AcceleratorClass {
+                        name: format!("{}/{}", n.name, d.id),
+                        kind,
+                        speed: if kind == DeviceKind::Gpu { 1.0 } else { 0.05 },
+                        memory_bytes: d.memory_bytes.max(1),
+                        slots: d.slots.max(1),
+                        price_per_hour: self.config.prices.get(&d.kind).copied().unwrap_or(1.0),
+                    },
+                    1,
+                );
+                self.slots.push((ni, d.id.clone()));
+            }
+        }
+        let mut config = self.config.scheduler.clone();
+        config.granularity = kaas_scheduler::Granularity::Request;
+        let mut sched = Scheduler::new(cluster, config).map_err(|e| GatewayError::BadInput(e.to_string()))?;
+        self.fids.clear();
+        let defs: Vec<Arc<proto::FunctionDef>> = self.functions.values().cloned().collect();
+        for def in defs {
+            let id =
+                sched.add_function(self.model(&def)).map_err(|e| GatewayError::BadInput(e.to_string()))?;
+            self.fids.insert(format!("{}/{}", def.namespace, def.name), id);
+        }
+        self.generation += 1;
+        self.sched = Some(sched);
+        // Requests in flight finish without the new scheduler knowing them; queued ones
+        // move to it.
+        self.by_req.clear();
+        for p in self.pending.values_mut() {
+            p.req = None;
+        }
+        let now = self.now();
+        let queued: Vec<u64> =
+            self.pending.iter().filter(|(_, p)| !p.dispatched).map(|(gid, _)| *gid).collect();
+        for gid in queued {
+            let p = self.pending.remove(&gid).expect("listed");
+            self.resubmit(gid, p, now);
+        }
+        let healthy = self.slots.len();
+        self.metrics.healthy_devices.set(healthy as i64);
+        self.ready.send_replace(healthy > 0);
+        debug!(devices = healthy, generation = self.generation, "scheduler rebuilt");
+        Ok(())
+    }
+
+    fn resubmit(&mut self, gid: u64, mut p: Pending, now: Nanos) {
+        let Some(&fid) = self.fids.get(&p.key) else {
+            let e = GatewayError::NotFound(format!("function {} was removed", p.key));
+            self.answer(p, Err(e));
+            return;
+        };
+        let left = p.deadline.saturating_duration_since(Instant::now());
+        let req = Request { function: fid, arrival: now, deadline: now + left.as_nanos() as Nanos };
+        match self.sched().submit(now, req) {
+            Ok(id) => {
+                p.req = Some(id);
+                p.dispatched = false;
+                self.by_req.insert(id, gid);
+                self.pending.insert(gid, p);
+            }
+            Err(r) => {
+                let e = rejection(r);
+                self.answer(p, Err(e));
+            }
+        }
+    }
+
+    fn handle(&mut self, msg: Msg) {
+        match msg {
+            Msg::Invoke { key, inputs, deadline, reply } => self.invoke(key, inputs, deadline, reply),
+            Msg::Done { gid, node, result } => self.done(gid, node, result),
+            Msg::PutFunction { def } => {
+                let key = format!("{}/{}", def.namespace, def.name);
+                info!(function = %key, version = %def.version, "function registered with the gateway");
+                self.functions.insert(key, Arc::new(def));
+                if let Err(e) = self.rebuild() {
+                    warn!("rebuilding the scheduler: {e}");
+                }
+            }
+            Msg::RemoveFunction { key } => {
+                if self.functions.remove(&key).is_some() {
+                    let (ns, name) = key.split_once('/').unwrap_or(("", &key));
+                    for n in &mut self.nodes {
+                        n.registered.retain(|(k, _)| k != &key);
+                        let client = n.client.clone();
+                        let (ns, name) = (ns.to_string(), name.to_string());
+                        tokio::spawn(async move {
+                            if let Err(e) = client.evict(&ns, &name).await {
+                                warn!("evicting {ns}/{name}: {e:?}");
+                            }
+                        });
+                    }
+                    let _ = self.rebuild();
+                }
+            }
+            Msg::AddNode { name, client } => {
+                self.nodes.retain(|n| n.name != name);
+                self.nodes.push(NodeEntry {
+                    name: name.clone(),
+                    client: client.clone(),
+                    devices: Vec::new(),
+                    up: false,
+                    registered: HashSet::new(),
+                });
+                tokio::spawn(follow_status(name, client, self.tx.clone()));
+            }
+            Msg::RemoveNode { name } => {
+                if let Some(n) = self.nodes.iter_mut().find(|n| n.name == name) {
+                    n.up = false;
+                }
+                self.nodes.retain(|n| n.name != name);
+                let _ = self.rebuild();
+            }
+            Msg::NodeStatus { name, status } => self.node_status(&name, status),
+            Msg::SetScheduler { config, reply } => {
+                let now = self.now();
+                let sched = self.sched();
+                let r = sched
+                    .set_policy(now, config.policy.clone())
+                    .map_err(|e| GatewayError::BadInput(e.to_string()));
+                sched.set_admission(config.admission, config.token_bucket_burst);
+                sched.set_eviction(config.eviction);
+                if r.is_ok() {
+                    info!(policy = %config.policy.name, admission = config.admission.name(), "scheduling policy switched");
+                    self.config.scheduler = config;
+                }
+                let _ = reply.send(r);
+            }
+        }
+    }
+
+    fn node_status(&mut self, name: &str, status: Option<proto::NodeStatus>) {
+        let Some(ni) = self.nodes.iter().position(|n| n.name == name) else { return };
+        let changed = match status {
+            None => {
+                let was = self.nodes[ni].up;
+                self.nodes[ni].up = false;
+                // A restarted executor has forgotten its functions.
+                self.nodes[ni].registered.clear();
+                if was {
+                    warn!(node = name, "node executor unreachable");
+                    self.metrics.node_failures.inc();
+                }
+                was
+            }
+            Some(s) => {
+                let n = &mut self.nodes[ni];
+                let shape = |d: &[proto::DeviceStatus]| -> Vec<(String, bool, u32)> {
+                    d.iter().map(|x| (x.id.clone(), x.healthy, x.slots)).collect()
+                };
+                let changed = !n.up || shape(&n.devices) != shape(&s.devices);
+                if !n.up {
+                    info!(node = name, devices = s.devices.len(), "node executor up");
+                }
+                n.up = true;
+                n.devices = s.devices;
+                // What the node says is resident is warm in the model.
+                let resident: Vec<(String, String)> = s
+                    .resident
+                    .iter()
+                    .map(|r| (format!("{}/{}", r.namespace, r.name), r.device.clone()))
+                    .collect();
+                if changed {
+                    let _ = self.rebuild();
+                }
+                let now = self.now();
+                for (key, dev) in resident {
+                    let Some(&fid) = self.fids.get(&key) else { continue };
+                    if let Some(slot) = self.slots.iter().position(|(n2, d)| *n2 == ni && *d == dev) {
+                        let sched = self.sched.as_mut().expect("built");
+                        if !sched.is_resident(fid, DeviceId(slot as u32)) {
+                            sched.preload(now, fid, DeviceId(slot as u32));
+                        }
+                    }
+                }
+                false
+            }
+        };
+        if changed {
+            let _ = self.rebuild();
+        }
+    }
+
+    fn invoke(
+        &mut self,
+        key: String,
+        inputs: BTreeMap<String, Vec<u8>>,
+        deadline: Option<Duration>,
+        reply: Reply,
+    ) {
+        let Some(def) = self.functions.get(&key).cloned() else {
+            self.metrics.outcome("not_found");
+            let _ = reply.send(Err(GatewayError::NotFound(format!("no function {key}"))));
+            return;
+        };
+        if let Err(e) = check_inputs(&def, &inputs) {
+            self.metrics.outcome(e.reason());
+            let _ = reply.send(Err(e));
+            return;
+        }
+        if self.slots.is_empty() {
+            self.metrics.outcome("unavailable");
+            let _ = reply.send(Err(GatewayError::Unavailable("no executor is connected".into())));
+            return;
+        }
+        let rel = deadline.unwrap_or(Duration::from_millis(def.deadline_ms as u64));
+        let now = Instant::now();
+        let p = Pending {
+            reply,
+            key,
+            inputs,
+            arrival: now,
+            deadline: now + rel,
+            req: None,
+            dispatched: false,
+            sent: None,
+            attempts: 0,
+        };
+        self.next_gid += 1;
+        let gid = self.next_gid;
+        self.resubmit(gid, p, self.now());
+    }
+
+    fn dispatch(&mut self) {
+        let now = self.now();
+        let Some(sched) = self.sched.as_mut() else { return };
+        let mut starts = Vec::new();
+        while let Some(d) = sched.next_dispatch(now) {
+            starts.push(d);
+        }
+        let dropped = sched.take_dropped();
+        self.metrics.queued.set(sched.queued() as i64);
+        for dr in dropped {
+            if let Some(p) = self.by_req.remove(&dr.id).and_then(|gid| self.pending.remove(&gid)) {
+                self.answer(
+                    p,
+                    Err(GatewayError::DeadlineExceeded("the deadline can no longer be met".into())),
+                );
+            }
+        }
+        for d in starts {
+            let (ni, device) = self.slots[d.device.0 as usize].clone();
+            let Some(&gid) = self.by_req.get(&d.id) else {
+                self.sched().fail(now, d.id);
+                continue;
+            };
+            let p = self.pending.get_mut(&gid).expect("indexed requests are pending");
+            p.dispatched = true;
+            p.attempts += 1;
+            let kind =
+                self.nodes[ni].devices.iter().find(|x| x.id == device).map_or("cpu", |x| x.kind.as_str());
+            p.sent = Some((Instant::now(), kind.to_string()));
+            let def = self.functions.get(&p.key).cloned();
+            let Some(def) = def else { continue };
+            let node = &mut self.nodes[ni];
+            let needs_put = !node.registered.contains(&(p.key.clone(), def.version.clone()));
+            if needs_put {
+                node.registered.insert((p.key.clone(), def.version.clone()));
+            }
+            let left = p.deadline.saturating_duration_since(Instant::now());
+            let req = proto::ExecuteRequest {
+                namespace: def.namespace.clone(),
+                name: def.name.clone(),
+                inputs: p.inputs.clone().into_iter().collect(),
+                deadline_ms: (left.as_millis() as u32).max(1),
+                share_id: String::new(),
+                device,
+            };
+            let client = node.client.clone();
+            let tx = self.tx.clone();
+            tokio::spawn(async move {
+                let mut result = Err(NodeFailure::Down("not sent".into()));
+                for attempt in 0..2 {
+                    if (needs_put || attempt == 1)
+                        && let Err(e) = client.put_function((*def).clone()).await
+                    {
+                        result = Err(e);
+                        break;
+                    }
+                    result = client.execute(req.clone()).await;
+                    // An executor that restarted no longer knows the function: register again once.
+                    match &result {
+                        Err(NodeFailure::Answer(GatewayError::NotFound(_))) if attempt == 0 => continue,
+                        _ => break,
+                    }
+                }
+                let _ = tx.send(Msg::Done { gid, node: ni, result });
+            });
+        }
+    }
+
+    fn done(&mut self, gid: u64, node: usize, result: Result<proto::ExecuteResponse, NodeFailure>) {
+        let now = self.now();
+        let Some(p) = self.pending.remove(&gid) else { return };
+        // Known to the current scheduler, or started before a rebuild.
+        let current = p.req.inspect(|id| {
+            self.by_req.remove(id);
+        });
+        match result {
+            Ok(r) => {
+                if let Some((at, kind)) = &p.sent {
+                    self.learn(&p.key, kind, at.elapsed());
+                }
+                if let Some(id) = current
+                    && self.sched().complete(now, id) != Some(Completed::Request)
+                {
+                    debug!(?id, "completion of a request the scheduler no longer tracks");
+                }
+                let t = r.timing.unwrap_or_default();
+                let d = |ms: f64| Duration::from_secs_f64(ms.max(0.0) / 1000.0);
+                let total = p.arrival.elapsed();
+                let node_name = self.nodes.get(node).map_or("?", |n| n.name.as_str());
+                let invoked = Invoked {
+                    outputs: r.outputs.into_iter().collect(),
+                    cold_start: r.cold_start,
+                    device: format!("{node_name}/{}", r.device),
+                    queue: total.saturating_sub(d(t.total_ms)) + d(t.queue_ms),
+                    cold: d(t.cold_start_ms),
+                    exec: d(t.exec_ms),
+                    total,
+                };
+                self.answer(p, Ok(invoked));
+            }
+            Err(NodeFailure::Answer(e)) => {
+                if let Some(id) = current {
+                    self.sched().fail(now, id);
+                }
+                self.answer(p, Err(e));
+            }
+            Err(NodeFailure::Down(why)) => {
+                warn!(node, "node failed with a request in flight: {why}");
+                if let Some(id) = current {
+                    self.sched().fail(now, id);
+                }
+                self.metrics.node_failures.inc();
+                if let Some(n) = self.nodes.get_mut(node)
+                    && n.up
+                {
+                    n.up = false;
+                    n.registered.clear();
+                    let _ = self.rebuild();
+                }
+                if Instant::now() < p.deadline && p.attempts < 4 && !self.slots.is_empty() {
+                    self.metrics.retries.inc();
+                    self.resubmit(gid, p, now);
+                } else {
+                    self.answer(
+                        p,
+                        Err(GatewayError::Unavailable(format!("the node running it failed: {why}"))),
+                    );
+                }
+            }
+        }
+    }
+
+    /// Folds a measured service time into the function's model (EWMA), refreshing the
+    /// scheduler's view every 16 samples.
+    fn learn(&mut self, key: &str, kind: &str, took: Duration) {
+        let ms = took.as_secs_f64() * 1000.0;
+        let e = self.measured.entry((key.to_string(), kind.to_string())).or_insert(Measured {
+            mean: ms,
+            deviation: 0.0,
+            samples: 0,
+        });
+        if e.samples > 0 {
+            e.deviation = 0.9 * e.deviation + 0.1 * (ms - e.mean).abs();
+            e.mean = 0.9 * e.mean + 0.1 * ms;
+        }
+        e.samples += 1;
+        if e.samples % 16 == 8
+            && let (Some(def), Some(&fid)) = (self.functions.get(key).cloned(), self.fids.get(key))
+        {
+            let model = self.model(&def);
+            if let Err(e) = self.sched().update_function(fid, model) {
+                warn!(function = key, "updating the model: {e}");
+            }
+        }
+    }
+
+    fn expire(&mut self) {
+        let now = Instant::now();
+        let late: Vec<u64> = self
+            .pending
+            .iter()
+            .filter(|(_, p)| !p.dispatched && now > p.deadline)
+            .map(|(gid, _)| *gid)
+            .collect();
+        for gid in late {
+            let Some(p) = self.pending.remove(&gid) else { continue };
+            if let Some(id) = p.req {
+                self.by_req.remove(&id);
+                self.sched().cancel(id);
+            }
+            let waited = p.arrival.elapsed().as_secs_f64() * 1000.0;
+            self.answer(
+                p,
+                Err(GatewayError::DeadlineExceeded(format!(
+                    "deadline passed after {waited:.1} ms in the queue"
+                ))),
+            );
+        }
+    }
+
+    fn answer(&mut self, p: Pending, result: Result<Invoked, GatewayError>) {
+        match &result {
+            Ok(i) => {
+                self.metrics.outcome("ok");
+                self.metrics.latency_seconds.observe(i.total.as_secs_f64());
+            }
+            Err(e) => self.metrics.outcome(e.reason()),
+        }
+        let _ = p.reply.send(result);
+    }
+}
+
+#[derive(Clone, Copy, Debug)]
+struct Measured {
+    mean: f64,
+    deviation: f64,
+    samples: u64,
+}
+
+fn rejection(r: Rejection) -> GatewayError {
+    match r {
+        Rejection::RateLimited { retry_after } => GatewayError::Rejected {
+            reason: format!("reserved rate exceeded; {}", Rejection::RateLimited { retry_after }),
+            retry_after_ms: (retry_after / 1_000_000).max(1),
+        },
+        Rejection::DeadlineUnmeetable { .. } => {
+            GatewayError::Rejected { reason: r.to_string(), retry_after_ms: 100 }
+        }
+        Rejection::NoCapacity => GatewayError::Unavailable("no healthy device can run this function".into()),
+        Rejection::Refused(why) => GatewayError::Unavailable(why),
+        Rejection::UnknownFunction => GatewayError::NotFound("unknown function".into()),
+    }
+}
+
+fn check_inputs(def: &proto::FunctionDef, inputs: &BTreeMap<String, Vec<u8>>) -> Result<(), GatewayError> {
+    for name in inputs.keys() {
+        match def.buffers.iter().find(|b| &b.name == name) {
+            Some(b) if b.kind == proto::BufferKind::Input as i32 => {}
+            Some(_) => return Err(GatewayError::BadInput(format!("buffer {name:?} is not an Input"))),
+            None => return Err(GatewayError::BadInput(format!("no buffer named {name:?}"))),
+        }
+    }
+    for b in def.buffers.iter().filter(|b| b.kind == proto::BufferKind::Input as i32) {
+        match inputs.get(&b.name) {
+            None => {
+                return Err(GatewayError::BadInput(format!("missing input {:?} ({} bytes)", b.name, b.size)));
+            }
+            Some(v) if v.len() as u64 != b.size => {
+                return Err(GatewayError::BadInput(format!(
+                    "input {:?} has {} bytes, the function declares {}",
+                    b.name,
+                    v.len(),
+                    b.size
+                )));
+            }
+            Some(_) => {}
+        }
+    }
+    Ok(())
+}
+
+/// Follows a node's status stream, reporting every update and `None` when it breaks;
+/// reconnects with backoff.
+async fn follow_status(name: String, client: NodeClient, tx: mpsc::UnboundedSender<Msg>) {
+    let mut backoff = Duration::from_millis(100);
+    loop {
+        if tx.is_closed() {
+            return;
+        }
+        match &client {
+            NodeClient::Local(ex) => {
+                let mut rx = ex.watch();
+                loop {
+                    let s = proto::NodeStatus::from(&*rx.borrow_and_update());
+                    if tx.send(Msg::NodeStatus { name: name.clone(), status: Some(s) }).is_err() {
+                        return;
+                    }
+                    if rx.changed().await.is_err() {
+                        break;
+                    }
+                }
+            }
+            NodeClient::Remote(c) => {
+                match c.clone().watch_status(proto::WatchStatusRequest { interval_ms: 50 }).await {
+                    Ok(stream) => {
+                        backoff = Duration::from_millis(100);
+                        let mut stream = stream.into_inner();
+                        while let Ok(Some(s)) = stream.message().await {
+                            if tx.send(Msg::NodeStatus { name: name.clone(), status: Some(s) }).is_err() {
+                                return;
+                            }
+                        }
+                    }
+                    Err(e) => debug!(node = %name, "status stream: {e}"),
+                }
+            }
+        }
+        if tx.send(Msg::NodeStatus { name: name.clone(), status: None }).is_err() {
+            return;
+        }
+        tokio::time::sleep(backoff).await;
+        backoff = (backoff * 2).min(Duration::from_secs(5));
+    }
+}

@@ -1,0 +1,141 @@
+//! The HTTP API: `POST /v1/namespaces/{ns}/functions/{name}:invoke`, `/metrics`,
+//! `/healthz`, `/readyz`.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{Path, State};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD;
+use prometheus_client::registry::Registry;
+use serde::{Deserialize, Serialize};
+
+use super::{Gateway, GatewayError, Invoked};
+
+/// Shared state of the HTTP handlers.
+#[derive(Clone)]
+pub struct HttpState {
+    /// The gateway.
+    pub gateway: Gateway,
+    /// Every metric of the process.
+    pub registry: Arc<Registry>,
+}
+
+/// The router of the gateway's HTTP API.
+pub fn router(state: HttpState) -> Router {
+    Router::new()
+        .route("/v1/namespaces/{ns}/functions/{action}", post(invoke))
+        .route("/metrics", get(metrics))
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/readyz", get(ready))
+        .with_state(state)
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct InvokeBody {
+    inputs: BTreeMap<String, String>,
+    #[serde(default)]
+    deadline_ms: Option<u64>,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct TimingJson {
+    queue_ms: f64,
+    cold_start_ms: f64,
+    exec_ms: f64,
+    total_ms: f64,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct InvokeReply {
+    outputs: BTreeMap<String, String>,
+    cold_start: bool,
+    device: String,
+    timing: TimingJson,
+}
+
+fn error(e: GatewayError) -> Response {
+    let status = StatusCode::from_u16(e.http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    let mut body = serde_json::json!({ "error": e.to_string(), "reason": e.reason() });
+    let mut resp;
+    if let GatewayError::Rejected { retry_after_ms, .. } = &e {
+        body["retryAfterMs"] = (*retry_after_ms).into();
+        resp = (status, axum::Json(body)).into_response();
+        let secs = retry_after_ms.div_ceil(1000).max(1);
+        resp.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(secs));
+    } else {
+        resp = (status, axum::Json(body)).into_response();
+    }
+    resp
+}
+
+async fn invoke(
+    State(s): State<HttpState>,
+    Path((ns, action)): Path<(String, String)>,
+    body: Bytes,
+) -> Response {
+    let Some(name) = action.strip_suffix(":invoke") else {
+        return error(GatewayError::NotFound(format!("unknown action in {action:?}; use {{name}}:invoke")));
+    };
+    let body: InvokeBody = match serde_json::from_slice(&body) {
+        Ok(b) => b,
+        Err(e) => return error(GatewayError::BadInput(format!("body: {e}"))),
+    };
+    let mut inputs = BTreeMap::new();
+    for (k, v) in body.inputs {
+        match STANDARD.decode(v.as_bytes()) {
+            Ok(b) => {
+                inputs.insert(k, b);
+            }
+            Err(e) => return error(GatewayError::BadInput(format!("input {k:?} is not base64: {e}"))),
+        }
+    }
+    let deadline = body.deadline_ms.map(Duration::from_millis);
+    match s.gateway.invoke(&format!("{ns}/{name}"), inputs, deadline).await {
+        Ok(r) => axum::Json(reply(r)).into_response(),
+        Err(e) => error(e),
+    }
+}
+
+fn reply(r: Invoked) -> InvokeReply {
+    let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+    InvokeReply {
+        outputs: r.outputs.into_iter().map(|(k, v)| (k, STANDARD.encode(v))).collect(),
+        cold_start: r.cold_start,
+        device: r.device,
+        timing: TimingJson {
+            queue_ms: ms(r.queue),
+            cold_start_ms: ms(r.cold),
+            exec_ms: ms(r.exec),
+            total_ms: ms(r.total),
+        },
+    }
+}
+
+async fn metrics(State(s): State<HttpState>) -> Response {
+    let mut text = String::new();
+    match prometheus_client::encoding::text::encode(&mut text, &s.registry) {
+        Ok(()) => {
+            ([(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")], text)
+                .into_response()
+        }
+        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
+    }
+}
+
+async fn ready(State(s): State<HttpState>) -> Response {
+    if s.gateway.is_ready() {
+        (StatusCode::OK, "ready\n").into_response()
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, "no healthy executor device yet\n").into_response()
+    }
+}
