@@ -11,7 +11,9 @@ pub mod scheduling_policy;
 pub mod source;
 pub mod validate;
 
-pub use accelerator_class::{AcceleratorClass, AcceleratorClassSpec, AcceleratorClassStatus, DeviceKind};
+pub use accelerator_class::{
+    AcceleratorClass, AcceleratorClassSpec, AcceleratorClassStatus, DeviceKind, class_for_device,
+};
 pub use kaas_node::{DeviceStatus, KaasNode, KaasNodeSpec, KaasNodeStatus, NodeDevice, ResidentFunction};
 pub use kernel_function::{
     Buffer, BufferKind, CudaFormat, CudaModule, Kernel, KernelArg, KernelFunction, KernelFunctionSpec,

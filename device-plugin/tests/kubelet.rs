@@ -1,0 +1,340 @@
+//! The device plugin against a test kubelet over real unix sockets: registration after
+//! serving, the v1beta1 calls, health both ways, kubelet and plugin restarts, a pod's
+//! kernel through the allocated socket, and an unreachable API server.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use common::{Flaky, TestKubelet, daemon, eventually, plugin};
+use kaas_device_plugin::plugin::{ENV_SHARES, ENV_SOCKET};
+use kaas_device_plugin::proto;
+use kaas_executor::proto as ex;
+use kaas_executor::service::connect_unix;
+use tonic::Code;
+
+const GPU_SOCK: &str = "kaas-gpu-share.sock";
+const CPU_SOCK: &str = "kaas-cpu-share.sock";
+
+fn dirs() -> (tempfile::TempDir, std::path::PathBuf, std::path::PathBuf) {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("device-plugins");
+    let sockets = tmp.path().join("kaas");
+    std::fs::create_dir_all(&dir).unwrap();
+    (tmp, dir, sockets)
+}
+
+async fn next_list(s: &mut tonic::Streaming<proto::ListAndWatchResponse>) -> Vec<(String, String)> {
+    let r = tokio::time::timeout(Duration::from_secs(3), s.message()).await.expect("no ListAndWatch update");
+    r.unwrap().expect("stream ended").devices.into_iter().map(|d| (d.id, d.health)).collect()
+}
+
+#[tokio::test]
+async fn registers_once_serving_and_answers_every_call() {
+    let (_tmp, dir, sockets) = dirs();
+    let mut kubelet = TestKubelet::start(&dir).await;
+    let (gpu, _) = Flaky::device("GPU-test-0", "gpu");
+    let (cpu, _) = Flaky::device("cpu", "cpu");
+    let d = daemon(&dir, &sockets, vec![gpu, cpu], None).await;
+
+    let mut seen = BTreeMap::new();
+    for _ in 0..2 {
+        let s = kubelet.next(Duration::from_secs(3)).await;
+        assert!(s.plugin_was_serving, "{} registered before its socket served", s.request.resource_name);
+        assert_eq!(s.request.version, "v1beta1");
+        let opts = s.request.options.unwrap();
+        assert!(opts.get_preferred_allocation_available && !opts.pre_start_required);
+        seen.insert(s.request.resource_name.clone(), s.request.endpoint.clone());
+    }
+    assert_eq!(seen["kaas.dev/gpu-share"], GPU_SOCK);
+    assert_eq!(seen["kaas.dev/cpu-share"], CPU_SOCK);
+    eventually(Duration::from_secs(2), "readiness", || d.is_registered()).await;
+
+    let mut gpu = plugin(&dir, GPU_SOCK).await;
+    let opts = gpu.get_device_plugin_options(proto::Empty {}).await.unwrap().into_inner();
+    assert!(opts.get_preferred_allocation_available);
+    let mut stream = gpu.list_and_watch(proto::Empty {}).await.unwrap().into_inner();
+    let list = next_list(&mut stream).await;
+    let ids: Vec<&str> = list.iter().map(|(id, _)| id.as_str()).collect();
+    assert_eq!(ids, ["GPU-test-0-s0", "GPU-test-0-s1", "GPU-test-0-s2", "GPU-test-0-s3"]);
+    assert!(list.iter().all(|(_, h)| h == "Healthy"));
+    let mut cpu = plugin(&dir, CPU_SOCK).await;
+    let mut cpu_stream = cpu.list_and_watch(proto::Empty {}).await.unwrap().into_inner();
+    assert_eq!(next_list(&mut cpu_stream).await.len(), 3);
+
+    // Preferred allocation keeps a must-include share's device and fills it first.
+    let pref = gpu
+        .get_preferred_allocation(proto::PreferredAllocationRequest {
+            container_requests: vec![proto::ContainerPreferredAllocationRequest {
+                available_device_i_ds: vec![
+                    "GPU-test-0-s3".into(),
+                    "GPU-test-0-s1".into(),
+                    "GPU-test-0-s2".into(),
+                ],
+                must_include_device_i_ds: vec!["GPU-test-0-s0".into()],
+                allocation_size: 2,
+            }],
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(pref.container_responses[0].device_i_ds, ["GPU-test-0-s0", "GPU-test-0-s1"]);
+
+    let alloc = gpu
+        .allocate(proto::AllocateRequest {
+            container_requests: vec![proto::ContainerAllocateRequest {
+                devices_ids: vec!["GPU-test-0-s1".into(), "GPU-test-0-s2".into()],
+            }],
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let c = &alloc.container_responses[0];
+    assert_eq!(c.envs[ENV_SOCKET], "/var/run/kaas/executor.sock");
+    assert_eq!(c.envs[ENV_SHARES], "GPU-test-0-s1,GPU-test-0-s2");
+    assert_eq!(c.mounts.len(), 1);
+    assert_eq!(c.mounts[0].container_path, "/var/run/kaas");
+    assert_eq!(c.mounts[0].host_path, sockets.display().to_string());
+    assert!(c.devices.is_empty(), "the executor owns the GPU; pods get no device nodes");
+
+    // A share of another resource, or of nothing, is refused with its name.
+    let bad = gpu
+        .allocate(proto::AllocateRequest {
+            container_requests: vec![proto::ContainerAllocateRequest { devices_ids: vec!["cpu-s0".into()] }],
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(bad.code(), Code::InvalidArgument);
+    assert!(bad.message().contains("cpu-s0"), "{}", bad.message());
+    cpu.pre_start_container(proto::PreStartContainerRequest { devices_ids: vec!["cpu-s0".into()] })
+        .await
+        .unwrap();
+
+    // Metrics name what happened.
+    let body = reqwest_get(d.metrics_addr.unwrap(), "/metrics").await;
+    assert!(
+        body.contains("kaas_device_plugin_registrations_total{resource=\"kaas.dev/gpu-share\"} 1"),
+        "{body}"
+    );
+    assert!(
+        body.contains("kaas_device_plugin_allocations_total{resource=\"kaas.dev/gpu-share\"} 1"),
+        "{body}"
+    );
+    assert_eq!(reqwest_status(d.metrics_addr.unwrap(), "/readyz").await, 200);
+
+    d.shutdown().await.unwrap();
+    assert!(!dir.join(GPU_SOCK).exists() && !dir.join(CPU_SOCK).exists(), "sockets left behind");
+    assert!(!sockets.join("executor.sock").exists());
+}
+
+/// Plain HTTP/1.1 GET over TCP (no client library needed for two lines).
+async fn raw_get(addr: std::net::SocketAddr, path: &str) -> (u16, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    s.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes())
+        .await
+        .unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).await.unwrap();
+    let code = out[9..12].parse().unwrap();
+    (code, out)
+}
+
+async fn reqwest_get(addr: std::net::SocketAddr, path: &str) -> String {
+    raw_get(addr, path).await.1
+}
+
+async fn reqwest_status(addr: std::net::SocketAddr, path: &str) -> u16 {
+    raw_get(addr, path).await.0
+}
+
+#[tokio::test]
+async fn list_and_watch_reports_failures_and_recoveries() {
+    let (_tmp, dir, sockets) = dirs();
+    let mut kubelet = TestKubelet::start(&dir).await;
+    let (gpu, gpu_ok) = Flaky::device("GPU-test-0", "gpu");
+    let (cpu, _) = Flaky::device("cpu", "cpu");
+    let d = daemon(&dir, &sockets, vec![gpu, cpu], None).await;
+    kubelet.next(Duration::from_secs(3)).await;
+    let mut client = plugin(&dir, GPU_SOCK).await;
+    let mut stream = client.list_and_watch(proto::Empty {}).await.unwrap().into_inner();
+    assert!(next_list(&mut stream).await.iter().all(|(_, h)| h == "Healthy"));
+
+    gpu_ok.store(false, std::sync::atomic::Ordering::Relaxed);
+    let list = next_list(&mut stream).await;
+    assert_eq!(list.len(), 4);
+    assert!(list.iter().all(|(_, h)| h == "Unhealthy"), "{list:?}");
+    assert_eq!(reqwest_status(d.metrics_addr.unwrap(), "/readyz").await, 200, "the CPU is still healthy");
+
+    // Two-way: the device comes back and so do its shares.
+    gpu_ok.store(true, std::sync::atomic::Ordering::Relaxed);
+    let list = next_list(&mut stream).await;
+    assert!(list.iter().all(|(_, h)| h == "Healthy"), "{list:?}");
+    d.shutdown().await.unwrap();
+    // Shutting down ends the stream instead of leaving the kubelet hanging on it.
+    let end = tokio::time::timeout(Duration::from_secs(3), stream.message()).await.unwrap();
+    assert!(matches!(end, Ok(None) | Err(_)), "{end:?}");
+}
+
+#[tokio::test]
+async fn a_restarted_kubelet_is_registered_with_again_within_a_second() {
+    let (_tmp, dir, sockets) = dirs();
+    let mut kubelet = TestKubelet::start(&dir).await;
+    let (cpu, _) = Flaky::device("cpu", "cpu");
+    let d = daemon(&dir, &sockets, vec![cpu], None).await;
+    let first = kubelet.next(Duration::from_secs(3)).await;
+    assert_eq!(first.request.resource_name, "kaas.dev/cpu-share");
+
+    kubelet.crash().await;
+    assert!(!dir.join(CPU_SOCK).exists());
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mut kubelet = TestKubelet::start(&dir).await;
+    let restarted = Instant::now();
+    let again = kubelet.next(Duration::from_secs(1)).await;
+    let took = restarted.elapsed();
+    assert!(again.plugin_was_serving, "re-registered before serving again");
+    assert_eq!(again.request.endpoint, CPU_SOCK);
+    println!("re-registered {took:?} after the kubelet came back");
+    assert!(took < Duration::from_secs(1));
+    let mut client = plugin(&dir, CPU_SOCK).await;
+    let mut stream = client.list_and_watch(proto::Empty {}).await.unwrap().into_inner();
+    assert_eq!(next_list(&mut stream).await.len(), 3);
+    let body = reqwest_get(d.metrics_addr.unwrap(), "/metrics").await;
+    assert!(body.contains("kaas_device_plugin_restarts_total{resource=\"kaas.dev/cpu-share\"} 1"), "{body}");
+    d.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_restarted_plugin_registers_again_with_the_same_ids() {
+    let (_tmp, dir, sockets) = dirs();
+    let mut kubelet = TestKubelet::start(&dir).await;
+    let (cpu, _) = Flaky::device("cpu", "cpu");
+    let d = daemon(&dir, &sockets, vec![cpu], None).await;
+    kubelet.next(Duration::from_secs(3)).await;
+    let mut c = plugin(&dir, CPU_SOCK).await;
+    let before = next_list(&mut c.list_and_watch(proto::Empty {}).await.unwrap().into_inner()).await;
+    d.shutdown().await.unwrap();
+    assert!(!dir.join(CPU_SOCK).exists(), "SIGTERM path must remove the socket");
+
+    let (cpu, _) = Flaky::device("cpu", "cpu");
+    let d = daemon(&dir, &sockets, vec![cpu], None).await;
+    let again = kubelet.next(Duration::from_secs(3)).await;
+    assert!(again.plugin_was_serving);
+    let mut c = plugin(&dir, CPU_SOCK).await;
+    let after = next_list(&mut c.list_and_watch(proto::Empty {}).await.unwrap().into_inner()).await;
+    assert_eq!(before, after, "share IDs must survive a restart (the kubelet checkpoints them)");
+    d.shutdown().await.unwrap();
+}
+
+fn copy_function() -> ex::FunctionDef {
+    let wat = r#"(module (memory (export "memory") 1)
+      (func (export "copy") (param $bx i32) (param i32 i32 i32 i32 i32) (param $in i32) (param $out i32)
+        (i32.store (i32.add (local.get $out) (i32.shl (local.get $bx) (i32.const 2)))
+          (i32.load (i32.add (local.get $in) (i32.shl (local.get $bx) (i32.const 2)))))))"#;
+    let buf = |name: &str, kind: ex::BufferKind| ex::Buffer {
+        name: name.into(),
+        size: 16,
+        kind: kind as i32,
+        content: vec![],
+    };
+    ex::FunctionDef {
+        namespace: "team-a".into(),
+        name: "copy".into(),
+        version: "1".into(),
+        modules: vec![ex::Module { name: "m".into(), wasm: wat.as_bytes().to_vec(), cuda: None }],
+        buffers: vec![buf("in", ex::BufferKind::Input), buf("out", ex::BufferKind::Output)],
+        kernels: vec![ex::Kernel {
+            module: "m".into(),
+            entry: "copy".into(),
+            grid: vec![4, 1, 1],
+            block: vec![1, 1, 1],
+            shared_mem_bytes: 0,
+            args: ["in", "out"]
+                .iter()
+                .map(|a| ex::Arg { value: Some(ex::arg::Value::Buffer(a.to_string())) })
+                .collect(),
+        }],
+        deadline_ms: 5_000,
+        weight: 1,
+        ..Default::default()
+    }
+}
+
+#[tokio::test]
+async fn a_pod_submits_a_kernel_through_the_allocated_socket_with_its_share() {
+    let (_tmp, dir, sockets) = dirs();
+    let mut kubelet = TestKubelet::start(&dir).await;
+    let (cpu, _) = Flaky::device("cpu", "cpu");
+    let d = daemon(&dir, &sockets, vec![cpu], None).await;
+    kubelet.next(Duration::from_secs(3)).await;
+    let alloc = plugin(&dir, CPU_SOCK)
+        .await
+        .allocate(proto::AllocateRequest {
+            container_requests: vec![proto::ContainerAllocateRequest { devices_ids: vec!["cpu-s1".into()] }],
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let c = &alloc.container_responses[0];
+    // What the container sees, translated back to the host through the mount.
+    let in_pod = std::path::Path::new(&c.envs[ENV_SOCKET]);
+    let m = &c.mounts[0];
+    let on_host = std::path::Path::new(&m.host_path).join(in_pod.strip_prefix(&m.container_path).unwrap());
+    let share = c.envs[ENV_SHARES].split(',').next().unwrap().to_string();
+    assert_eq!(share, "cpu-s1");
+
+    let mut exec = connect_unix(&on_host).await.unwrap();
+    exec.put_function(copy_function()).await.unwrap();
+    let input: Vec<u8> = (1..=16).collect();
+    let out = exec
+        .execute(ex::ExecuteRequest {
+            namespace: "team-a".into(),
+            name: "copy".into(),
+            inputs: [("in".to_string(), input.clone())].into(),
+            share_id: share,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(out.outputs["out"], input);
+
+    // A share this node never handed out is refused by the executor.
+    let err = exec
+        .execute(ex::ExecuteRequest {
+            namespace: "team-a".into(),
+            name: "copy".into(),
+            inputs: [("in".to_string(), input)].into(),
+            share_id: "cpu-s99".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument, "{err:?}");
+    assert!(err.message().contains("cpu-s99"), "{}", err.message());
+    d.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn an_unreachable_api_server_does_not_stop_the_node() {
+    let (_tmp, dir, sockets) = dirs();
+    let mut kubelet = TestKubelet::start(&dir).await;
+    // Nothing listens on port 9 of loopback: every API call fails at once.
+    let config = kube::Config::new("http://127.0.0.1:9".parse().unwrap());
+    let client = kube::Client::try_from(config).unwrap();
+    let (cpu, _) = Flaky::device("cpu", "cpu");
+    let d = daemon(&dir, &sockets, vec![cpu], Some(client)).await;
+    kubelet.next(Duration::from_secs(3)).await;
+    eventually(Duration::from_secs(5), "two failed KaasNode publications", || {
+        d.metrics.publish_errors.get() >= 2
+    })
+    .await;
+    // Still serving the kubelet and pods.
+    let mut c = plugin(&dir, CPU_SOCK).await;
+    assert_eq!(next_list(&mut c.list_and_watch(proto::Empty {}).await.unwrap().into_inner()).await.len(), 3);
+    let mut exec = connect_unix(&sockets.join("executor.sock")).await.unwrap();
+    exec.put_function(copy_function()).await.unwrap();
+    assert_eq!(d.metrics.publishes.get(), 0);
+    d.shutdown().await.unwrap();
+}
