@@ -2,6 +2,8 @@
 //! decisions, and serves invocations through its gateway. `standalone` runs the gateway
 //! with an in-process executor and no Kubernetes.
 
+pub mod cluster;
+pub mod controller;
 pub mod convert;
 pub mod gateway;
 pub mod policy;

@@ -5,6 +5,7 @@ use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
 use kaas_executor::devices::BackendChoice;
+use kaas_operator::cluster::RunOptions;
 use kaas_operator::standalone::{StandaloneOptions, run};
 
 /// Kernel-as-a-Service for Kubernetes: controllers, gateway, standalone mode.
@@ -20,6 +21,33 @@ struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum Command {
+    /// Run in a cluster: the gateway on every replica, the controllers on the replica
+    /// holding the leader-election Lease. Uses the in-cluster service account (or
+    /// $KUBECONFIG).
+    Run {
+        /// HTTP address of the gateway.
+        #[arg(long, env = "KAAS_HTTP_LISTEN", default_value = "0.0.0.0:8080")]
+        http_listen: SocketAddr,
+        /// gRPC address of the gateway.
+        #[arg(long, env = "KAAS_GRPC_LISTEN", default_value = "0.0.0.0:9090")]
+        grpc_listen: SocketAddr,
+        /// Address of /metrics, /healthz and /readyz.
+        #[arg(long, env = "KAAS_METRICS_LISTEN", default_value = "0.0.0.0:9100")]
+        metrics_listen: SocketAddr,
+        /// Namespace of the leader-election Lease.
+        #[arg(long, env = "KAAS_LEASE_NAMESPACE", default_value = "kaas-system")]
+        lease_namespace: String,
+        /// Name of the leader-election Lease.
+        #[arg(long, env = "KAAS_LEASE_NAME", default_value = "kaas-operator")]
+        lease_name: String,
+        /// This replica's identity in the Lease [default: $POD_NAME, else the hostname].
+        #[arg(long, env = "POD_NAME")]
+        identity: Option<String>,
+        /// A node whose KaasNode heartbeat is older than this leaves placement and the
+        /// gateway (for example 30s, 2m).
+        #[arg(long, env = "KAAS_NODE_STALE_AFTER", default_value = "30s", value_parser = parse_duration)]
+        node_stale_after: std::time::Duration,
+    },
     /// Serve the functions in a directory of YAML with no Kubernetes: the gateway plus an
     /// in-process executor (WebAssembly on the CPU, CUDA when a GPU is present).
     Standalone {
@@ -61,6 +89,32 @@ async fn main() -> anyhow::Result<()> {
         tracing_subscriber::fmt().with_env_filter(filter).init();
     }
     match cli.command {
+        Command::Run {
+            http_listen,
+            grpc_listen,
+            metrics_listen,
+            lease_namespace,
+            lease_name,
+            identity,
+            node_stale_after,
+        } => {
+            let identity = identity.filter(|i| !i.is_empty()).unwrap_or_else(|| {
+                std::fs::read_to_string("/proc/sys/kernel/hostname")
+                    .map(|h| h.trim().to_string())
+                    .unwrap_or_default()
+            });
+            anyhow::ensure!(!identity.is_empty(), "--identity (or POD_NAME) is required");
+            kaas_operator::cluster::run(RunOptions {
+                http_listen,
+                grpc_listen,
+                metrics_listen,
+                lease_namespace,
+                lease_name,
+                identity,
+                node_stale_after,
+            })
+            .await
+        }
         Command::Standalone {
             functions,
             listen,
@@ -86,6 +140,19 @@ async fn main() -> anyhow::Result<()> {
     }
 }
 
+/// Parses `30s`, `2m`, `1h` or plain seconds.
+fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
+    let (num, unit) = s.find(|c: char| !c.is_ascii_digit()).map_or((s, "s"), |i| s.split_at(i));
+    let n: u64 = num.parse().map_err(|_| format!("{s:?} is not a duration like 30s, 2m or 1h"))?;
+    let secs = match unit {
+        "s" => n,
+        "m" => n * 60,
+        "h" => n * 3600,
+        _ => return Err(format!("unknown unit {unit:?} in {s:?}; use s, m or h")),
+    };
+    Ok(std::time::Duration::from_secs(secs))
+}
+
 #[cfg(test)]
 mod tests {
     use clap::CommandFactory;
@@ -93,5 +160,14 @@ mod tests {
     #[test]
     fn cli_is_well_formed() {
         super::Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn durations_parse_with_units() {
+        use std::time::Duration;
+        assert_eq!(super::parse_duration("30s"), Ok(Duration::from_secs(30)));
+        assert_eq!(super::parse_duration("2m"), Ok(Duration::from_secs(120)));
+        assert_eq!(super::parse_duration("45"), Ok(Duration::from_secs(45)));
+        assert!(super::parse_duration("3d").unwrap_err().contains("unknown unit"));
     }
 }

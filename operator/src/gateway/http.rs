@@ -37,6 +37,15 @@ pub fn router(state: HttpState) -> Router {
         .with_state(state)
 }
 
+/// `/metrics`, `/healthz` and `/readyz` alone, for a separate metrics port.
+pub fn ops_router(state: HttpState) -> Router {
+    Router::new()
+        .route("/metrics", get(metrics))
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/readyz", get(ready))
+        .with_state(state)
+}
+
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 struct InvokeBody {

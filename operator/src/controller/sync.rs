@@ -1,0 +1,133 @@
+//! Feeds this replica's gateway from the reflector stores, on every replica (the
+//! gateway serves on all of them; only the leader writes to the API):
+//! live `KaasNode`s become executor connections and stale ones are dropped, admitted
+//! `KernelFunction`s are resolved and registered, the `default` SchedulingPolicy is
+//! applied live.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
+use k8s_openapi::jiff::Timestamp;
+use kaas_crds::{AcceleratorClass, KaasNode, KernelFunction, SchedulingPolicy};
+use kube::runtime::reflector::Store;
+use kube::{Client, ResourceExt};
+use tokio::sync::watch;
+use tracing::{info, warn};
+
+use super::decide::World;
+use super::sources::prefetch;
+use crate::convert::function_def;
+use crate::gateway::{Gateway, NodeClient};
+use crate::policy::scheduler_config;
+
+/// The stores the gateway is fed from.
+pub struct Feeds {
+    /// Classes.
+    pub classes: Store<AcceleratorClass>,
+    /// Nodes.
+    pub nodes: Store<KaasNode>,
+    /// Functions.
+    pub functions: Store<KernelFunction>,
+    /// Policies (the one named `default` is applied).
+    pub policies: Store<SchedulingPolicy>,
+}
+
+/// Nodes the gateway should use: live ones, by name, with their endpoints (pure).
+pub fn live_nodes(nodes: &[KaasNode], now: Timestamp, stale_after: Duration) -> BTreeMap<String, String> {
+    let world = World { now, stale_after, ..Default::default() };
+    nodes
+        .iter()
+        .filter(|n| world.is_live(n))
+        .map(|n| (n.name_any(), n.spec.executor_endpoint.clone()))
+        .collect()
+}
+
+fn admitted(kf: &KernelFunction) -> bool {
+    kf.metadata.deletion_timestamp.is_none()
+        && kf
+            .status
+            .as_ref()
+            .is_some_and(|s| s.conditions.iter().any(|c| c.type_ == "Admitted" && c.status == "True"))
+}
+
+/// Keeps `gateway` in line with the stores until `shutdown`.
+pub async fn run(
+    client: Client,
+    gateway: Gateway,
+    feeds: Feeds,
+    stale_after: Duration,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let mut nodes: BTreeMap<String, String> = BTreeMap::new();
+    // (namespace/name) → (uid, generation) registered.
+    let mut functions: BTreeMap<String, (String, Option<i64>)> = BTreeMap::new();
+    let mut policy_generation: Option<(String, Option<i64>)> = None;
+    loop {
+        let all: Vec<KaasNode> = feeds.nodes.state().iter().map(|n| (**n).clone()).collect();
+        let want = live_nodes(&all, Timestamp::now(), stale_after);
+        for (name, endpoint) in &want {
+            if nodes.get(name) != Some(endpoint) {
+                match NodeClient::remote(endpoint) {
+                    Ok(c) => {
+                        info!(node = %name, %endpoint, "executor joins the gateway");
+                        gateway.add_node(name, c);
+                        nodes.insert(name.clone(), endpoint.clone());
+                    }
+                    Err(e) => warn!(node = %name, error = %e, "bad executor endpoint"),
+                }
+            }
+        }
+        for name in nodes.keys().filter(|n| !want.contains_key(*n)).cloned().collect::<Vec<_>>() {
+            info!(node = %name, "executor leaves the gateway (stale heartbeat or deleted)");
+            gateway.remove_node(&name);
+            nodes.remove(&name);
+        }
+
+        if let Some(p) = feeds.policies.state().iter().find(|p| p.name_any() == "default") {
+            let id = (p.uid().unwrap_or_default(), p.metadata.generation);
+            if policy_generation.as_ref() != Some(&id) {
+                match scheduler_config(&p.spec) {
+                    Ok(config) => match gateway.set_scheduler(config).await {
+                        Ok(()) => info!(generation = ?id.1, "SchedulingPolicy applied"),
+                        Err(e) => warn!(error = %e, "SchedulingPolicy rejected by the gateway"),
+                    },
+                    Err(e) => warn!(error = %e, "invalid SchedulingPolicy; keeping the previous one"),
+                }
+                policy_generation = Some(id);
+            }
+        }
+
+        let classes: Vec<AcceleratorClass> = feeds.classes.state().iter().map(|c| (**c).clone()).collect();
+        let mut seen = BTreeSet::new();
+        for kf in feeds.functions.state().iter().filter(|kf| admitted(kf)) {
+            let key = format!("{}/{}", kf.namespace().unwrap_or_default(), kf.name_any());
+            let id = (kf.uid().unwrap_or_default(), kf.metadata.generation);
+            seen.insert(key.clone());
+            if functions.get(&key) == Some(&id) {
+                continue;
+            }
+            let def = match prefetch(&client, kf).await {
+                Ok(fetched) => function_def(kf, &fetched, &classes).map_err(|e| e.to_string()),
+                Err(e) => Err(e.to_string()),
+            };
+            match def {
+                Ok(def) => {
+                    info!(function = %key, generation = ?id.1, "serving");
+                    gateway.put_function(def);
+                    functions.insert(key, id);
+                }
+                // Retried next round; the leader's status says why if it persists.
+                Err(e) => warn!(function = %key, error = %e, "cannot resolve an admitted function"),
+            }
+        }
+        for key in functions.keys().filter(|k| !seen.contains(*k)).cloned().collect::<Vec<_>>() {
+            info!(function = %key, "no longer served");
+            gateway.remove_function(&key);
+            functions.remove(&key);
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_secs(2)) => {}
+            _ = shutdown.changed() => return,
+        }
+    }
+}
