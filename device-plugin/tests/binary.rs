@@ -36,7 +36,9 @@ impl Drop for Reap {
 #[test]
 fn python_grpcio_kubelet_checks_the_wire_and_sigterm_cleans_up() {
     if std::env::var("KAAS_SKIP_PYTHON").is_ok_and(|v| v == "1") {
-        eprintln!("SKIPPED: python grpcio wire check (KAAS_SKIP_PYTHON=1)");
+        // Straight to stderr, past the test harness's capture, so the skip is visible.
+        use std::io::Write;
+        let _ = std::io::stderr().write_all(b"SKIPPED: python grpcio wire check (KAAS_SKIP_PYTHON=1)\n");
         return;
     }
     let tmp = tempfile::tempdir().unwrap();
