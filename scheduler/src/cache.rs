@@ -3,8 +3,7 @@
 //! does the accounting, the executor does the real allocations.
 
 use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap};
-use std::hash::BuildHasherDefault;
+use std::collections::BinaryHeap;
 
 use serde::{Deserialize, Serialize};
 
@@ -74,26 +73,55 @@ pub struct Acquired {
     pub cold: bool,
 }
 
-/// A multiplicative hasher for function ids: the index is hit on every dispatch and
-/// function ids are small integers, so SipHash's DoS resistance buys nothing here.
-#[derive(Default, Clone, Copy, Debug)]
-struct IdHasher(u64);
-
-impl std::hash::Hasher for IdHasher {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-    fn write(&mut self, bytes: &[u8]) {
-        for &b in bytes {
-            self.0 = (self.0.rotate_left(8) ^ b as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15);
-        }
-    }
-    fn write_u32(&mut self, v: u32) {
-        self.0 = (v as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15);
-    }
+/// Function → slab slot, as a dense table indexed by function ID (IDs are indices into
+/// the scheduler's function table). One array load per lookup: in the simulator every
+/// dispatch looks a function up on a device whose data is cold, and a hash probe costs
+/// two cache misses where this costs one.
+#[derive(Clone, Debug, Default)]
+struct IdMap {
+    slots: Vec<u32>,
+    len: usize,
 }
 
-type IdMap = HashMap<FunctionId, u32, BuildHasherDefault<IdHasher>>;
+impl IdMap {
+    #[inline]
+    fn get(&self, f: &FunctionId) -> Option<&u32> {
+        self.slots.get(f.0 as usize).filter(|s| **s != NIL)
+    }
+
+    #[inline]
+    fn contains_key(&self, f: &FunctionId) -> bool {
+        self.get(f).is_some()
+    }
+
+    fn insert(&mut self, f: FunctionId, slot: u32) {
+        let i = f.0 as usize;
+        if i >= self.slots.len() {
+            self.slots.resize(i + 1, NIL);
+        }
+        if self.slots[i] == NIL {
+            self.len += 1;
+        }
+        self.slots[i] = slot;
+    }
+
+    fn remove(&mut self, f: &FunctionId) {
+        if let Some(s) = self.slots.get_mut(f.0 as usize)
+            && *s != NIL
+        {
+            *s = NIL;
+            self.len -= 1;
+        }
+    }
+
+    fn len(&self) -> usize {
+        self.len
+    }
+
+    fn keys(&self) -> impl Iterator<Item = FunctionId> + '_ {
+        self.slots.iter().enumerate().filter(|(_, s)| **s != NIL).map(|(i, _)| FunctionId(i as u32))
+    }
+}
 
 /// GDSF heap record: priority bits, last use, function, slot, generation.
 type GdsfKey = (u64, u64, u32, u32, u32);
@@ -232,7 +260,7 @@ impl DeviceCache {
 
     /// Functions resident now.
     pub fn residents(&self) -> impl Iterator<Item = FunctionId> + '_ {
-        self.index.keys().copied()
+        self.index.keys()
     }
 
     fn protected(e: &Entry, now: Nanos) -> bool {

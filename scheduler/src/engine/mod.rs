@@ -750,124 +750,6 @@ impl Scheduler {
         self.release_id(id);
         Some(state.request)
     }
-
-    /// Marks a device healthy or not. Taking a device out loses everything on it: its
-    /// resident state, and the requests running or waiting for a next kernel there,
-    /// which are returned for the caller to retry or answer.
-    pub fn set_device_health(&mut self, d: DeviceId, healthy: bool) -> Vec<Lost> {
-        let di = d.0 as usize;
-        if healthy {
-            if self.healthy.insert(d) {
-                self.capacity += self.slot_capacity(d);
-                if self.free_slots[di] > 0 {
-                    self.free.insert(d);
-                }
-            }
-            return Vec::new();
-        }
-        if !self.healthy.remove(d) {
-            return Vec::new();
-        }
-        self.capacity -= self.slot_capacity(d);
-        self.free.remove(d);
-        let mut lost = Vec::new();
-        for (i, r) in self.requests.iter().enumerate() {
-            let kernel = match r.phase {
-                Phase::Running { device, kernel, .. } | Phase::Continuing { device, kernel }
-                    if device == d =>
-                {
-                    kernel
-                }
-                _ => continue,
-            };
-            let func = &self.functions[r.request.function.0 as usize];
-            self.backlog -= remaining_share(func, kernel) * func.best_runtime().unwrap_or(0) as f64;
-            lost.push(Lost { id: ReqId::new(i as u32, r.generation), request: r.request });
-        }
-        for l in &lost {
-            self.release_id(l.id);
-        }
-        self.running[di].clear();
-        self.continuations[di].clear();
-        self.has_continuation.remove(d);
-        self.free_slots[di] = self.cluster.class_of(d).slots;
-        let class = self.cluster.class_of(d);
-        self.caches[di] = DeviceCache::new(class.memory_bytes, self.config.eviction);
-        for r in &mut self.resident {
-            r.remove(d);
-        }
-        lost
-    }
-
-    /// Makes `f` resident on `d` without running it (the executor's preload), evicting
-    /// unprotected state if needed. Returns whether it is resident now.
-    pub fn preload(&mut self, now: Nanos, f: FunctionId, d: DeviceId) -> bool {
-        let (fi, di) = (f.0 as usize, d.0 as usize);
-        if !self.runnable[fi].contains(d) || !self.healthy.contains(d) {
-            return false;
-        }
-        let func = &self.functions[fi];
-        let load = func.load_time[self.cluster.devices[di].class.0 as usize];
-        self.evicted.clear();
-        let ok = self.caches[di].acquire(f, func.resident_bytes, 0, load, now, &mut self.evicted).is_some();
-        for g in self.evicted.drain(..) {
-            self.resident[g.0 as usize].remove(d);
-            self.evictions.push((g, d));
-        }
-        if ok {
-            self.caches[di].release(f, 0, now, 0);
-            self.resident[fi].insert(d);
-        }
-        ok
-    }
-
-    /// Evicts a function's resident state from every device where it is not running
-    /// (a deleted function). Returns the devices it left.
-    pub fn evict_function(&mut self, f: FunctionId) -> Vec<DeviceId> {
-        let devices: Vec<DeviceId> = self.resident[f.0 as usize].iter().collect();
-        let mut left = Vec::new();
-        for d in devices {
-            if self.caches[d.0 as usize].evict(f) {
-                self.resident[f.0 as usize].remove(d);
-                left.push(d);
-            }
-        }
-        left
-    }
-
-    /// Switches the policy live; waiting requests move to the new one in arrival order.
-    pub fn set_policy(&mut self, now: Nanos, config: PolicyConfig) -> Result<(), ConfigError> {
-        let mut next = self.registry.build(&config)?;
-        let mut waiting = self.policy.drain();
-        waiting.sort_by_key(|q| q.seq);
-        let live;
-        let cx = cx!(self, now, live);
-        for q in waiting.into_iter().filter(|q| cx.is_live(q)) {
-            next.enqueue(&cx, q);
-        }
-        self.policy = next;
-        self.config.policy = config;
-        Ok(())
-    }
-
-    /// Changes admission control live.
-    pub fn set_admission(&mut self, mode: AdmissionMode, burst: f64) {
-        self.config.admission = mode;
-        self.config.token_bucket_burst = burst.max(1.0);
-    }
-
-    /// Changes granularity for dispatches from now on (requests mid-graph keep going).
-    pub fn set_granularity(&mut self, granularity: Granularity) {
-        self.config.granularity = granularity;
-    }
-
-    /// Changes cache eviction live.
-    pub fn set_eviction(&mut self, eviction: Eviction) {
-        self.config.eviction = eviction;
-        for c in &mut self.caches {
-            c.set_eviction(eviction);
-        }
-    }
 }
 
 /// Share of a function's runtime from kernel `from` to the end of its graph.
@@ -877,3 +759,6 @@ fn remaining_share(func: &Function, from: u16) -> f64 {
     }
     func.kernel_shares.get(from as usize..).map_or(0.0, |s| s.iter().sum())
 }
+
+// Declared after the `cx!` macro it uses (macros are scoped textually).
+mod control;
