@@ -153,7 +153,9 @@ impl Executor {
             published: Instant::now() - Duration::from_secs(1),
             runtime_ewma: HashMap::new(),
         };
+        let interval = actor.config.health_interval;
         tokio::spawn(actor.run(rx));
+        tokio::spawn(probe_devices(devices.clone(), interval, tx.clone()));
         Ok(Executor { tx, status, metrics, devices })
     }
 
@@ -239,6 +241,31 @@ struct Actor {
     published: Instant,
     /// Measured runtime per (function key, device kind), ms.
     runtime_ewma: HashMap<(String, String), f64>,
+}
+
+/// Probes every device on a blocking thread each `interval` (one probe per device in
+/// flight at a time, so a hung device cannot pile up threads), until the executor goes.
+async fn probe_devices(
+    devices: Arc<Vec<Arc<dyn Backend>>>,
+    interval: Duration,
+    alive: mpsc::UnboundedSender<Msg>,
+) {
+    let busy: Vec<Arc<std::sync::atomic::AtomicBool>> = devices.iter().map(|_| Arc::default()).collect();
+    let mut tick = tokio::time::interval(interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    while !alive.is_closed() {
+        tick.tick().await;
+        for (d, busy) in devices.iter().zip(&busy) {
+            if busy.swap(true, std::sync::atomic::Ordering::AcqRel) {
+                continue;
+            }
+            let (d, busy) = (d.clone(), busy.clone());
+            tokio::task::spawn_blocking(move || {
+                d.probe();
+                busy.store(false, std::sync::atomic::Ordering::Release);
+            });
+        }
+    }
 }
 
 impl Actor {

@@ -117,3 +117,92 @@ fn invalid_definitions_are_rejected_with_reasons() {
     let e = FunctionDef::try_from(f).unwrap_err();
     assert!(e.to_string().contains("size 0"), "{e}");
 }
+
+/// A device whose probe reads a switch the test flips, like a GPU that is lost and
+/// comes back; `health()` only reports what the last probe found.
+struct Probed {
+    inner: std::sync::Arc<dyn kaas_executor::backend::Backend>,
+    device_ok: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    last_probe: std::sync::Mutex<Result<(), String>>,
+    probes: std::sync::atomic::AtomicU32,
+}
+
+impl kaas_executor::backend::Backend for Probed {
+    fn info(&self) -> kaas_executor::backend::DeviceInfo {
+        self.inner.info()
+    }
+    fn free_memory(&self) -> u64 {
+        self.inner.free_memory()
+    }
+    fn can_run(&self, f: &kaas_executor::model::FunctionDef) -> bool {
+        self.inner.can_run(f)
+    }
+    fn is_resident(&self, f: &kaas_executor::model::FunctionDef) -> bool {
+        self.inner.is_resident(f)
+    }
+    fn load(&self, f: &std::sync::Arc<kaas_executor::model::FunctionDef>) -> Result<(), ExecError> {
+        self.inner.load(f)
+    }
+    fn unload(&self, key: &str) {
+        self.inner.unload(key)
+    }
+    fn begin(
+        &self,
+        f: &std::sync::Arc<kaas_executor::model::FunctionDef>,
+        owner: kaas_executor::memory::Owner,
+        inputs: kaas_executor::backend::Outputs,
+    ) -> Result<Box<dyn kaas_executor::backend::Invocation>, ExecError> {
+        self.inner.begin(f, owner, inputs)
+    }
+    fn probe(&self) {
+        self.probes.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let ok = self.device_ok.load(std::sync::atomic::Ordering::Relaxed);
+        *self.last_probe.lock().unwrap() = if ok { Ok(()) } else { Err("device lost".into()) };
+    }
+    fn health(&self) -> Result<(), String> {
+        self.last_probe.lock().unwrap().clone()
+    }
+}
+
+#[tokio::test]
+// Regression: the CUDA probe existed but nothing called it, so a lost GPU never changed
+// health and the device plugin kept advertising it Healthy.
+async fn probes_mark_a_lost_device_unhealthy_and_a_recovered_one_healthy() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+    use std::time::Duration;
+    let device_ok = Arc::new(AtomicBool::new(true));
+    let probed = Arc::new(Probed {
+        inner: cpu(16 << 20, 1),
+        device_ok: device_ok.clone(),
+        last_probe: std::sync::Mutex::new(Ok(())),
+        probes: AtomicU32::new(0),
+    });
+    let ex = kaas_executor::Executor::start(
+        vec![probed.clone()],
+        kaas_executor::ExecutorConfig {
+            node: "n".into(),
+            scheduler: kaas_scheduler::SchedulerConfig::new(kaas_scheduler::PolicyConfig::named("edf")),
+            shares: vec![],
+            health_interval: Duration::from_millis(30),
+        },
+    )
+    .unwrap();
+    let healthy = |want: bool| {
+        let mut rx = ex.watch();
+        async move {
+            tokio::time::timeout(Duration::from_secs(3), rx.wait_for(|s| s.devices[0].healthy == want))
+                .await
+                .unwrap_or_else(|_| panic!("device never became healthy={want}"))
+                .unwrap()
+                .devices[0]
+                .message
+                .clone()
+        }
+    };
+    device_ok.store(false, Ordering::Relaxed);
+    assert_eq!(healthy(false).await, "device lost");
+    device_ok.store(true, Ordering::Relaxed);
+    healthy(true).await;
+    assert!(probed.probes.load(Ordering::Relaxed) >= 2);
+}

@@ -176,15 +176,6 @@ impl CudaBackend {
     pub fn memory(&self) -> &Arc<MemoryManager<CudaAllocator>> {
         &self.memory
     }
-
-    /// Runs a GPU health probe: a context synchronisation. A failure marks the device
-    /// unhealthy; a later success marks it healthy again.
-    pub fn probe(&self) {
-        match self.ctx.synchronize() {
-            Ok(()) => *self.failure.lock().unwrap_or_else(|e| e.into_inner()) = None,
-            Err(e) => self.fail(format!("{e:?}")),
-        }
-    }
 }
 
 impl Backend for CudaBackend {
@@ -303,6 +294,15 @@ impl Backend for CudaBackend {
             }
         }
         Ok(Box::new(inv))
+    }
+
+    /// A context synchronisation: a failure (device lost, ECC error, a sticky fault)
+    /// marks the device unhealthy; a later success marks it healthy again.
+    fn probe(&self) {
+        match self.ctx.synchronize() {
+            Ok(()) => *self.failure.lock().unwrap_or_else(|e| e.into_inner()) = None,
+            Err(e) => self.fail(format!("{e:?}")),
+        }
     }
 
     fn health(&self) -> Result<(), String> {

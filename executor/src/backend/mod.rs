@@ -50,10 +50,15 @@ pub trait Backend: Send + Sync {
         owner: Owner,
         inputs: Outputs,
     ) -> Result<Box<dyn Invocation>, ExecError>;
-    /// `Err(reason)` while the device is unusable.
+    /// `Err(reason)` while the device is unusable. Cheap: reads what [`Backend::probe`]
+    /// and failed operations recorded.
     fn health(&self) -> Result<(), String> {
         Ok(())
     }
+    /// Checks the device itself (may block, for example on a GPU synchronisation); runs
+    /// on a blocking thread every health interval. A success clears a recorded failure,
+    /// so a device that recovers becomes healthy again.
+    fn probe(&self) {}
 }
 
 /// An invocation in progress on one device. Dropping it frees everything it holds.
