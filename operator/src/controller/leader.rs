@@ -88,6 +88,8 @@ pub async fn elect(
     mut shutdown: watch::Receiver<bool>,
 ) {
     let api: Api<Lease> = Api::namespaced(client, &namespace);
+    // Last successful renewal: leadership ends before the Lease could expire for others.
+    let mut renewed: Option<std::time::Instant> = None;
     loop {
         let result = async {
             let current = api.get_opt(&name).await?;
@@ -99,14 +101,17 @@ pub async fn elect(
         }
         .await;
         let leading = match result {
-            Ok(l) => l,
+            Ok(l) => {
+                renewed = l.then(std::time::Instant::now);
+                l
+            }
             // A conflict means another replica wrote first: follow until the next round.
             Err(kube::Error::Api(e)) if e.code == 409 => false,
             Err(e) => {
                 warn!(error = %e, "lease update failed");
-                // Keep leading only while our last renewal is still valid; the next
-                // round fixes it either way, well inside the lease duration.
-                *leader.borrow()
+                // Keep leading only while the last renewal leaves a margin of one renew
+                // period before the Lease expires and another replica may take it.
+                *leader.borrow() && renewed.is_some_and(|t| t.elapsed() + RENEW < LEASE_DURATION)
             }
         };
         if leading != *leader.borrow() {
