@@ -338,3 +338,36 @@ async fn an_unreachable_api_server_does_not_stop_the_node() {
     assert_eq!(d.metrics.publishes.get(), 0);
     d.shutdown().await.unwrap();
 }
+
+#[tokio::test]
+async fn a_share_carries_its_memory_quota_to_the_executor() {
+    let (_tmp, dir, sockets) = dirs();
+    let mut kubelet = TestKubelet::start(&dir).await;
+    // 64 MiB device in 3 shares: each may use a third.
+    let (cpu, _) = Flaky::device("cpu", "cpu");
+    let d = daemon(&dir, &sockets, vec![cpu], None).await;
+    kubelet.next(Duration::from_secs(3)).await;
+    let mut f = copy_function();
+    f.name = "scratch".into();
+    f.buffers.push(ex::Buffer {
+        name: "scratch".into(),
+        size: 30 << 20,
+        kind: ex::BufferKind::Temp as i32,
+        content: vec![],
+    });
+    let mut exec = connect_unix(&sockets.join("executor.sock")).await.unwrap();
+    exec.put_function(f).await.unwrap();
+    let call = |share: &str| ex::ExecuteRequest {
+        namespace: "team-a".into(),
+        name: "scratch".into(),
+        inputs: [("in".to_string(), vec![7u8; 16])].into(),
+        share_id: share.into(),
+        ..Default::default()
+    };
+    // The whole device has room for 30 MiB of scratch...
+    exec.execute(call("")).await.unwrap();
+    // ...a share's 21 MiB does not.
+    let err = exec.execute(call("cpu-s0")).await.unwrap_err();
+    assert!(err.message().contains("share cpu-s0") && err.message().contains("quota"), "{err:?}");
+    d.shutdown().await.unwrap();
+}
