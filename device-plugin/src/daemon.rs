@@ -73,6 +73,7 @@ pub struct Daemon {
     pub registered: Vec<Arc<AtomicBool>>,
     stop: watch::Sender<bool>,
     tasks: Vec<(&'static str, JoinHandle<anyhow::Result<()>>)>,
+    failures: tokio::sync::mpsc::UnboundedReceiver<String>,
 }
 
 #[derive(Clone)]
@@ -87,6 +88,11 @@ impl Daemon {
     /// devices, a socket or port that cannot be bound.
     pub async fn start(devices: Vec<Arc<dyn Backend>>, cfg: DaemonConfig) -> anyhow::Result<Daemon> {
         anyhow::ensure!(!devices.is_empty(), "no devices to advertise");
+        anyhow::ensure!(
+            cfg.device_plugin_dir.is_dir(),
+            "device plugin directory {} does not exist (is the kubelet's device-plugins directory mounted?)",
+            cfg.device_plugin_dir.display()
+        );
         let infos: Vec<_> = devices.iter().map(|d| d.info()).collect();
         let (plans, shares) = plan(&infos, cfg.gpu_shares, cfg.cpu_shares);
         anyhow::ensure!(!plans.is_empty(), "--gpu-shares and --cpu-shares leave nothing to advertise");
@@ -150,6 +156,9 @@ impl Daemon {
             None => None,
         };
 
+        // A plugin that cannot serve makes the node useless to the kubelet: the binary exits
+        // (and Kubernetes restarts it) rather than limp on.
+        let (fail_tx, failures) = tokio::sync::mpsc::unbounded_channel();
         let mut registered = Vec::new();
         for p in &plans {
             let flag = Arc::new(AtomicBool::new(false));
@@ -162,7 +171,17 @@ impl Daemon {
                 metrics: metrics.clone(),
                 registered: flag,
             };
-            tasks.push(("plugin", tokio::spawn(plugin.run(stop_rx.clone()))));
+            let (fail, rx) = (fail_tx.clone(), stop_rx.clone());
+            tasks.push((
+                "plugin",
+                tokio::spawn(async move {
+                    let r = plugin.run(rx).await;
+                    if let Err(e) = &r {
+                        let _ = fail.send(format!("{e:#}"));
+                    }
+                    r
+                }),
+            ));
         }
 
         if let Some(client) = cfg.kube.clone() {
@@ -224,7 +243,22 @@ impl Daemon {
             socket = %socket.display(),
             "device plugin started"
         );
-        Ok(Daemon { executor, plans, executor_addr, metrics_addr, metrics, registered, stop, tasks })
+        Ok(Daemon {
+            executor,
+            plans,
+            executor_addr,
+            metrics_addr,
+            metrics,
+            registered,
+            stop,
+            tasks,
+            failures,
+        })
+    }
+
+    /// Resolves with the reason when a kubelet plugin stops serving on its own.
+    pub async fn failed(&mut self) -> String {
+        self.failures.recv().await.unwrap_or_else(|| "plugin tasks ended".into())
     }
 
     /// Whether every resource is registered with the kubelet.

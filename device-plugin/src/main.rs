@@ -125,7 +125,7 @@ async fn main() -> anyhow::Result<()> {
             format!("http://{host}:{}", args.executor_listen.port())
         })
     });
-    let daemon = Daemon::start(
+    let mut daemon = Daemon::start(
         devices,
         DaemonConfig {
             node_name,
@@ -153,9 +153,14 @@ async fn main() -> anyhow::Result<()> {
         daemon.executor_addr, daemon.metrics_addr
     );
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => info!("interrupted"),
-        _ = term.recv() => info!("SIGTERM"),
+    let failure = tokio::select! {
+        _ = tokio::signal::ctrl_c() => { info!("interrupted"); None }
+        _ = term.recv() => { info!("SIGTERM"); None }
+        why = daemon.failed() => { error!(error = %why, "a kubelet plugin stopped serving; exiting"); Some(why) }
+    };
+    if let Some(why) = failure {
+        let _ = daemon.shutdown().await;
+        anyhow::bail!("{why}");
     }
     if let Err(e) = daemon.shutdown().await {
         error!(error = %e, "shutdown");

@@ -371,3 +371,18 @@ async fn a_share_carries_its_memory_quota_to_the_executor() {
     assert!(err.message().contains("share cpu-s0") && err.message().contains("quota"), "{err:?}");
     d.shutdown().await.unwrap();
 }
+
+#[tokio::test]
+async fn a_plugin_that_cannot_serve_again_is_reported_not_hidden() {
+    let (_tmp, dir, sockets) = dirs();
+    let mut kubelet = TestKubelet::start(&dir).await;
+    let (cpu, _) = Flaky::device("cpu", "cpu");
+    let mut d = daemon(&dir, &sockets, vec![cpu], None).await;
+    kubelet.next(Duration::from_secs(3)).await;
+    // The directory disappears (a broken mount): serving again is impossible.
+    kubelet.crash().await;
+    std::fs::remove_dir_all(&dir).unwrap();
+    let why = tokio::time::timeout(Duration::from_secs(3), d.failed()).await.expect("failure not reported");
+    assert!(why.contains("cannot listen on") && why.contains("kaas-cpu-share.sock"), "{why}");
+    assert!(d.shutdown().await.is_err(), "shutdown reports the failed plugin too");
+}
