@@ -150,47 +150,11 @@ impl FunctionDef {
     /// Checks an invocation's inputs: every input buffer present with its exact size, no
     /// unknown names.
     pub fn check_inputs(&self, inputs: &BTreeMap<String, Vec<u8>>) -> Result<(), ExecError> {
-        for name in inputs.keys() {
-            match self.buffers.iter().find(|b| &b.name == name) {
-                None => {
-                    return Err(ExecError::BadInput(format!(
-                        "no buffer named {name:?} (inputs: {})",
-                        self.input_names().join(", ")
-                    )));
-                }
-                Some(b) if b.kind != BufferKind::Input => {
-                    return Err(ExecError::BadInput(format!(
-                        "buffer {name:?} is {:?}, not an Input",
-                        b.kind
-                    )));
-                }
-                Some(_) => {}
-            }
-        }
-        for b in self.buffers.iter().filter(|b| b.kind == BufferKind::Input) {
-            match inputs.get(&b.name) {
-                None => {
-                    return Err(ExecError::BadInput(format!(
-                        "missing input {:?} ({} bytes)",
-                        b.name, b.size
-                    )));
-                }
-                Some(v) if v.len() as u64 != b.size => {
-                    return Err(ExecError::BadInput(format!(
-                        "input {:?} has {} bytes, the function declares {}",
-                        b.name,
-                        v.len(),
-                        b.size
-                    )));
-                }
-                Some(_) => {}
-            }
-        }
-        Ok(())
-    }
-
-    fn input_names(&self) -> Vec<&str> {
-        self.buffers.iter().filter(|b| b.kind == BufferKind::Input).map(|b| b.name.as_str()).collect()
+        check_inputs(
+            self.buffers.iter().map(|b| (b.name.as_str(), b.kind == BufferKind::Input, b.size)),
+            inputs,
+        )
+        .map_err(ExecError::BadInput)
     }
 }
 
@@ -326,4 +290,32 @@ impl TryFrom<proto::FunctionDef> for FunctionDef {
             memory_quota: p.memory_quota_bytes,
         })
     }
+}
+
+/// Checks inputs against declared buffers `(name, is input, size)`: every input buffer
+/// present with its exact size, no unknown names. Shared by the executor and by the
+/// gateway, which checks before a request is queued.
+pub fn check_inputs<'a>(
+    buffers: impl IntoIterator<Item = (&'a str, bool, u64)>,
+    inputs: &BTreeMap<String, Vec<u8>>,
+) -> Result<(), String> {
+    let buffers: Vec<(&str, bool, u64)> = buffers.into_iter().collect();
+    let input_names = || buffers.iter().filter(|b| b.1).map(|b| b.0).collect::<Vec<_>>().join(", ");
+    for name in inputs.keys() {
+        match buffers.iter().find(|b| b.0 == name) {
+            None => return Err(format!("no buffer named {name:?} (inputs: {})", input_names())),
+            Some(b) if !b.1 => return Err(format!("buffer {name:?} is not an Input")),
+            Some(_) => {}
+        }
+    }
+    for &(name, _, size) in buffers.iter().filter(|b| b.1) {
+        match inputs.get(name) {
+            None => return Err(format!("missing input {name:?} ({size} bytes)")),
+            Some(v) if v.len() as u64 != size => {
+                return Err(format!("input {name:?} has {} bytes, the function declares {size}", v.len()));
+            }
+            Some(_) => {}
+        }
+    }
+    Ok(())
 }

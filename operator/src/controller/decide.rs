@@ -82,7 +82,8 @@ impl World {
     }
 }
 
-fn is_true(kf: &KernelFunction, kind: &str) -> bool {
+/// Whether condition `kind` of the function's status is `True`.
+pub fn is_true(kf: &KernelFunction, kind: &str) -> bool {
     kf.status.as_ref().is_some_and(|s| s.conditions.iter().any(|c| c.type_ == kind && c.status == "True"))
 }
 
@@ -154,7 +155,7 @@ pub fn decide(kf: &KernelFunction, world: &World, def: Result<proto::FunctionDef
         },
     });
     let conditions =
-        conds.into_iter().map(|c| condition(&old, kf.metadata.generation, world.now, c)).collect();
+        conds.into_iter().map(|c| condition(&old.conditions, kf.metadata.generation, world.now, c)).collect();
     Decision {
         def: admitted_def,
         class,
@@ -306,18 +307,31 @@ fn place(kf: &KernelFunction, world: &World, class: &str) -> Vec<Placement> {
 }
 
 /// A condition with its transition time kept when its status did not change.
-fn condition(old: &KernelFunctionStatus, generation: Option<i64>, now: Timestamp, c: Cond) -> Condition {
-    let status = if c.status { "True" } else { "False" };
-    let prev = old.conditions.iter().find(|o| o.type_ == c.kind);
-    let last_transition_time = match prev {
+fn condition(old: &[Condition], generation: Option<i64>, now: Timestamp, c: Cond) -> Condition {
+    transition(old, c.kind, c.status, c.reason, c.message, generation, now)
+}
+
+/// Condition `kind` as it is now; its `lastTransitionTime` comes from the old one of the
+/// same type when the status did not change, else it is `now`.
+pub fn transition(
+    old: &[Condition],
+    kind: &str,
+    status: bool,
+    reason: String,
+    message: String,
+    generation: Option<i64>,
+    now: Timestamp,
+) -> Condition {
+    let status = if status { "True" } else { "False" };
+    let last_transition_time = match old.iter().find(|o| o.type_ == kind) {
         Some(p) if p.status == status => p.last_transition_time.clone(),
         _ => Time(now),
     };
     Condition {
-        type_: c.kind.to_string(),
+        type_: kind.to_string(),
         status: status.to_string(),
-        reason: c.reason,
-        message: c.message,
+        reason,
+        message,
         last_transition_time,
         observed_generation: generation,
     }

@@ -266,22 +266,18 @@ pub fn class_status(class: &AcceleratorClass, world: &World) -> AcceleratorClass
     let nodes: std::collections::BTreeSet<&String> = devices.iter().map(|d| &d.0).collect();
     let ready = !devices.is_empty();
     let old = class.status.clone().unwrap_or_default();
-    let prev = old.conditions.iter().find(|c| c.type_ == "Ready");
-    let status = if ready { "True" } else { "False" };
     AcceleratorClassStatus {
         devices: devices.len() as u32,
         nodes: nodes.len() as u32,
-        conditions: vec![k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition {
-            type_: "Ready".into(),
-            status: status.into(),
-            reason: if ready { "DevicesAvailable" } else { "NoHealthyDevice" }.into(),
-            message: format!("{} healthy device(s) on {} live node(s)", devices.len(), nodes.len()),
-            last_transition_time: match prev {
-                Some(p) if p.status == status => p.last_transition_time.clone(),
-                _ => k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(world.now),
-            },
-            observed_generation: class.metadata.generation,
-        }],
+        conditions: vec![decide::transition(
+            &old.conditions,
+            "Ready",
+            ready,
+            if ready { "DevicesAvailable" } else { "NoHealthyDevice" }.into(),
+            format!("{} healthy device(s) on {} live node(s)", devices.len(), nodes.len()),
+            class.metadata.generation,
+            world.now,
+        )],
     }
 }
 

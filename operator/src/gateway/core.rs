@@ -718,30 +718,9 @@ fn rejection(r: Rejection) -> GatewayError {
 }
 
 fn check_inputs(def: &proto::FunctionDef, inputs: &BTreeMap<String, Vec<u8>>) -> Result<(), GatewayError> {
-    for name in inputs.keys() {
-        match def.buffers.iter().find(|b| &b.name == name) {
-            Some(b) if b.kind == proto::BufferKind::Input as i32 => {}
-            Some(_) => return Err(GatewayError::BadInput(format!("buffer {name:?} is not an Input"))),
-            None => return Err(GatewayError::BadInput(format!("no buffer named {name:?}"))),
-        }
-    }
-    for b in def.buffers.iter().filter(|b| b.kind == proto::BufferKind::Input as i32) {
-        match inputs.get(&b.name) {
-            None => {
-                return Err(GatewayError::BadInput(format!("missing input {:?} ({} bytes)", b.name, b.size)));
-            }
-            Some(v) if v.len() as u64 != b.size => {
-                return Err(GatewayError::BadInput(format!(
-                    "input {:?} has {} bytes, the function declares {}",
-                    b.name,
-                    v.len(),
-                    b.size
-                )));
-            }
-            Some(_) => {}
-        }
-    }
-    Ok(())
+    let buffers =
+        def.buffers.iter().map(|b| (b.name.as_str(), b.kind == proto::BufferKind::Input as i32, b.size));
+    kaas_executor::model::check_inputs(buffers, inputs).map_err(GatewayError::BadInput)
 }
 
 /// Follows a node's status stream, reporting every update and `None` when it breaks;
