@@ -49,21 +49,48 @@ impl Eviction {
 
 const NIL: u32 = u32::MAX;
 
-#[derive(Clone, Debug)]
+/// The hot state of one function on one device, read and written by every acquire and
+/// release: 32 bytes, so two share a cache line. In a simulation of 100 devices and
+/// 1,000 functions these 100,000 records are the largest thing every dispatch touches.
+#[derive(Clone, Copy, Debug, Default)]
 struct Entry {
-    function: FunctionId,
     bytes: u64,
-    pins: u32,
     last_use: Nanos,
-    frequency: u64,
     priority: f64,
+    frequency: u32,
+    /// 0: not resident; 1: resident, unpinned; n + 1: resident with n pins.
+    state: u32,
+}
+
+impl Entry {
+    #[inline]
+    fn live(&self) -> bool {
+        self.state > 0
+    }
+
+    #[inline]
+    fn pins(&self) -> u32 {
+        self.state.saturating_sub(1)
+    }
+}
+
+/// Colder per-entry state: keep-alive ends, LRU links and the GDSF record generation,
+/// touched only with keep-alives, under LRU, or once memory has run short.
+#[derive(Clone, Copy, Debug)]
+struct Cold {
     keep_until: Nanos,
-    /// Neighbours in the LRU list of unpinned entries.
     prev: u32,
     next: u32,
     /// Bumped whenever the entry's GDSF heap record goes stale.
     generation: u32,
-    live: bool,
+    /// Position in the list of residents.
+    member: u32,
+}
+
+impl Default for Cold {
+    fn default() -> Self {
+        Cold { keep_until: 0, prev: NIL, next: NIL, generation: 0, member: NIL }
+    }
 }
 
 /// What acquiring a function on a device did.
@@ -73,62 +100,15 @@ pub struct Acquired {
     pub cold: bool,
 }
 
-/// Function → slab slot, as a dense table indexed by function ID (IDs are indices into
-/// the scheduler's function table). One array load per lookup: in the simulator every
-/// dispatch looks a function up on a device whose data is cold, and a hash probe costs
-/// two cache misses where this costs one.
-#[derive(Clone, Debug, Default)]
-struct IdMap {
-    slots: Vec<u32>,
-    len: usize,
-}
+/// GDSF heap record: priority bits, last use, function, generation.
+type GdsfKey = (u64, u64, u32, u32);
 
-impl IdMap {
-    #[inline]
-    fn get(&self, f: &FunctionId) -> Option<&u32> {
-        self.slots.get(f.0 as usize).filter(|s| **s != NIL)
-    }
-
-    #[inline]
-    fn contains_key(&self, f: &FunctionId) -> bool {
-        self.get(f).is_some()
-    }
-
-    fn insert(&mut self, f: FunctionId, slot: u32) {
-        let i = f.0 as usize;
-        if i >= self.slots.len() {
-            self.slots.resize(i + 1, NIL);
-        }
-        if self.slots[i] == NIL {
-            self.len += 1;
-        }
-        self.slots[i] = slot;
-    }
-
-    fn remove(&mut self, f: &FunctionId) {
-        if let Some(s) = self.slots.get_mut(f.0 as usize)
-            && *s != NIL
-        {
-            *s = NIL;
-            self.len -= 1;
-        }
-    }
-
-    fn len(&self) -> usize {
-        self.len
-    }
-
-    fn keys(&self) -> impl Iterator<Item = FunctionId> + '_ {
-        self.slots.iter().enumerate().filter(|(_, s)| **s != NIL).map(|(i, _)| FunctionId(i as u32))
-    }
-}
-
-/// GDSF heap record: priority bits, last use, function, slot, generation.
-type GdsfKey = (u64, u64, u32, u32, u32);
-
-/// The resident-state cache of one device. Entries live in a slab indexed by function;
-/// unpinned entries sit in an LRU list (LRU) or a lazily cleaned priority heap (GDSF),
-/// so hits, releases and victim choice cost O(1) or O(log n).
+/// The resident-state cache of one device. Entries are dense tables indexed by function
+/// ID (IDs are indices into the scheduler's function table), so a lookup is one load.
+/// Unpinned entries sit in an LRU list (LRU) or a lazily cleaned priority heap (GDSF),
+/// so hits, releases and victim choice cost O(1) or O(log n). The GDSF heap is built
+/// the first time memory runs short: until a device has to evict, releasing costs no
+/// heap work at all.
 #[derive(Clone, Debug)]
 pub struct DeviceCache {
     capacity: u64,
@@ -136,11 +116,14 @@ pub struct DeviceCache {
     pinned_bytes: u64,
     working_bytes: u64,
     entries: Vec<Entry>,
-    vacant: Vec<u32>,
-    index: IdMap,
+    cold: Vec<Cold>,
+    /// Resident functions, unordered: scans visit residents, not every function.
+    members: Vec<u32>,
     lru_head: u32,
     lru_tail: u32,
     heap: BinaryHeap<Reverse<GdsfKey>>,
+    /// Whether the GDSF heap holds a record of every unpinned entry.
+    heap_active: bool,
     /// Latest keep-alive end of any entry: protection needs a scan only before it.
     max_keep_until: Nanos,
     inflation: f64,
@@ -156,11 +139,12 @@ impl DeviceCache {
             pinned_bytes: 0,
             working_bytes: 0,
             entries: Vec::new(),
-            vacant: Vec::new(),
-            index: IdMap::default(),
+            cold: Vec::new(),
+            members: Vec::new(),
             lru_head: NIL,
             lru_tail: NIL,
             heap: BinaryHeap::new(),
+            heap_active: false,
             max_keep_until: 0,
             inflation: 0.0,
             eviction,
@@ -169,52 +153,61 @@ impl DeviceCache {
 
     /// Changes the eviction policy; entries keep their history.
     pub fn set_eviction(&mut self, eviction: Eviction) {
-        let unpinned: Vec<u32> = self.unpinned_in_lru_order().collect();
+        let unpinned = self.unpinned_in_lru_order();
         self.eviction = eviction;
         self.lru_head = NIL;
         self.lru_tail = NIL;
         self.heap.clear();
+        self.heap_active = false;
         for i in unpinned {
             self.park(i);
         }
     }
 
-    fn unpinned_in_lru_order(&self) -> impl Iterator<Item = u32> + '_ {
-        let mut order: Vec<u32> = (0..self.entries.len() as u32)
-            .filter(|&i| self.entries[i as usize].live && self.entries[i as usize].pins == 0)
-            .collect();
-        order.sort_by_key(|&i| (self.entries[i as usize].last_use, self.entries[i as usize].function));
-        order.into_iter()
+    fn unpinned_in_lru_order(&self) -> Vec<u32> {
+        let mut order: Vec<u32> =
+            self.members.iter().copied().filter(|&i| self.entries[i as usize].state == 1).collect();
+        order.sort_by_key(|&i| (self.entries[i as usize].last_use, i));
+        order
+    }
+
+    #[inline]
+    fn entry(&self, f: FunctionId) -> Option<&Entry> {
+        self.entries.get(f.0 as usize).filter(|e| e.live())
+    }
+
+    fn gdsf_key(&self, i: u32) -> GdsfKey {
+        let e = &self.entries[i as usize];
+        // Priorities are non-negative, so their bit patterns order like the values.
+        (e.priority.max(0.0).to_bits(), e.last_use, i, self.cold[i as usize].generation)
     }
 
     /// Puts an unpinned entry where eviction will find it.
     fn park(&mut self, i: u32) {
-        let e = &mut self.entries[i as usize];
         match self.eviction {
             Eviction::Lru => {
-                e.prev = self.lru_tail;
-                e.next = NIL;
+                self.cold[i as usize].prev = self.lru_tail;
+                self.cold[i as usize].next = NIL;
                 if self.lru_tail != NIL {
-                    self.entries[self.lru_tail as usize].next = i;
+                    self.cold[self.lru_tail as usize].next = i;
                 } else {
                     self.lru_head = i;
                 }
                 self.lru_tail = i;
             }
-            Eviction::Gdsf => {
-                e.generation = e.generation.wrapping_add(1);
-                // Priorities are non-negative, so their bit patterns order like the values.
-                let key = (e.priority.max(0.0).to_bits(), e.last_use, e.function.0, i, e.generation);
-                self.heap.push(Reverse(key));
+            Eviction::Gdsf if self.heap_active => {
+                let c = &mut self.cold[i as usize];
+                c.generation = c.generation.wrapping_add(1);
+                self.heap.push(Reverse(self.gdsf_key(i)));
                 // Stale records pile up with every pin and release; rebuild when they dominate.
-                if self.heap.len() > 2 * self.index.len() + 64 {
-                    let entries = &self.entries;
+                if self.heap.len() > 2 * self.members.len() + 64 {
+                    let (entries, cold) = (&self.entries, &self.cold);
                     self.heap.retain(|Reverse(k)| {
-                        let e = &entries[k.3 as usize];
-                        e.live && e.pins == 0 && e.generation == k.4
+                        entries[k.2 as usize].state == 1 && cold[k.2 as usize].generation == k.3
                     });
                 }
             }
+            Eviction::Gdsf => {}
         }
     }
 
@@ -222,24 +215,35 @@ impl DeviceCache {
     fn unpark(&mut self, i: u32) {
         match self.eviction {
             Eviction::Lru => {
-                let (prev, next) = (self.entries[i as usize].prev, self.entries[i as usize].next);
+                let Cold { prev, next, .. } = self.cold[i as usize];
                 if prev != NIL {
-                    self.entries[prev as usize].next = next;
+                    self.cold[prev as usize].next = next;
                 } else {
                     self.lru_head = next;
                 }
                 if next != NIL {
-                    self.entries[next as usize].prev = prev;
+                    self.cold[next as usize].prev = prev;
                 } else {
                     self.lru_tail = prev;
                 }
             }
             // Heap records go stale with the generation.
-            Eviction::Gdsf => {
-                let e = &mut self.entries[i as usize];
-                e.generation = e.generation.wrapping_add(1);
+            Eviction::Gdsf if self.heap_active => {
+                let c = &mut self.cold[i as usize];
+                c.generation = c.generation.wrapping_add(1);
             }
+            Eviction::Gdsf => {}
         }
+    }
+
+    /// Builds the GDSF heap from every unpinned entry (memory ran short for the first time).
+    fn activate_heap(&mut self) {
+        let records: Vec<Reverse<GdsfKey>> = (self.members.iter().copied())
+            .filter(|&i| self.entries[i as usize].state == 1)
+            .map(|i| Reverse(self.gdsf_key(i)))
+            .collect();
+        self.heap = BinaryHeap::from(records);
+        self.heap_active = true;
     }
 
     /// Bytes in use: resident state plus running invocations' buffers.
@@ -255,16 +259,16 @@ impl DeviceCache {
     /// Whether `f` is resident.
     #[inline]
     pub fn contains(&self, f: FunctionId) -> bool {
-        self.index.contains_key(&f)
+        self.entry(f).is_some()
     }
 
-    /// Functions resident now.
+    /// Functions resident now, in no particular order.
     pub fn residents(&self) -> impl Iterator<Item = FunctionId> + '_ {
-        self.index.keys()
+        self.members.iter().map(|&i| FunctionId(i))
     }
 
-    fn protected(e: &Entry, now: Nanos) -> bool {
-        e.pins > 0 || e.keep_until > now
+    fn protected(&self, i: usize, now: Nanos) -> bool {
+        self.entries[i].pins() > 0 || self.cold[i].keep_until > now
     }
 
     /// Whether an invocation of `f` (resident state `bytes`, buffers `working`) fits after
@@ -275,18 +279,26 @@ impl DeviceCache {
         if self.used() + working + bytes <= self.capacity {
             return true;
         }
-        let own = self.index.get(&f).map(|&i| &self.entries[i as usize]);
+        self.fits_after_eviction(f, bytes, working, now)
+    }
+
+    #[cold]
+    fn fits_after_eviction(&self, f: FunctionId, bytes: u64, working: u64, now: Nanos) -> bool {
+        let own = self.entry(f).is_some().then_some(f.0 as usize);
         let need = working + if own.is_some() { 0 } else { bytes };
         if self.used() + need <= self.capacity {
             return true;
         }
         let protected = if self.max_keep_until > now {
-            self.entries.iter().filter(|e| e.live && Self::protected(e, now)).map(|e| e.bytes).sum()
+            (self.members.iter().map(|&i| i as usize))
+                .filter(|&i| self.protected(i, now))
+                .map(|i| self.entries[i].bytes)
+                .sum()
         } else {
             self.pinned_bytes
         };
         // Our own entry stays; it is not evicted to make room for ourselves.
-        let own_bytes = own.filter(|e| !Self::protected(e, now)).map_or(0, |e| e.bytes);
+        let own_bytes = own.filter(|&i| !self.protected(i, now)).map_or(0, |i| self.entries[i].bytes);
         protected + own_bytes + self.working_bytes + need <= self.capacity
     }
 
@@ -305,69 +317,62 @@ impl DeviceCache {
         if !self.fits(f, bytes, working, now) {
             return None;
         }
-        let slot = self.index.get(&f).copied();
-        let need = working + if slot.is_some() { 0 } else { bytes };
+        let i = f.0 as usize;
+        if i >= self.entries.len() {
+            self.entries.resize(i + 1, Entry::default());
+            self.cold.resize(i + 1, Cold::default());
+        }
+        let warm = self.entries[i].live();
+        let need = working + if warm { 0 } else { bytes };
         if self.used() + need > self.capacity {
             self.make_room(need, now, f, evicted);
         }
         let inflation = self.inflation;
         let cost = load_cost.max(1) as f64;
-        let cold = match slot {
-            Some(i) => {
-                if self.entries[i as usize].pins == 0 {
-                    self.unpark(i);
-                    self.pinned_bytes += self.entries[i as usize].bytes;
-                }
-                let e = &mut self.entries[i as usize];
-                e.pins += 1;
-                e.frequency += 1;
-                e.last_use = now;
-                e.priority = inflation + e.frequency as f64 * cost / e.bytes.max(1) as f64;
-                false
+        if warm {
+            if self.entries[i].state == 1 {
+                self.unpark(f.0);
+                self.pinned_bytes += self.entries[i].bytes;
             }
-            None => {
-                let e = Entry {
-                    function: f,
-                    bytes,
-                    pins: 1,
-                    last_use: now,
-                    frequency: 1,
-                    priority: inflation + cost / bytes.max(1) as f64,
-                    keep_until: 0,
-                    prev: NIL,
-                    next: NIL,
-                    generation: 0,
-                    live: true,
-                };
-                let i = match self.vacant.pop() {
-                    Some(i) => {
-                        let generation = self.entries[i as usize].generation;
-                        self.entries[i as usize] = Entry { generation: generation.wrapping_add(1), ..e };
-                        i
-                    }
-                    None => {
-                        self.entries.push(e);
-                        self.entries.len() as u32 - 1
-                    }
-                };
-                self.index.insert(f, i);
-                self.resident_bytes += bytes;
-                self.pinned_bytes += bytes;
-                true
-            }
-        };
+            let e = &mut self.entries[i];
+            e.state += 1;
+            e.frequency = e.frequency.saturating_add(1);
+            e.last_use = now;
+            e.priority = inflation + e.frequency as f64 * cost / e.bytes.max(1) as f64;
+        } else {
+            self.entries[i] = Entry {
+                bytes,
+                last_use: now,
+                priority: inflation + cost / bytes.max(1) as f64,
+                frequency: 1,
+                state: 2,
+            };
+            let c = &mut self.cold[i];
+            *c = Cold {
+                generation: c.generation.wrapping_add(1),
+                member: self.members.len() as u32,
+                ..Cold::default()
+            };
+            self.members.push(f.0);
+            self.resident_bytes += bytes;
+            self.pinned_bytes += bytes;
+        }
         self.working_bytes += working;
-        Some(Acquired { cold })
+        Some(Acquired { cold: !warm })
     }
 
-    fn remove(&mut self, i: u32) -> Entry {
-        let e = self.entries[i as usize].clone();
-        self.entries[i as usize].live = false;
-        self.entries[i as usize].generation = e.generation.wrapping_add(1);
-        self.index.remove(&e.function);
-        self.vacant.push(i);
+    /// Forgets entry `i`; returns its bytes and priority.
+    fn remove(&mut self, i: u32) -> (u64, f64) {
+        let e = std::mem::take(&mut self.entries[i as usize]);
+        let c = &mut self.cold[i as usize];
+        c.generation = c.generation.wrapping_add(1);
+        let member = std::mem::replace(&mut c.member, NIL) as usize;
+        self.members.swap_remove(member);
+        if let Some(&moved) = self.members.get(member) {
+            self.cold[moved as usize].member = member as u32;
+        }
         self.resident_bytes -= e.bytes;
-        e
+        (e.bytes, e.priority)
     }
 
     /// The next entry eviction would take, skipping `keep` and kept-alive entries.
@@ -383,17 +388,15 @@ impl DeviceCache {
                     i
                 }
                 Eviction::Gdsf => {
-                    let Reverse((_, _, _, i, generation)) = self.heap.pop()?;
-                    let e = &self.entries[i as usize];
-                    if !e.live || e.pins > 0 || e.generation != generation {
+                    let Reverse((_, _, i, generation)) = self.heap.pop()?;
+                    if self.entries[i as usize].state != 1 || self.cold[i as usize].generation != generation {
                         continue; // stale record
                     }
                     self.unpark(i);
                     i
                 }
             };
-            let e = &self.entries[i as usize];
-            if e.function == keep || e.keep_until > now {
+            if i == keep.0 || self.cold[i as usize].keep_until > now {
                 skipped.push(i);
                 continue;
             }
@@ -402,15 +405,19 @@ impl DeviceCache {
     }
 
     /// Evicts unprotected entries, in eviction order, until `need` more bytes are free.
+    #[cold]
     fn make_room(&mut self, need: u64, now: Nanos, keep: FunctionId, evicted: &mut Vec<FunctionId>) {
+        if self.eviction == Eviction::Gdsf && !self.heap_active {
+            self.activate_heap();
+        }
         let mut skipped = Vec::new();
         while self.used() + need > self.capacity {
             let Some(i) = self.next_victim(now, keep, &mut skipped) else { break };
-            let e = self.remove(i);
+            let (_, priority) = self.remove(i);
             if self.eviction == Eviction::Gdsf {
-                self.inflation = self.inflation.max(e.priority);
+                self.inflation = self.inflation.max(priority);
             }
-            evicted.push(e.function);
+            evicted.push(FunctionId(i));
         }
         for i in skipped {
             self.park(i);
@@ -420,36 +427,40 @@ impl DeviceCache {
     /// Unpins `f` after an invocation; `keep_until` protects it from eviction until then.
     pub fn release(&mut self, f: FunctionId, working: u64, now: Nanos, keep_until: Nanos) {
         self.working_bytes -= working;
-        let Some(&i) = self.index.get(&f) else { return };
-        let e = &mut self.entries[i as usize];
-        e.pins -= 1;
+        let i = f.0 as usize;
+        let Some(e) = self.entries.get_mut(i).filter(|e| e.pins() > 0) else { return };
+        e.state -= 1;
         e.last_use = now;
-        e.keep_until = e.keep_until.max(keep_until);
-        self.max_keep_until = self.max_keep_until.max(keep_until);
-        if e.pins == 0 {
-            self.pinned_bytes -= e.bytes;
-            self.park(i);
+        let unpinned = e.state == 1;
+        let bytes = e.bytes;
+        if keep_until > 0 {
+            let c = &mut self.cold[i];
+            c.keep_until = c.keep_until.max(keep_until);
+            self.max_keep_until = self.max_keep_until.max(keep_until);
+        }
+        if unpinned {
+            self.pinned_bytes -= bytes;
+            self.park(f.0);
         }
     }
 
     /// Evicts `f` if it is resident and unpinned; returns whether it was evicted.
     pub fn evict(&mut self, f: FunctionId) -> bool {
-        match self.index.get(&f).copied() {
-            Some(i) if self.entries[i as usize].pins == 0 => {
-                self.unpark(i);
-                self.remove(i);
-                true
-            }
-            _ => false,
+        if self.entries.get(f.0 as usize).is_some_and(|e| e.state == 1) {
+            self.unpark(f.0);
+            self.remove(f.0);
+            true
+        } else {
+            false
         }
     }
 
     /// Evicts every unpinned entry (a worker restart); appends them to `evicted`.
     pub fn flush(&mut self, evicted: &mut Vec<FunctionId>) {
-        let unpinned: Vec<u32> = self.unpinned_in_lru_order().collect();
-        for i in unpinned {
+        for i in self.unpinned_in_lru_order() {
             self.unpark(i);
-            evicted.push(self.remove(i).function);
+            self.remove(i);
+            evicted.push(FunctionId(i));
         }
     }
 }

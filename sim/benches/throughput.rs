@@ -28,7 +28,7 @@ fn scenario(requests: u64) -> Scenario {
     );
     for i in 0..FUNCTIONS {
         y += &format!(
-            "  - {{ name: f{i}, slo: {{ deadlineMs: 100 }}, profile: [{{ acceleratorClass: gpu, runtimeMs: {RUNTIME_MS}, loadMs: 50 }}], expectedRate: {rate}, residentBytes: 33554432, prewarm: 10, service: exponential }}\n"
+            "  - {{ name: f{i}, slo: {{ deadlineMs: 100 }}, profile: [{{ acceleratorClass: gpu, runtimeMs: {RUNTIME_MS}, loadMs: 50 }}], expectedRate: {rate}, residentBytes: 33554432, prewarm: {DEVICES}, service: exponential }}\n"
         );
     }
     y += "policy: { name: balance }\nadmission: none\ngranularity: request\nworkload:\n  synthetic: { generator: poisson }\n";

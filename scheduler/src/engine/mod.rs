@@ -359,9 +359,11 @@ impl Scheduler {
         self.resident[f.0 as usize].contains(d)
     }
 
-    /// Functions resident on a device.
+    /// Functions resident on a device, in ID order.
     pub fn residents(&self, d: DeviceId) -> Vec<FunctionId> {
-        self.caches[d.0 as usize].residents().collect()
+        let mut r: Vec<FunctionId> = self.caches[d.0 as usize].residents().collect();
+        r.sort_unstable();
+        r
     }
 
     /// Whether an invocation of `f` could start on `d` right now (free slot, healthy,
