@@ -11,10 +11,9 @@ use std::path::Path;
 use std::time::Instant;
 
 use kaas_scheduler::POLICY_NAMES;
+use kaas_sim::rng::Rng;
 use kaas_sim::scenario::Scenario;
 use kaas_sim::simulate::simulate;
-use rand::rngs::StdRng;
-use rand::{Rng, SeedableRng};
 
 const DEVICES: usize = 100;
 const FUNCTIONS: usize = 1000;
@@ -37,7 +36,7 @@ fn scenario(requests: u64) -> Scenario {
 
 /// The floor: M/M/c FIFO with the same arrival rate and service, no scheduler.
 fn baseline(requests: u64) -> f64 {
-    let mut rng = StdRng::seed_from_u64(1);
+    let mut rng = Rng::seed_from_u64(1);
     let lambda = 0.8 * DEVICES as f64 * 1000.0 / RUNTIME_MS;
     let mean = RUNTIME_MS / 1000.0;
     let mut free = DEVICES;
@@ -54,7 +53,7 @@ fn baseline(requests: u64) -> f64 {
             t = next_arrival;
             queue.push_back(t);
             arrived += 1;
-            next_arrival = t - (1.0 - rng.random::<f64>()).ln() / lambda;
+            next_arrival = t + rng.exp1() / lambda;
         } else {
             ends.pop();
             t = next_end.unwrap();
@@ -65,7 +64,7 @@ fn baseline(requests: u64) -> f64 {
             let Some(a) = queue.pop_front() else { break };
             free -= 1;
             wait += t - a;
-            let s = -(1.0 - rng.random::<f64>()).ln() * mean;
+            let s = rng.exp1() * mean;
             ends.push(Reverse(((t + s) * 1e9) as u64));
         }
     }

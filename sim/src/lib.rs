@@ -6,6 +6,7 @@
 //! output.
 
 pub mod report;
+pub mod rng;
 pub mod scenario;
 pub mod simulate;
 pub mod svg;

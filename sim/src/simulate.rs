@@ -7,11 +7,10 @@ use std::time::Instant;
 
 use kaas_scheduler::metrics::{Metrics, Report};
 use kaas_scheduler::{Completed, FunctionId, Nanos, ReqId, Request, SEC, Scheduler};
-use rand::rngs::StdRng;
-use rand::{Rng, SeedableRng};
 use serde::Serialize;
 
 use crate::SimError;
+use crate::rng::Rng;
 use crate::scenario::{Generator, Scenario, Service};
 use crate::workload::{self, Arrival};
 
@@ -50,15 +49,42 @@ pub struct RunResult {
     pub latency_cdf: Vec<f64>,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+/// What an event does.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Kind {
-    Complete(ReqId),
+    /// The dispatch of the request in this scheduler slot finishes.
+    Complete(u32),
+    /// A keep-alive that blocks waiting work ends.
     Wakeup,
+    /// A closed-loop client of this function issues its next request.
     Issue(u32),
 }
 
-#[derive(Clone, Copy, Default)]
+/// An event as one integer: time in the high 64 bits, then the kind and its argument, so
+/// the heap compares single integers. Events at the same instant run completions first,
+/// then wakeups, then issues; two events with the same key are the same event.
+fn event(t: Nanos, kind: Kind) -> u128 {
+    let (k, arg) = match kind {
+        Kind::Complete(slot) => (0u128, slot),
+        Kind::Wakeup => (1, 0),
+        Kind::Issue(f) => (2, f),
+    };
+    (t as u128) << 64 | k << 32 | arg as u128
+}
+
+fn decode(e: u128) -> (Nanos, Kind) {
+    let arg = e as u32;
+    let kind = match (e >> 32) as u32 {
+        0 => Kind::Complete(arg),
+        1 => Kind::Wakeup,
+        _ => Kind::Issue(arg),
+    };
+    ((e >> 64) as Nanos, kind)
+}
+
+#[derive(Clone, Copy)]
 struct Side {
+    id: ReqId,
     function: u32,
     arrival: Nanos,
     deadline: Nanos,
@@ -70,10 +96,9 @@ struct Sim<'a> {
     scenario: &'a Scenario,
     s: Scheduler,
     metrics: Metrics,
-    events: BinaryHeap<Reverse<(Nanos, u64, Kind)>>,
-    seq: u64,
+    events: BinaryHeap<Reverse<u128>>,
     side: Vec<Side>,
-    rng: StdRng,
+    rng: Rng,
     exponential: Vec<bool>,
     best: Vec<Nanos>,
     think: Nanos,
@@ -84,8 +109,7 @@ struct Sim<'a> {
 
 impl Sim<'_> {
     fn push(&mut self, t: Nanos, kind: Kind) {
-        self.seq += 1;
-        self.events.push(Reverse((t, self.seq, kind)));
+        self.events.push(Reverse(event(t, kind)));
     }
 
     fn arrive(&mut self, a: Arrival, client: bool) {
@@ -97,11 +121,12 @@ impl Sim<'_> {
             Ok(id) => {
                 self.metrics.admitted(f);
                 let slot = id.slot();
+                let side =
+                    Side { id, function: a.function, arrival: a.t, deadline, duration: a.duration, client };
                 if slot >= self.side.len() {
-                    self.side.resize(slot + 1, Side::default());
+                    self.side.resize(slot + 1, side);
                 }
-                self.side[slot] =
-                    Side { function: a.function, arrival: a.t, deadline, duration: a.duration, client };
+                self.side[slot] = side;
             }
             Err(_) => {
                 self.metrics.rejected(f);
@@ -112,9 +137,9 @@ impl Sim<'_> {
         }
     }
 
-    fn complete(&mut self, now: Nanos, id: ReqId) {
-        let side = self.side[id.slot()];
-        if let Some(Completed::Request) = self.s.complete(now, id) {
+    fn complete(&mut self, now: Nanos, slot: u32) {
+        let side = self.side[slot as usize];
+        if let Some(Completed::Request) = self.s.complete(now, side.id) {
             let latency = now - side.arrival;
             self.metrics.completed(FunctionId(side.function), latency, now <= side.deadline);
             if side.client {
@@ -129,9 +154,7 @@ impl Sim<'_> {
             let fi = d.function.0 as usize;
             let run = match side.duration {
                 Some(dur) => (d.expected as f64 * dur as f64 / self.best[fi].max(1) as f64) as Nanos,
-                None if self.exponential[fi] => {
-                    (-(1.0 - self.rng.random::<f64>()).ln() * d.expected as f64) as Nanos
-                }
+                None if self.exponential[fi] => (self.rng.exp1() * d.expected as f64) as Nanos,
                 None => d.expected,
             };
             let busy = d.load + run;
@@ -142,7 +165,7 @@ impl Sim<'_> {
                 self.metrics.started(d.function, now - side.arrival, d.cold);
             }
             self.count += 1;
-            self.push(now + busy, Kind::Complete(d.id));
+            self.push(now + busy, Kind::Complete(d.id.slot() as u32));
         }
         if self.s.has_dropped() {
             for dr in self.s.take_dropped() {
@@ -199,9 +222,8 @@ pub fn simulate(
         s,
         metrics,
         events: BinaryHeap::new(),
-        seq: 0,
         side: Vec::new(),
-        rng: StdRng::seed_from_u64(scenario.seed.wrapping_add(0x5eed)),
+        rng: Rng::seed_from_u64(scenario.seed.wrapping_add(0x5eed)),
         exponential: scenario.functions.iter().map(|f| f.service == Service::Exponential).collect(),
         best,
         think: closed.map_or(0, |g| kaas_scheduler::ms(g.think_ms)),
@@ -222,7 +244,7 @@ pub fn simulate(
     let mut issued = 0u64;
     let started = Instant::now();
     loop {
-        let next_event = sim.events.peek().map(|e| e.0.0);
+        let next_event = sim.events.peek().map(|e| decode(e.0).0);
         let next_arrival = match arrivals.peek() {
             Some(Ok(a)) => Some(a.t),
             Some(Err(_)) => return Err(arrivals.next().unwrap().unwrap_err()),
@@ -239,11 +261,11 @@ pub fn simulate(
             (Some(e), None) => e,
             (None, None) => break,
         };
-        let Reverse((_, _, kind)) = sim.events.pop().unwrap();
+        let (_, kind) = decode(sim.events.pop().unwrap().0);
         match kind {
-            Kind::Complete(id) => {
+            Kind::Complete(slot) => {
                 sim.count += 1;
-                sim.complete(now, id);
+                sim.complete(now, slot);
             }
             Kind::Wakeup => {}
             Kind::Issue(f) => {

@@ -9,10 +9,9 @@ use std::io::{BufRead, BufReader, Lines};
 use std::path::{Path, PathBuf};
 
 use kaas_scheduler::{MS, Nanos, SEC};
-use rand::rngs::StdRng;
-use rand::{Rng, SeedableRng};
 
 use crate::SimError;
+use crate::rng::Rng;
 use crate::scenario::{FunctionMap, Generator, Scenario, SyntheticSpec, TraceFormat, TraceSpec};
 
 /// One arrival.
@@ -378,7 +377,7 @@ fn azure2019(
         rows.push((function, counts, dist.get(f[2]).cloned()));
     }
     let minutes = rows.iter().map(|r| r.1.len()).max().unwrap_or(0);
-    let mut rng = StdRng::seed_from_u64(seed);
+    let mut rng = Rng::seed_from_u64(seed);
     let mut minute = 0usize;
     let mut batch: std::vec::IntoIter<Arrival> = Vec::new().into_iter();
     Ok(Box::new(std::iter::from_fn(move || {
@@ -392,8 +391,8 @@ fn azure2019(
             let mut next = Vec::new();
             for (function, counts, d) in &rows {
                 for _ in 0..counts.get(minute).copied().unwrap_or(0) {
-                    let secs = minute as f64 * 60.0 + rng.random::<f64>() * 60.0;
-                    let duration = d.as_ref().map(|p| (p.sample(rng.random()) * MS as f64) as Nanos);
+                    let secs = minute as f64 * 60.0 + rng.f64() * 60.0;
+                    let duration = d.as_ref().map(|p| (p.sample(rng.f64()) * MS as f64) as Nanos);
                     next.push(Arrival { t: scale(secs, lf), function: *function, duration });
                 }
             }
@@ -464,8 +463,8 @@ impl Alias {
     }
 
     #[inline]
-    fn pick(&self, rng: &mut StdRng) -> u32 {
-        let u: f64 = rng.random::<f64>() * self.prob.len() as f64;
+    fn pick(&self, rng: &mut Rng) -> u32 {
+        let u: f64 = rng.f64() * self.prob.len() as f64;
         let i = (u as usize).min(self.prob.len() - 1);
         if u - (i as f64) < self.prob[i] { i as u32 } else { self.alias[i] }
     }
@@ -489,8 +488,8 @@ pub fn synthetic_rates(s: &Scenario, g: &SyntheticSpec) -> Result<Vec<f64>, SimE
     Ok(rates)
 }
 
-fn exp(rng: &mut StdRng, rate: f64) -> f64 {
-    -(1.0 - rng.random::<f64>()).ln() / rate
+fn exp(rng: &mut Rng, rate: f64) -> f64 {
+    rng.exp1() / rate
 }
 
 fn open_synthetic(s: &Scenario, g: &SyntheticSpec, lf: f64) -> Result<Arrivals, SimError> {
@@ -509,7 +508,7 @@ fn open_synthetic(s: &Scenario, g: &SyntheticSpec, lf: f64) -> Result<Arrivals, 
         return Err(SimError::Scenario("a synthetic workload needs durationS or maxRequests".into()));
     }
     let alias = Alias::new(&rates);
-    let mut rng = StdRng::seed_from_u64(s.seed);
+    let mut rng = Rng::seed_from_u64(s.seed);
     let mut t = 0.0f64;
     let generator = g.generator;
     let (bf, normal, burst, period, amp) =
@@ -534,7 +533,7 @@ fn open_synthetic(s: &Scenario, g: &SyntheticSpec, lf: f64) -> Result<Arrivals, 
             Generator::Diurnal => loop {
                 t += exp(&mut rng, total * (1.0 + amp));
                 let accept = (1.0 + amp * (2.0 * std::f64::consts::PI * t / period).sin()) / (1.0 + amp);
-                if rng.random::<f64>() < accept {
+                if rng.f64() < accept {
                     break;
                 }
             },
@@ -560,7 +559,7 @@ mod tests {
     #[test]
     fn alias_table_matches_weights() {
         let alias = Alias::new(&[1.0, 3.0, 0.0, 6.0]);
-        let mut rng = StdRng::seed_from_u64(1);
+        let mut rng = Rng::seed_from_u64(1);
         let mut counts = [0u32; 4];
         for _ in 0..100_000 {
             counts[alias.pick(&mut rng) as usize] += 1;
