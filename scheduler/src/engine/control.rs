@@ -93,8 +93,7 @@ impl Scheduler {
         let mut next = self.registry.build(&config)?;
         let mut waiting = self.policy.drain();
         waiting.sort_by_key(|q| q.seq);
-        let live;
-        let cx = cx!(self, now, live);
+        let cx = cx!(self, now);
         for q in waiting.into_iter().filter(|q| cx.is_live(q)) {
             next.enqueue(&cx, q);
         }

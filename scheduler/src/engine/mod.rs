@@ -89,6 +89,20 @@ enum Phase {
     },
 }
 
+/// No runtime on a class.
+const NONE: Nanos = Nanos::MAX;
+
+/// A function's numbers on the dispatch path.
+#[derive(Copy, Clone, Debug, Default)]
+struct Hot {
+    /// Runtime on its fastest class (0 if it runs nowhere).
+    best: Nanos,
+    resident_bytes: u64,
+    working_bytes: u64,
+    kernels: u16,
+    priority: i32,
+}
+
 #[derive(Copy, Clone, Debug)]
 struct ReqState {
     generation: u32,
@@ -117,7 +131,15 @@ pub struct Scheduler {
     continuations: Vec<BinaryHeap<Reverse<(Rank, ReqId)>>>,
     has_continuation: DeviceSet,
     requests: Vec<ReqState>,
+    /// Per request slot: the generation of the request waiting there, 0 if none (what
+    /// policies ask with `Cx::is_live`, kept apart so the question costs no large load).
+    queued: Vec<u32>,
     free_ids: Vec<u32>,
+    /// What every dispatch and completion reads of a function, without chasing the
+    /// function's vectors.
+    hot: Vec<Hot>,
+    /// Per function and class: (runtime of the whole graph or `NONE`, load time).
+    costs: Vec<(Nanos, Nanos)>,
     tokens: TokenBuckets,
     /// Expected remaining work of admitted requests, in nanoseconds on each one's fastest class.
     backlog: f64,
@@ -137,13 +159,7 @@ pub struct Scheduler {
 /// Builds the policy context from the scheduler's fields (a macro so the policy itself
 /// can stay mutably borrowed).
 macro_rules! cx {
-    ($s:ident, $now:expr, $live:ident) => {{
-        let requests = &$s.requests;
-        $live = move |id: ReqId| {
-            requests
-                .get(id.index())
-                .is_some_and(|r| r.generation == id.generation() && r.phase == Phase::Queued)
-        };
+    ($s:ident, $now:expr) => {{
         Cx {
             now: $now,
             cluster: &$s.cluster,
@@ -155,7 +171,7 @@ macro_rules! cx {
             busy_until: &$s.busy_until,
             healthy: &$s.healthy,
             class_sets: &$s.class_sets,
-            live: &$live,
+            queued: &$s.queued,
         }
     }};
 }
@@ -223,7 +239,10 @@ impl Scheduler {
             resident: Vec::new(),
             runnable: Vec::new(),
             requests: Vec::new(),
+            queued: Vec::new(),
             free_ids: Vec::new(),
+            hot: Vec::new(),
+            costs: Vec::new(),
             tokens: TokenBuckets::default(),
             backlog: 0.0,
             capacity: 0.0,
@@ -250,10 +269,14 @@ impl Scheduler {
         self.functions.push(f);
         self.resident.push(DeviceSet::new(self.cluster.devices.len()));
         self.runnable.push(DeviceSet::new(self.cluster.devices.len()));
+        self.hot.push(Hot::default());
+        self.costs.extend(std::iter::repeat_n((NONE, 0), self.cluster.classes.len()));
         if let Err(e) = self.update_function(id, self.functions[id.0 as usize].clone()) {
             self.functions.pop();
             self.resident.pop();
             self.runnable.pop();
+            self.hot.pop();
+            self.costs.truncate(self.costs.len() - self.cluster.classes.len());
             return Err(e);
         }
         Ok(id)
@@ -288,7 +311,20 @@ impl Scheduler {
             }
         }
         self.runnable[id.0 as usize] = runnable;
-        self.functions[id.0 as usize] = f;
+        let i = id.0 as usize;
+        self.hot[i] = Hot {
+            best: f.best_runtime().unwrap_or(0),
+            resident_bytes: f.resident_bytes,
+            working_bytes: f.working_bytes,
+            kernels: f.kernel_count() as u16,
+            priority: f.priority,
+        };
+        for c in 0..classes {
+            let class = crate::model::ClassId(c as u16);
+            let whole = (0..f.kernel_count()).map(|k| f.kernel_runtime(class, k)).sum::<Option<Nanos>>();
+            self.costs[i * classes + c] = (whole.unwrap_or(NONE), f.load_time[c]);
+        }
+        self.functions[i] = f;
         Ok(())
     }
 
@@ -413,8 +449,7 @@ impl Scheduler {
             return Err(Rejection::NoCapacity);
         }
         {
-            let live;
-            let cx = cx!(self, now, live);
+            let cx = cx!(self, now);
             if let Some(why) = self.policy.refuse(&cx, request.function) {
                 return Err(Rejection::Refused(why));
             }
@@ -437,7 +472,8 @@ impl Scheduler {
                 }
             }
         }
-        self.backlog += func.best_runtime().unwrap_or(0) as f64;
+        let hot = self.hot[fi];
+        self.backlog += hot.best as f64;
         let index = self.free_ids.pop().unwrap_or_else(|| {
             self.requests.push(ReqState {
                 generation: 0,
@@ -446,11 +482,14 @@ impl Scheduler {
                 seq: 0,
                 rank: Rank::new(0, 0, 0),
             });
+            self.queued.push(0);
             (self.requests.len() - 1) as u32
         });
         self.seq += 1;
         let state = &mut self.requests[index as usize];
-        state.generation = state.generation.wrapping_add(1);
+        // Generation 0 means "nothing waiting" in `queued`.
+        state.generation = state.generation.wrapping_add(1).max(1);
+        self.queued[index as usize] = state.generation;
         state.phase = Phase::Queued;
         state.request = request;
         state.seq = self.seq;
@@ -460,11 +499,10 @@ impl Scheduler {
             function: request.function,
             arrival: request.arrival,
             deadline: request.deadline,
-            priority: func.priority,
+            priority: hot.priority,
             seq: self.seq,
         };
-        let live;
-        let cx = cx!(self, now, live);
+        let cx = cx!(self, now);
         self.policy.enqueue(&cx, queued);
         Ok(id)
     }
@@ -475,6 +513,7 @@ impl Scheduler {
 
     fn release_id(&mut self, id: ReqId) {
         self.requests[id.index()].phase = Phase::Free;
+        self.queued[id.index()] = 0;
         self.free_ids.push(id.index() as u32);
     }
 
@@ -483,8 +522,7 @@ impl Scheduler {
     pub fn cancel(&mut self, id: ReqId) -> bool {
         match self.state(id) {
             Some(s) if s.phase == Phase::Queued => {
-                let f = &self.functions[s.request.function.0 as usize];
-                self.backlog -= f.best_runtime().unwrap_or(0) as f64;
+                self.backlog -= self.hot[s.request.function.0 as usize].best as f64;
                 self.release_id(id);
                 true
             }
@@ -527,12 +565,16 @@ impl Scheduler {
         loop {
             let cont = if self.has_continuation.is_empty() { None } else { self.best_continuation() };
             let (pick, rank) = {
-                let live;
-                let cx = cx!(self, now, live);
+                let cx = cx!(self, now);
                 if self.policy.is_empty() {
                     (None, None)
                 } else {
                     match self.policy.peek(&cx) {
+                        // The rank orders a request against kernels waiting on a device;
+                        // with no continuations and whole-request dispatch nobody reads it.
+                        Some(p) if cont.is_none() && self.config.granularity == Granularity::Request => {
+                            (Some(p), None)
+                        }
                         Some(p) => {
                             let r = self.policy.rank(&cx, p.req());
                             (Some(p), Some(r))
@@ -548,14 +590,12 @@ impl Scheduler {
             }
             let pick = pick?;
             {
-                let live;
-                let cx = cx!(self, now, live);
+                let cx = cx!(self, now);
                 self.policy.commit(&cx, &pick);
             }
             match pick {
                 Pick::Drop { req } => {
-                    let f = &self.functions[req.function.0 as usize];
-                    self.backlog -= f.best_runtime().unwrap_or(0) as f64;
+                    self.backlog -= self.hot[req.function.0 as usize].best as f64;
                     self.release_id(req.id);
                     self.dropped.push(Dropped {
                         id: req.id,
@@ -598,16 +638,17 @@ impl Scheduler {
         let fi = req.function.0 as usize;
         let di = device.0 as usize;
         let class = self.cluster.devices[di].class;
+        let classes = self.cluster.classes.len();
         self.evicted.clear();
         if flush {
             self.caches[di].flush(&mut self.evicted);
         }
-        let func = &self.functions[fi];
-        let load_time = func.load_time[class.0 as usize];
+        let hot = self.hot[fi];
+        let (whole, load_time) = self.costs[fi * classes + class.0 as usize];
         let acquired = self.caches[di].acquire(
             req.function,
-            func.resident_bytes,
-            func.working_bytes,
+            hot.resident_bytes,
+            hot.working_bytes,
             load_time,
             now,
             &mut self.evicted,
@@ -624,23 +665,21 @@ impl Scheduler {
                 "policy {} picked a device where the function does not fit",
                 self.policy.name()
             );
-            let live;
-            let cx = cx!(self, now, live);
+            let cx = cx!(self, now);
             self.policy.enqueue(&cx, req);
             return None;
         };
         if acquired.cold {
             self.resident[fi].insert(device);
         }
-        let func = &self.functions[fi];
-        let n = func.kernel_count() as u16;
-        let kernels = match self.config.granularity {
-            Granularity::Request => n,
-            Granularity::Kernel => 1,
+        let n = hot.kernels;
+        let (kernels, expected) = match self.config.granularity {
+            Granularity::Request => (n, if whole == NONE { 0 } else { whole }),
+            Granularity::Kernel => (1, self.functions[fi].kernel_runtime(class, 0).unwrap_or(0)),
         };
-        let expected = (0..kernels as usize).filter_map(|k| func.kernel_runtime(class, k)).sum::<Nanos>();
         self.take_slot(device);
         let load = if acquired.cold { load_time } else { 0 };
+        self.queued[req.id.index()] = 0;
         let state = &mut self.requests[req.id.index()];
         state.phase = Phase::Running { device, kernel: 0, kernels };
         state.rank = rank;
@@ -714,10 +753,15 @@ impl Scheduler {
         let Phase::Running { device, kernel, kernels } = state.phase else { return None };
         self.free_slot(device, id);
         let fi = state.request.function.0 as usize;
-        let func = &self.functions[fi];
-        let n = func.kernel_count();
-        let share = remaining_share(func, kernel) - remaining_share(func, kernel + kernels);
-        self.backlog -= share * func.best_runtime().unwrap_or(0) as f64;
+        let hot = self.hot[fi];
+        let n = hot.kernels as usize;
+        let share = if n <= 1 {
+            1.0
+        } else {
+            let func = &self.functions[fi];
+            remaining_share(func, kernel) - remaining_share(func, kernel + kernels)
+        };
+        self.backlog -= share * hot.best as f64;
         let next = (kernel + kernels) as usize;
         if next >= n {
             let keep = self.policy.keep_alive();
@@ -725,12 +769,7 @@ impl Scheduler {
             if keep > 0 {
                 self.keep_alive_ends.push(Reverse(keep_until));
             }
-            self.caches[device.0 as usize].release(
-                state.request.function,
-                func.working_bytes,
-                now,
-                keep_until,
-            );
+            self.caches[device.0 as usize].release(state.request.function, hot.working_bytes, now, keep_until);
             self.release_id(id);
             return Some(Completed::Request);
         }

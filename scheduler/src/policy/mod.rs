@@ -144,7 +144,8 @@ pub struct Cx<'a> {
     pub(crate) busy_until: &'a [Nanos],
     pub(crate) healthy: &'a DeviceSet,
     pub(crate) class_sets: &'a [DeviceSet],
-    pub(crate) live: &'a dyn Fn(ReqId) -> bool,
+    /// Per request slot: the generation of the request waiting there, 0 if none.
+    pub(crate) queued: &'a [u32],
 }
 
 impl<'a> Cx<'a> {
@@ -152,7 +153,7 @@ impl<'a> Cx<'a> {
     /// entries lazily when they meet them.
     #[inline]
     pub fn is_live(&self, req: &Queued) -> bool {
-        (self.live)(req.id)
+        self.queued.get(req.id.index()).is_some_and(|&g| g == req.id.generation())
     }
 
     /// The function of `f`.
