@@ -82,15 +82,18 @@ fn decode(e: u128) -> (Nanos, Kind) {
     ((e >> 64) as Nanos, kind)
 }
 
+/// What the simulation keeps per scheduler request slot besides what the scheduler keeps
+/// (function, arrival, deadline): small, because an overloaded run holds one per queued
+/// request.
 #[derive(Clone, Copy)]
 struct Side {
     id: ReqId,
-    function: u32,
-    arrival: Nanos,
-    deadline: Nanos,
-    duration: Option<Nanos>,
+    /// Service time from the trace, or `NO_DURATION`.
+    duration: Nanos,
     client: bool,
 }
+
+const NO_DURATION: Nanos = Nanos::MAX;
 
 struct Sim<'a> {
     scenario: &'a Scenario,
@@ -121,8 +124,7 @@ impl Sim<'_> {
             Ok(id) => {
                 self.metrics.admitted(f);
                 let slot = id.slot();
-                let side =
-                    Side { id, function: a.function, arrival: a.t, deadline, duration: a.duration, client };
+                let side = Side { id, duration: a.duration.unwrap_or(NO_DURATION), client };
                 if slot >= self.side.len() {
                     self.side.resize(slot + 1, side);
                 }
@@ -139,11 +141,12 @@ impl Sim<'_> {
 
     fn complete(&mut self, now: Nanos, slot: u32) {
         let side = self.side[slot as usize];
+        let Some(&r) = self.s.request(side.id) else { return };
         if let Some(Completed::Request) = self.s.complete(now, side.id) {
-            let latency = now - side.arrival;
-            self.metrics.completed(FunctionId(side.function), latency, now <= side.deadline);
+            let latency = now - r.arrival;
+            self.metrics.completed(r.function, latency, now <= r.deadline);
             if side.client {
-                self.push(now + self.think, Kind::Issue(side.function));
+                self.push(now + self.think, Kind::Issue(r.function.0));
             }
         }
     }
@@ -152,7 +155,7 @@ impl Sim<'_> {
         while let Some(d) = self.s.next_dispatch(now) {
             let side = self.side[d.id.slot()];
             let fi = d.function.0 as usize;
-            let run = match side.duration {
+            let run = match (side.duration != NO_DURATION).then_some(side.duration) {
                 Some(dur) => (d.expected as f64 * dur as f64 / self.best[fi].max(1) as f64) as Nanos,
                 None if self.exponential[fi] => (self.rng.exp1() * d.expected as f64) as Nanos,
                 None => d.expected,
@@ -162,7 +165,7 @@ impl Sim<'_> {
             let (price, slots) = (class.price_per_hour, class.slots);
             self.metrics.busy(d.function, busy, price, slots);
             if d.kernel == 0 {
-                self.metrics.started(d.function, now - side.arrival, d.cold);
+                self.metrics.started(d.function, now - d.arrival, d.cold);
             }
             self.count += 1;
             self.push(now + busy, Kind::Complete(d.id.slot() as u32));

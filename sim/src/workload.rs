@@ -25,8 +25,50 @@ pub struct Arrival {
     pub duration: Option<Nanos>,
 }
 
-/// A stream of arrivals in time order.
-pub type Arrivals = Box<dyn Iterator<Item = Result<Arrival, SimError>> + Send>;
+/// A stream of arrivals in time order from a trace reader.
+type Boxed = Box<dyn Iterator<Item = Result<Arrival, SimError>> + Send>;
+
+/// A scenario's arrivals in time order, cut at its duration and request limit. The
+/// synthetic generators are called directly (they run once per simulated request, so
+/// they are worth inlining); trace readers sit behind a box.
+pub struct Arrivals {
+    source: Source,
+    limit: Option<Nanos>,
+    max: Option<u64>,
+    n: u64,
+    done: bool,
+}
+
+enum Source {
+    Synthetic(Box<Synthetic>),
+    Trace(Boxed),
+}
+
+impl Iterator for Arrivals {
+    type Item = Result<Arrival, SimError>;
+
+    #[inline]
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.done {
+            return None;
+        }
+        let a = match &mut self.source {
+            Source::Synthetic(g) => Ok(g.next_arrival()),
+            Source::Trace(t) => t.next()?,
+        };
+        self.n += 1;
+        let in_time = match &a {
+            Ok(a) => self.limit.is_none_or(|l| a.t <= l),
+            Err(_) => true,
+        };
+        if in_time && self.max.is_none_or(|m| self.n <= m) {
+            Some(a)
+        } else {
+            self.done = true;
+            None
+        }
+    }
+}
 
 /// Maps trace function names to scenario function indices.
 #[derive(Clone)]
@@ -63,22 +105,18 @@ fn fnv1a(s: &str) -> u64 {
 pub fn open(s: &Scenario, load_factor: f64) -> Result<Arrivals, SimError> {
     let limit = s.duration_s.map(|d| (d * SEC as f64) as Nanos);
     let max = s.max_requests;
-    let inner: Arrivals = match (&s.workload.trace, &s.workload.synthetic) {
-        (Some(t), _) => open_trace(s, t, load_factor)?,
-        (None, Some(g)) => open_synthetic(s, g, load_factor)?,
+    let source = match (&s.workload.trace, &s.workload.synthetic) {
+        (Some(t), _) => Source::Trace(open_trace(s, t, load_factor)?),
+        (None, Some(g)) if g.generator == Generator::Closed => {
+            // Closed-loop clients are driven by completions inside the simulation.
+            Source::Trace(Box::new(std::iter::empty()))
+        }
+        (None, Some(g)) => Source::Synthetic(Box::new(Synthetic::new(s, g, load_factor)?)),
         (None, None) => {
             return Err(SimError::Scenario("workload needs a trace or a synthetic generator".into()));
         }
     };
-    let mut n = 0u64;
-    Ok(Box::new(inner.take_while(move |a| {
-        n += 1;
-        let in_time = match a {
-            Ok(a) => limit.is_none_or(|l| a.t <= l),
-            Err(_) => true,
-        };
-        in_time && max.is_none_or(|m| n <= m)
-    })))
+    Ok(Arrivals { source, limit, max, n: 0, done: false })
 }
 
 fn scale(t_secs: f64, load_factor: f64) -> Nanos {
@@ -93,7 +131,7 @@ fn row_error(path: &Path, line: usize, msg: impl Into<String>) -> SimError {
     SimError::Trace { path: path.to_path_buf(), line, message: msg.into() }
 }
 
-fn open_trace(s: &Scenario, t: &TraceSpec, lf: f64) -> Result<Arrivals, SimError> {
+fn open_trace(s: &Scenario, t: &TraceSpec, lf: f64) -> Result<Boxed, SimError> {
     let path = s.resolve(&t.path);
     let names = NameMap::new(s, t.function_map);
     match t.format {
@@ -208,7 +246,7 @@ impl Iterator for CsvTrace {
     }
 }
 
-fn azure2021(path: &Path, names: &NameMap, lf: f64) -> Result<Arrivals, SimError> {
+fn azure2021(path: &Path, names: &NameMap, lf: f64) -> Result<Boxed, SimError> {
     let mut rows = Vec::new();
     for (i, line) in open_file(path)?.enumerate() {
         let line = line.map_err(|e| SimError::Io(path.to_path_buf(), e))?;
@@ -337,7 +375,7 @@ fn azure2019(
     names: &NameMap,
     lf: f64,
     seed: u64,
-) -> Result<Arrivals, SimError> {
+) -> Result<Boxed, SimError> {
     let mut dist: BTreeMap<String, Percentiles> = BTreeMap::new();
     if let Some(dpath) = durations {
         for (i, line) in open_file(dpath)?.enumerate() {
@@ -436,10 +474,11 @@ pub fn with_trace_memory(
     Ok(functions)
 }
 
-/// Walker's alias table: picks an index with probability proportional to its weight in O(1).
+/// Walker's alias table: picks an index with probability proportional to its weight in
+/// O(1). Each entry holds its threshold and alias together, so a pick touches one cache
+/// line.
 struct Alias {
-    prob: Vec<f64>,
-    alias: Vec<u32>,
+    table: Vec<(f64, u32)>,
 }
 
 impl Alias {
@@ -448,25 +487,24 @@ impl Alias {
         let total: f64 = weights.iter().sum();
         let mut scaled: Vec<f64> = weights.iter().map(|w| w * n as f64 / total).collect();
         let (mut small, mut large): (Vec<usize>, Vec<usize>) = (0..n).partition(|&i| scaled[i] < 1.0);
-        let mut prob = vec![1.0; n];
-        let mut alias: Vec<u32> = (0..n as u32).collect();
+        let mut table: Vec<(f64, u32)> = (0..n as u32).map(|i| (1.0, i)).collect();
         while let (Some(s), Some(&l)) = (small.pop(), large.last()) {
-            prob[s] = scaled[s];
-            alias[s] = l as u32;
+            table[s] = (scaled[s], l as u32);
             scaled[l] -= 1.0 - scaled[s];
             if scaled[l] < 1.0 {
                 large.pop();
                 small.push(l);
             }
         }
-        Alias { prob, alias }
+        Alias { table }
     }
 
     #[inline]
     fn pick(&self, rng: &mut Rng) -> u32 {
-        let u: f64 = rng.f64() * self.prob.len() as f64;
-        let i = (u as usize).min(self.prob.len() - 1);
-        if u - (i as f64) < self.prob[i] { i as u32 } else { self.alias[i] }
+        let u: f64 = rng.f64() * self.table.len() as f64;
+        let i = (u as usize).min(self.table.len() - 1);
+        let (prob, alias) = self.table[i];
+        if u - (i as f64) < prob { i as u32 } else { alias }
     }
 }
 
@@ -492,55 +530,83 @@ fn exp(rng: &mut Rng, rate: f64) -> f64 {
     rng.exp1() / rate
 }
 
-fn open_synthetic(s: &Scenario, g: &SyntheticSpec, lf: f64) -> Result<Arrivals, SimError> {
-    if g.generator == Generator::Closed {
-        // Closed-loop clients are driven by completions inside the simulation.
-        return Ok(Box::new(std::iter::empty()));
+/// A synthetic arrival generator: Poisson, MMPP or diurnal arrivals over all functions,
+/// each arrival's function drawn in proportion to its rate.
+struct Synthetic {
+    alias: Alias,
+    rng: Rng,
+    t: f64,
+    total: f64,
+    generator: Generator,
+    burst_factor: f64,
+    normal: f64,
+    burst: f64,
+    period: f64,
+    amplitude: f64,
+    in_burst: bool,
+    state_end: f64,
+}
+
+impl Synthetic {
+    fn new(s: &Scenario, g: &SyntheticSpec, lf: f64) -> Result<Self, SimError> {
+        let rates = synthetic_rates(s, g)?;
+        let total: f64 = rates.iter().sum::<f64>() * lf;
+        if total <= 0.0 {
+            return Err(SimError::Scenario(
+                "synthetic workload has a total rate of 0: set rates or expectedRate".into(),
+            ));
+        }
+        if s.duration_s.is_none() && s.max_requests.is_none() {
+            return Err(SimError::Scenario("a synthetic workload needs durationS or maxRequests".into()));
+        }
+        let mut rng = Rng::seed_from_u64(s.seed);
+        let state_end = exp(&mut rng, 1.0 / g.mean_normal_s);
+        Ok(Synthetic {
+            alias: Alias::new(&rates),
+            rng,
+            t: 0.0,
+            total,
+            generator: g.generator,
+            burst_factor: g.burst_factor,
+            normal: g.mean_normal_s,
+            burst: g.mean_burst_s,
+            period: g.period_s,
+            amplitude: g.amplitude.clamp(0.0, 1.0),
+            in_burst: false,
+            state_end,
+        })
     }
-    let rates = synthetic_rates(s, g)?;
-    let total: f64 = rates.iter().sum::<f64>() * lf;
-    if total <= 0.0 {
-        return Err(SimError::Scenario(
-            "synthetic workload has a total rate of 0: set rates or expectedRate".into(),
-        ));
-    }
-    if s.duration_s.is_none() && s.max_requests.is_none() {
-        return Err(SimError::Scenario("a synthetic workload needs durationS or maxRequests".into()));
-    }
-    let alias = Alias::new(&rates);
-    let mut rng = Rng::seed_from_u64(s.seed);
-    let mut t = 0.0f64;
-    let generator = g.generator;
-    let (bf, normal, burst, period, amp) =
-        (g.burst_factor, g.mean_normal_s, g.mean_burst_s, g.period_s, g.amplitude.clamp(0.0, 1.0));
-    let mut in_burst = false;
-    let mut state_end = exp(&mut rng, 1.0 / normal);
-    Ok(Box::new(std::iter::from_fn(move || {
-        match generator {
-            Generator::Poisson | Generator::Closed => t += exp(&mut rng, total),
+
+    #[inline]
+    fn next_arrival(&mut self) -> Arrival {
+        let rng = &mut self.rng;
+        match self.generator {
+            Generator::Poisson | Generator::Closed => self.t += exp(rng, self.total),
             Generator::Mmpp => loop {
-                let rate = if in_burst { total * bf } else { total };
-                let next = t + exp(&mut rng, rate);
-                if next <= state_end {
-                    t = next;
+                let rate = if self.in_burst { self.total * self.burst_factor } else { self.total };
+                let next = self.t + exp(rng, rate);
+                if next <= self.state_end {
+                    self.t = next;
                     break;
                 }
                 // Memoryless: restart the draw at the state change.
-                t = state_end;
-                in_burst = !in_burst;
-                state_end = t + exp(&mut rng, 1.0 / if in_burst { burst } else { normal });
+                self.t = self.state_end;
+                self.in_burst = !self.in_burst;
+                self.state_end = self.t + exp(rng, 1.0 / if self.in_burst { self.burst } else { self.normal });
             },
             Generator::Diurnal => loop {
-                t += exp(&mut rng, total * (1.0 + amp));
-                let accept = (1.0 + amp * (2.0 * std::f64::consts::PI * t / period).sin()) / (1.0 + amp);
+                let amp = self.amplitude;
+                self.t += exp(rng, self.total * (1.0 + amp));
+                let phase = 2.0 * std::f64::consts::PI * self.t / self.period;
+                let accept = (1.0 + amp * phase.sin()) / (1.0 + amp);
                 if rng.f64() < accept {
                     break;
                 }
             },
         }
-        let function = alias.pick(&mut rng);
-        Some(Ok(Arrival { t: (t * SEC as f64) as Nanos, function, duration: None }))
-    })))
+        let function = self.alias.pick(rng);
+        Arrival { t: (self.t * SEC as f64) as Nanos, function, duration: None }
+    }
 }
 
 #[cfg(test)]

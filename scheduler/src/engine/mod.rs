@@ -103,13 +103,13 @@ struct Hot {
     priority: i32,
 }
 
+/// A request slot: 40 bytes, because an overloaded scheduler holds one per waiting
+/// request (ranks, needed only to interleave kernels, live in `ranks`).
 #[derive(Copy, Clone, Debug)]
 struct ReqState {
     generation: u32,
     phase: Phase,
     request: Request,
-    seq: u64,
-    rank: Rank,
 }
 
 /// The scheduling engine. See the crate documentation.
@@ -134,6 +134,9 @@ pub struct Scheduler {
     /// Per request slot: the generation of the request waiting there, 0 if none (what
     /// policies ask with `Cx::is_live`, kept apart so the question costs no large load).
     queued: Vec<u32>,
+    /// Per request slot: the policy's rank at dispatch, when one was computed (kernel
+    /// granularity, or continuations competing).
+    ranks: Vec<Rank>,
     free_ids: Vec<u32>,
     /// What every dispatch and completion reads of a function, without chasing the
     /// function's vectors.
@@ -240,6 +243,7 @@ impl Scheduler {
             runnable: Vec::new(),
             requests: Vec::new(),
             queued: Vec::new(),
+            ranks: Vec::new(),
             free_ids: Vec::new(),
             hot: Vec::new(),
             costs: Vec::new(),
@@ -479,8 +483,6 @@ impl Scheduler {
                 generation: 0,
                 phase: Phase::Free,
                 request,
-                seq: 0,
-                rank: Rank::new(0, 0, 0),
             });
             self.queued.push(0);
             (self.requests.len() - 1) as u32
@@ -492,7 +494,6 @@ impl Scheduler {
         self.queued[index as usize] = state.generation;
         state.phase = Phase::Queued;
         state.request = request;
-        state.seq = self.seq;
         let id = ReqId::new(index, state.generation);
         let queued = Queued {
             id,
@@ -505,6 +506,11 @@ impl Scheduler {
         let cx = cx!(self, now);
         self.policy.enqueue(&cx, queued);
         Ok(id)
+    }
+
+    /// The request behind a live handle.
+    pub fn request(&self, id: ReqId) -> Option<&Request> {
+        self.state(id).map(|s| &s.request)
     }
 
     fn state(&self, id: ReqId) -> Option<&ReqState> {
@@ -605,7 +611,7 @@ impl Scheduler {
                     });
                 }
                 Pick::Run { req, device, flush } => {
-                    if let Some(d) = self.start(now, req, device, flush, rank.unwrap_or(Rank::new(0, 0, 0))) {
+                    if let Some(d) = self.start(now, req, device, flush, rank) {
                         return Some(d);
                     }
                 }
@@ -633,7 +639,7 @@ impl Scheduler {
         req: Queued,
         device: DeviceId,
         flush: bool,
-        rank: Rank,
+        rank: Option<Rank>,
     ) -> Option<Dispatch> {
         let fi = req.function.0 as usize;
         let di = device.0 as usize;
@@ -682,7 +688,13 @@ impl Scheduler {
         self.queued[req.id.index()] = 0;
         let state = &mut self.requests[req.id.index()];
         state.phase = Phase::Running { device, kernel: 0, kernels };
-        state.rank = rank;
+        if let Some(rank) = rank {
+            let i = req.id.index();
+            if i >= self.ranks.len() {
+                self.ranks.resize(i + 1, Rank::new(0, 0, 0));
+            }
+            self.ranks[i] = rank;
+        }
         self.note_running(device, req.id, now + load + expected);
         Some(Dispatch {
             id: req.id,
@@ -774,7 +786,8 @@ impl Scheduler {
             return Some(Completed::Request);
         }
         self.requests[id.index()].phase = Phase::Continuing { device, kernel: next as u16 };
-        self.continuations[device.0 as usize].push(Reverse((state.rank, id)));
+        let rank = self.ranks.get(id.index()).copied().unwrap_or(Rank::new(0, 0, 0));
+        self.continuations[device.0 as usize].push(Reverse((rank, id)));
         self.has_continuation.insert(device);
         Some(Completed::Kernel)
     }
