@@ -592,7 +592,8 @@ impl Synthetic {
                 // Memoryless: restart the draw at the state change.
                 self.t = self.state_end;
                 self.in_burst = !self.in_burst;
-                self.state_end = self.t + exp(rng, 1.0 / if self.in_burst { self.burst } else { self.normal });
+                self.state_end =
+                    self.t + exp(rng, 1.0 / if self.in_burst { self.burst } else { self.normal });
             },
             Generator::Diurnal => loop {
                 let amp = self.amplitude;

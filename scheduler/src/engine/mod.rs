@@ -479,11 +479,7 @@ impl Scheduler {
         let hot = self.hot[fi];
         self.backlog += hot.best as f64;
         let index = self.free_ids.pop().unwrap_or_else(|| {
-            self.requests.push(ReqState {
-                generation: 0,
-                phase: Phase::Free,
-                request,
-            });
+            self.requests.push(ReqState { generation: 0, phase: Phase::Free, request });
             self.queued.push(0);
             (self.requests.len() - 1) as u32
         });
@@ -781,7 +777,12 @@ impl Scheduler {
             if keep > 0 {
                 self.keep_alive_ends.push(Reverse(keep_until));
             }
-            self.caches[device.0 as usize].release(state.request.function, hot.working_bytes, now, keep_until);
+            self.caches[device.0 as usize].release(
+                state.request.function,
+                hot.working_bytes,
+                now,
+                keep_until,
+            );
             self.release_id(id);
             return Some(Completed::Request);
         }
