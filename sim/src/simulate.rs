@@ -218,7 +218,7 @@ pub fn simulate(
             placed += s.preload(0, fid, kaas_scheduler::DeviceId(d as u32)) as u32;
         }
     }
-    let mut arrivals = workload::open(scenario, load_factor)?.peekable();
+    let mut arrivals = workload::open(scenario, load_factor)?;
     let closed = scenario.workload.synthetic.as_ref().filter(|g| g.generator == Generator::Closed);
     let mut sim = Sim {
         scenario,
@@ -246,19 +246,15 @@ pub fn simulate(
     let max_requests = scenario.max_requests;
     let mut issued = 0u64;
     let started = Instant::now();
+    let mut next_arrival = arrivals.pull().map_err(|e| *e)?;
     loop {
         let next_event = sim.events.peek().map(|e| decode(e.0).0);
-        let next_arrival = match arrivals.peek() {
-            Some(Ok(a)) => Some(a.t),
-            Some(Err(_)) => return Err(arrivals.next().unwrap().unwrap_err()),
-            None => None,
-        };
         let now = match (next_event, next_arrival) {
-            (Some(e), Some(a)) if e <= a => e,
-            (_, Some(_)) => {
-                let a = arrivals.next().unwrap()?;
+            (Some(e), Some(a)) if e <= a.t => e,
+            (_, Some(a)) => {
                 sim.arrive(a, false);
                 sim.dispatch(a.t);
+                next_arrival = arrivals.pull().map_err(|e| *e)?;
                 continue;
             }
             (Some(e), None) => e,

@@ -44,6 +44,20 @@ enum Source {
     Trace(Boxed),
 }
 
+impl Arrivals {
+    /// The next arrival, or the error that ends the stream: the simulation loop's form of
+    /// `next`, returning a small value (a `Result` carrying a `SimError` is moved through
+    /// memory on every call).
+    #[inline]
+    pub fn pull(&mut self) -> Result<Option<Arrival>, Box<SimError>> {
+        match self.next() {
+            None => Ok(None),
+            Some(Ok(a)) => Ok(Some(a)),
+            Some(Err(e)) => Err(Box::new(e)),
+        }
+    }
+}
+
 impl Iterator for Arrivals {
     type Item = Result<Arrival, SimError>;
 

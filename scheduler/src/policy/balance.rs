@@ -17,9 +17,17 @@ pub struct Balance {
 
 impl Balance {
     fn find(&self, cx: &Cx) -> Option<Pick> {
-        self.queue.iter().take(SCAN_LIMIT).filter(|r| cx.is_live(r)).find_map(|req| {
-            cx.first_free_fitting(req.function).map(|device| Pick::Run { req: *req, device, flush: false })
-        })
+        // A plain loop: the iterator-adapter form copies the pick through a misaligned
+        // temporary on every call, which showed up in simulator profiles.
+        for req in self.queue.iter().take(SCAN_LIMIT) {
+            if !cx.is_live(req) {
+                continue;
+            }
+            if let Some(device) = cx.first_free_fitting(req.function) {
+                return Some(Pick::Run { req: *req, device, flush: false });
+            }
+        }
+        None
     }
 }
 
