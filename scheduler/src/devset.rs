@@ -3,25 +3,60 @@
 
 use crate::model::DeviceId;
 
+/// Sets for clusters up to this many devices keep their words inline (no pointer to
+/// chase: the scheduler reads a function's runnable and resident sets on every decision).
+const INLINE_WORDS: usize = 4;
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum Words {
+    Inline([u64; INLINE_WORDS]),
+    Heap(Vec<u64>),
+}
+
+impl Default for Words {
+    fn default() -> Self {
+        Words::Inline([0; INLINE_WORDS])
+    }
+}
+
 /// A set of device ids below a fixed capacity.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct DeviceSet {
-    words: Vec<u64>,
+    words: Words,
     len: usize,
 }
 
 impl DeviceSet {
     /// An empty set for ids below `capacity`.
     pub fn new(capacity: usize) -> Self {
-        DeviceSet { words: vec![0; capacity.div_ceil(64)], len: 0 }
+        let n = capacity.div_ceil(64);
+        let words = if n <= INLINE_WORDS { Words::Inline([0; INLINE_WORDS]) } else { Words::Heap(vec![0; n]) };
+        DeviceSet { words, len: 0 }
+    }
+
+    #[inline]
+    fn words(&self) -> &[u64] {
+        match &self.words {
+            Words::Inline(w) => w,
+            Words::Heap(w) => w,
+        }
+    }
+
+    #[inline]
+    fn words_mut(&mut self) -> &mut [u64] {
+        match &mut self.words {
+            Words::Inline(w) => w,
+            Words::Heap(w) => w,
+        }
     }
 
     /// Adds `d`; returns whether it was absent.
     #[inline]
     pub fn insert(&mut self, d: DeviceId) -> bool {
         let (w, b) = (d.0 as usize / 64, d.0 % 64);
-        let fresh = self.words[w] & (1 << b) == 0;
-        self.words[w] |= 1 << b;
+        let words = self.words_mut();
+        let fresh = words[w] & (1 << b) == 0;
+        words[w] |= 1 << b;
         self.len += fresh as usize;
         fresh
     }
@@ -30,8 +65,9 @@ impl DeviceSet {
     #[inline]
     pub fn remove(&mut self, d: DeviceId) -> bool {
         let (w, b) = (d.0 as usize / 64, d.0 % 64);
-        let present = self.words[w] & (1 << b) != 0;
-        self.words[w] &= !(1 << b);
+        let words = self.words_mut();
+        let present = words[w] & (1 << b) != 0;
+        words[w] &= !(1 << b);
         self.len -= present as usize;
         present
     }
@@ -39,7 +75,7 @@ impl DeviceSet {
     /// Whether `d` is in the set.
     #[inline]
     pub fn contains(&self, d: DeviceId) -> bool {
-        self.words.get(d.0 as usize / 64).is_some_and(|w| w & (1 << (d.0 % 64)) != 0)
+        self.words().get(d.0 as usize / 64).is_some_and(|w| w & (1 << (d.0 % 64)) != 0)
     }
 
     /// Number of members.
@@ -57,35 +93,35 @@ impl DeviceSet {
     /// Lowest member.
     #[inline]
     pub fn first(&self) -> Option<DeviceId> {
-        first_in(self.words.iter().copied())
+        first_in(self.words().iter().copied())
     }
 
     /// Lowest member that is also in `other`.
     #[inline]
     pub fn first_common(&self, other: &DeviceSet) -> Option<DeviceId> {
-        first_in(self.words.iter().zip(&other.words).map(|(a, b)| a & b))
+        first_in(self.words().iter().zip(other.words()).map(|(a, b)| a & b))
     }
 
     /// Lowest member of `self ∩ a ∩ b`.
     #[inline]
     pub fn first_common3(&self, a: &DeviceSet, b: &DeviceSet) -> Option<DeviceId> {
-        first_in(self.words.iter().zip(&a.words).zip(&b.words).map(|((x, y), z)| x & y & z))
+        first_in(self.words().iter().zip(a.words()).zip(b.words()).map(|((x, y), z)| x & y & z))
     }
 
     /// Whether the two sets share a member.
     #[inline]
     pub fn intersects(&self, other: &DeviceSet) -> bool {
-        self.words.iter().zip(&other.words).any(|(a, b)| a & b != 0)
+        self.words().iter().zip(other.words()).any(|(a, b)| a & b != 0)
     }
 
     /// Members in increasing order.
     pub fn iter(&self) -> impl Iterator<Item = DeviceId> + '_ {
-        bits(self.words.iter().copied())
+        bits(self.words().iter().copied())
     }
 
     /// Members of `self ∩ other` in increasing order.
     pub fn iter_common<'a>(&'a self, other: &'a DeviceSet) -> impl Iterator<Item = DeviceId> + 'a {
-        bits(self.words.iter().zip(&other.words).map(|(a, b)| a & b))
+        bits(self.words().iter().zip(other.words()).map(|(a, b)| a & b))
     }
 
     /// Members of `self ∩ a ∩ b` in increasing order.
@@ -94,7 +130,7 @@ impl DeviceSet {
         a: &'a DeviceSet,
         b: &'a DeviceSet,
     ) -> impl Iterator<Item = DeviceId> + 'a {
-        bits(self.words.iter().zip(&a.words).zip(&b.words).map(|((x, y), z)| x & y & z))
+        bits(self.words().iter().zip(a.words()).zip(b.words()).map(|((x, y), z)| x & y & z))
     }
 }
 

@@ -103,6 +103,8 @@ struct Sim<'a> {
     side: Vec<Side>,
     rng: Rng,
     exponential: Vec<bool>,
+    /// Relative deadline per function.
+    deadlines: Vec<Nanos>,
     best: Vec<Nanos>,
     think: Nanos,
     wakeup: Option<Nanos>,
@@ -119,7 +121,7 @@ impl Sim<'_> {
         self.count += 1;
         self.last_arrival = self.last_arrival.max(a.t);
         let f = FunctionId(a.function);
-        let deadline = a.t + self.s.functions()[a.function as usize].deadline;
+        let deadline = a.t + self.deadlines[a.function as usize];
         match self.s.submit(a.t, Request { function: f, arrival: a.t, deadline }) {
             Ok(id) => {
                 self.metrics.admitted(f);
@@ -219,6 +221,7 @@ pub fn simulate(
         }
     }
     let mut arrivals = workload::open(scenario, load_factor)?;
+    let deadlines = s.functions().iter().map(|f| f.deadline).collect();
     let closed = scenario.workload.synthetic.as_ref().filter(|g| g.generator == Generator::Closed);
     let mut sim = Sim {
         scenario,
@@ -228,6 +231,7 @@ pub fn simulate(
         side: Vec::new(),
         rng: Rng::seed_from_u64(scenario.seed.wrapping_add(0x5eed)),
         exponential: scenario.functions.iter().map(|f| f.service == Service::Exponential).collect(),
+        deadlines,
         best,
         think: closed.map_or(0, |g| kaas_scheduler::ms(g.think_ms)),
         wakeup: None,

@@ -448,7 +448,9 @@ impl Scheduler {
     /// completed [`Dispatch`] chain, a [`Dropped`], a [`Lost`] or a [`cancel`](Self::cancel).
     pub fn submit(&mut self, now: Nanos, request: Request) -> Result<ReqId, Rejection> {
         let fi = request.function.0 as usize;
-        let Some(func) = self.functions.get(fi) else { return Err(Rejection::UnknownFunction) };
+        if fi >= self.hot.len() {
+            return Err(Rejection::UnknownFunction);
+        }
         if !self.runnable[fi].intersects(&self.healthy) {
             return Err(Rejection::NoCapacity);
         }
@@ -469,7 +471,7 @@ impl Scheduler {
                 }
             }
             AdmissionMode::TokenBucket => {
-                if let Some(rate) = func.reserved_rate {
+                if let Some(rate) = self.functions[fi].reserved_rate {
                     self.tokens
                         .take(fi, rate, self.config.token_bucket_burst, now)
                         .map_err(|retry_after| Rejection::RateLimited { retry_after })?;
