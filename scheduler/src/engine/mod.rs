@@ -90,17 +90,33 @@ enum Phase {
 }
 
 /// No runtime on a class.
-const NONE: Nanos = Nanos::MAX;
+pub(crate) const NONE: Nanos = Nanos::MAX;
 
-/// A function's numbers on the dispatch path.
+/// A function's numbers on the dispatch path, read without chasing the function's vectors.
 #[derive(Copy, Clone, Debug, Default)]
-struct Hot {
+pub(crate) struct Hot {
     /// Runtime on its fastest class (0 if it runs nowhere).
-    best: Nanos,
-    resident_bytes: u64,
-    working_bytes: u64,
-    kernels: u16,
-    priority: i32,
+    pub(crate) best: Nanos,
+    pub(crate) resident_bytes: u64,
+    pub(crate) working_bytes: u64,
+    pub(crate) kernels: u16,
+    pub(crate) priority: i32,
+    pub(crate) weight: u32,
+}
+
+/// A function's costs on one class.
+#[derive(Copy, Clone, Debug)]
+pub(crate) struct ClassCost {
+    /// Runtime of the whole graph as dispatched (kernels rounded one by one), or `NONE`.
+    pub(crate) whole: Nanos,
+    /// Its warm runtime as modelled, or `NONE`.
+    pub(crate) runtime: Nanos,
+    /// Its cold-start time.
+    pub(crate) load: Nanos,
+}
+
+impl ClassCost {
+    const NONE: ClassCost = ClassCost { whole: NONE, runtime: NONE, load: 0 };
 }
 
 /// A request slot: 40 bytes, because an overloaded scheduler holds one per waiting
@@ -141,8 +157,8 @@ pub struct Scheduler {
     /// What every dispatch and completion reads of a function, without chasing the
     /// function's vectors.
     hot: Vec<Hot>,
-    /// Per function and class: (runtime of the whole graph or `NONE`, load time).
-    costs: Vec<(Nanos, Nanos)>,
+    /// Per function and class (`function × classes + class`).
+    costs: Vec<ClassCost>,
     tokens: TokenBuckets,
     /// Expected remaining work of admitted requests, in nanoseconds on each one's fastest class.
     backlog: f64,
@@ -175,6 +191,8 @@ macro_rules! cx {
             healthy: &$s.healthy,
             class_sets: &$s.class_sets,
             queued: &$s.queued,
+            hot: &$s.hot,
+            costs: &$s.costs,
         }
     }};
 }
@@ -274,7 +292,7 @@ impl Scheduler {
         self.resident.push(DeviceSet::new(self.cluster.devices.len()));
         self.runnable.push(DeviceSet::new(self.cluster.devices.len()));
         self.hot.push(Hot::default());
-        self.costs.extend(std::iter::repeat_n((NONE, 0), self.cluster.classes.len()));
+        self.costs.extend(std::iter::repeat_n(ClassCost::NONE, self.cluster.classes.len()));
         if let Err(e) = self.update_function(id, self.functions[id.0 as usize].clone()) {
             self.functions.pop();
             self.resident.pop();
@@ -322,11 +340,16 @@ impl Scheduler {
             working_bytes: f.working_bytes,
             kernels: f.kernel_count() as u16,
             priority: f.priority,
+            weight: f.weight,
         };
         for c in 0..classes {
             let class = crate::model::ClassId(c as u16);
             let whole = (0..f.kernel_count()).map(|k| f.kernel_runtime(class, k)).sum::<Option<Nanos>>();
-            self.costs[i * classes + c] = (whole.unwrap_or(NONE), f.load_time[c]);
+            self.costs[i * classes + c] = ClassCost {
+                whole: whole.unwrap_or(NONE),
+                runtime: f.runtime_on(class).unwrap_or(NONE),
+                load: f.load_time[c],
+            };
         }
         self.functions[i] = f;
         Ok(())
@@ -648,7 +671,7 @@ impl Scheduler {
             self.caches[di].flush(&mut self.evicted);
         }
         let hot = self.hot[fi];
-        let (whole, load_time) = self.costs[fi * classes + class.0 as usize];
+        let ClassCost { whole, load: load_time, .. } = self.costs[fi * classes + class.0 as usize];
         let acquired = self.caches[di].acquire(
             req.function,
             hot.resident_bytes,

@@ -28,8 +28,7 @@ impl CfsAffinity {
     }
 
     fn charge(cx: &Cx, f: FunctionId, d: DeviceId) -> u64 {
-        let func = cx.function(f);
-        func.runtime_on(cx.class_of(d)).unwrap_or(0) / func.weight.max(1) as u64
+        cx.runtime_on(f, cx.class_of(d)).unwrap_or(0) / cx.weight(f) as u64
     }
 
     fn choose(&mut self, cx: &Cx) -> Option<(FunctionId, DeviceId)> {

@@ -146,6 +146,8 @@ pub struct Cx<'a> {
     pub(crate) class_sets: &'a [DeviceSet],
     /// Per request slot: the generation of the request waiting there, 0 if none.
     pub(crate) queued: &'a [u32],
+    pub(crate) hot: &'a [crate::engine::Hot],
+    pub(crate) costs: &'a [crate::engine::ClassCost],
 }
 
 impl<'a> Cx<'a> {
@@ -197,8 +199,39 @@ impl<'a> Cx<'a> {
     /// Whether an invocation of `f` fits on `d` now (evicting unpinned state if needed).
     #[inline]
     pub fn fits(&self, f: FunctionId, d: DeviceId) -> bool {
-        let func = &self.functions[f.0 as usize];
-        self.caches[d.0 as usize].fits(f, func.resident_bytes, func.working_bytes, self.now)
+        let h = &self.hot[f.0 as usize];
+        self.caches[d.0 as usize].fits(f, h.resident_bytes, h.working_bytes, self.now)
+    }
+
+    /// Warm runtime of `f` on its fastest class (`None` if it runs nowhere).
+    #[inline]
+    pub fn best_runtime(&self, f: FunctionId) -> Option<Nanos> {
+        let best = self.hot[f.0 as usize].best;
+        (best > 0 || self.function(f).best_runtime() == Some(0)).then_some(best)
+    }
+
+    /// Warm runtime of `f` on class `c` (`None` if it has no build there).
+    #[inline]
+    pub fn runtime_on(&self, f: FunctionId, c: ClassId) -> Option<Nanos> {
+        let r = self.cost(f, c).runtime;
+        (r != crate::engine::NONE).then_some(r)
+    }
+
+    /// Cold-start time of `f` on class `c`.
+    #[inline]
+    pub fn load_time(&self, f: FunctionId, c: ClassId) -> Nanos {
+        self.cost(f, c).load
+    }
+
+    /// Scheduling weight of `f` (at least 1).
+    #[inline]
+    pub fn weight(&self, f: FunctionId) -> u32 {
+        self.hot[f.0 as usize].weight.max(1)
+    }
+
+    #[inline]
+    fn cost(&self, f: FunctionId, c: ClassId) -> &crate::engine::ClassCost {
+        &self.costs[f.0 as usize * self.cluster.classes.len() + c.0 as usize]
     }
 
     /// Lowest free device where `f` is warm and fits.
@@ -250,10 +283,9 @@ impl<'a> Cx<'a> {
     /// Expected completion of `f` started on `d` as soon as `d` has a slot: wait, load
     /// time if cold, warm runtime. `None` if `f` cannot run on `d`'s class.
     pub fn predicted_completion(&self, f: FunctionId, d: DeviceId) -> Option<Nanos> {
-        let func = self.function(f);
         let class = self.class_of(d);
-        let run = func.runtime_on(class)?;
-        let load = if self.is_warm(f, d) { 0 } else { func.load_time[class.0 as usize] };
+        let run = self.runtime_on(f, class)?;
+        let load = if self.is_warm(f, d) { 0 } else { self.load_time(f, class) };
         Some(self.available_at(d) + load + run)
     }
 }

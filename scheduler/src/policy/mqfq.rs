@@ -43,8 +43,7 @@ impl Policy for MqfqSticky {
             self.finish.resize(i + 1, 0);
         }
         let start = self.finish[i].max(self.virtual_time());
-        let func = cx.function(f);
-        self.finish[i] = start + func.best_runtime().unwrap_or(0) / func.weight.max(1) as u64;
+        self.finish[i] = start + cx.best_runtime(f).unwrap_or(0) / cx.weight(f) as u64;
         self.flows.push(f, req, start);
     }
 

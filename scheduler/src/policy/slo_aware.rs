@@ -32,7 +32,7 @@ struct Candidate {
 
 /// Whether `req` misses its deadline even on an idle device where it is warm.
 fn hopeless(cx: &Cx, req: &Queued) -> bool {
-    cx.function(req.function).best_runtime().is_none_or(|r| cx.now + r > req.deadline)
+    cx.best_runtime(req.function).is_none_or(|r| cx.now + r > req.deadline)
 }
 
 fn price_per_slot(cx: &Cx, c: ClassId) -> f64 {
@@ -45,14 +45,14 @@ fn decide(cx: &Cx, req: &Queued) -> Option<Pick> {
     if hopeless(cx, req) {
         return Some(Pick::Drop { req: *req });
     }
-    let f = cx.function(req.function);
+    let f = req.function;
     let mut meets: Option<Candidate> = None;
     let mut fastest: Option<Candidate> = None;
     for ci in 0..cx.cluster.classes.len() {
         let cid = ClassId(ci as u16);
-        let Some(run) = f.runtime_on(cid) else { continue };
+        let Some(run) = cx.runtime_on(f, cid) else { continue };
         let Some((device, warm)) = cx.first_free_in_class(req.function, cid) else { continue };
-        let busy = run + if warm { 0 } else { f.load_time[ci] };
+        let busy = run + if warm { 0 } else { cx.load_time(f, cid) };
         let c = Candidate { device, completion: cx.now + busy, cost: price_per_slot(cx, cid) * busy as f64 };
         if c.completion <= req.deadline
             && meets.is_none_or(|m| (c.cost, c.completion) < (m.cost, m.completion))
@@ -70,7 +70,7 @@ fn decide(cx: &Cx, req: &Queued) -> Option<Pick> {
     // will (one is enough), else run best-effort on the free device that finishes first.
     for ci in 0..cx.cluster.classes.len() {
         let cid = ClassId(ci as u16);
-        let Some(run) = f.runtime_on(cid) else { continue };
+        let Some(run) = cx.runtime_on(f, cid) else { continue };
         let waits = cx.resident(req.function).iter_common(cx.class_devices(cid)).any(|d| {
             !cx.free().contains(d) && cx.healthy().contains(d) && cx.available_at(d) + run <= req.deadline
         });
