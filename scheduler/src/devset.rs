@@ -30,7 +30,8 @@ impl DeviceSet {
     /// An empty set for ids below `capacity`.
     pub fn new(capacity: usize) -> Self {
         let n = capacity.div_ceil(64);
-        let words = if n <= INLINE_WORDS { Words::Inline([0; INLINE_WORDS]) } else { Words::Heap(vec![0; n]) };
+        let words =
+            if n <= INLINE_WORDS { Words::Inline([0; INLINE_WORDS]) } else { Words::Heap(vec![0; n]) };
         DeviceSet { words, len: 0 }
     }
 

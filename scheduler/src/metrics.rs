@@ -64,7 +64,7 @@ pub struct Report {
     pub failed: u64,
 }
 
-/// Counters and sums, overall and per function.
+/// Overall counters and sums.
 #[derive(Clone, Debug, Default)]
 struct Counts {
     requests: u64,
@@ -75,7 +75,7 @@ struct Counts {
     slo_met: u64,
     failed: u64,
     cold_starts: u64,
-    busy: f64,
+    busy_ns: u64,
     cost: f64,
     wait_sum: f64,
     latency_sum: f64,
@@ -104,7 +104,7 @@ impl Counts {
             wait_ms,
             latency_ms,
             fairness_jain: 1.0,
-            utilization: if available > 0.0 { self.busy / available } else { 0.0 },
+            utilization: if available > 0.0 { self.busy_ns as f64 / SEC as f64 / available } else { 0.0 },
             cost: self.cost,
             failed: self.failed,
         }
@@ -119,42 +119,67 @@ impl Counts {
     }
 }
 
-/// One function's accumulators: counters, and wait and latency histograms at 1 %
-/// accuracy (the overall ones are 0.5 % sketches). Kept compact because a simulation
-/// updates a random one of thousands with every request.
+/// What every request updates of its function: one cache line. A simulation of
+/// thousands of functions touches a random one per request, so this is kept to a line,
+/// and the histograms are filled later in batches (see [`Metrics`]).
 #[derive(Clone, Debug, Default)]
-struct FunctionAcc {
-    counts: Counts,
+#[repr(C, align(64))]
+struct FunctionHot {
+    admitted: u64,
+    started: u64,
+    completed: u64,
+    busy_ns: u64,
+    cost: f64,
+    wait_sum: f64,
+    latency_sum: f64,
+    /// Low 32 bits; each wrap is carried into [`FunctionRest`].
+    slo_met: u32,
+    /// Low 32 bits; each wrap is carried into [`FunctionRest`].
+    cold_starts: u32,
+}
+
+/// The rest of a function's accumulators: rare counters and the histograms.
+#[derive(Clone, Debug, Default)]
+struct FunctionRest {
+    rejected: u64,
+    failed: u64,
+    slo_met_carried: u64,
+    cold_starts_carried: u64,
+    /// Wait and latency at 1 % accuracy (the overall ones are 0.5 % sketches).
     wait: Histogram,
     latency: Histogram,
     warm_runtime: f64,
 }
 
-impl FunctionAcc {
-    fn report(&self, duration_s: f64, available: f64) -> Report {
-        let dist = |mean: f64, h: &Histogram| Distribution {
-            mean,
-            p50: h.quantile(0.5),
-            p95: h.quantile(0.95),
-            p99: h.quantile(0.99),
-        };
-        self.counts.report(
-            duration_s,
-            available,
-            dist(self.counts.mean_wait(), &self.wait),
-            dist(self.counts.mean_latency(), &self.latency),
-        )
-    }
+/// A histogram sample waiting to be applied: function (high 32 bits), latency rather
+/// than wait (bit 31), bucket index + 2^30 in the low 31 bits (0: a zero sample).
+type Pending = u64;
+
+const PENDING_LATENCY: u64 = 1 << 31;
+const PENDING_BIAS: i64 = 1 << 30;
+/// Samples buffered before they are applied, grouped by function.
+const PENDING_BATCH: usize = 1 << 14;
+
+fn pending(f: FunctionId, latency: bool, index: Option<i32>) -> Pending {
+    let low = index.map_or(0, |i| (i as i64 + PENDING_BIAS) as u64 & 0x7fff_ffff);
+    (f.0 as u64) << 32 | if latency { PENDING_LATENCY } else { 0 } | low
 }
 
 /// Accumulates outcomes into [`Report`]s, overall and per function, in bounded memory.
+///
+/// Per-function histogram samples are buffered and applied in batches grouped by
+/// function (a counting sort), so the histograms of thousands of functions are walked in
+/// order rather than hit at random once per request.
 #[derive(Clone, Debug, Default)]
 pub struct Metrics {
     all: Counts,
     wait: Sketch,
     latency: Sketch,
-    functions: Vec<FunctionAcc>,
+    hot: Vec<FunctionHot>,
+    rest: Vec<FunctionRest>,
     names: Vec<String>,
+    pending: Vec<Pending>,
+    scratch: Vec<Pending>,
 }
 
 impl Metrics {
@@ -166,30 +191,72 @@ impl Metrics {
     /// Declares a function with its warm runtime on its fastest class (for slowdown).
     pub fn add_function(&mut self, name: &str, warm_runtime: Nanos) -> FunctionId {
         let warm_runtime = warm_runtime.max(1) as f64 / MS as f64;
-        self.functions.push(FunctionAcc { warm_runtime, ..FunctionAcc::default() });
+        self.hot.push(FunctionHot::default());
+        self.rest.push(FunctionRest { warm_runtime, ..FunctionRest::default() });
         self.names.push(name.to_string());
-        FunctionId(self.functions.len() as u32 - 1)
+        FunctionId(self.hot.len() as u32 - 1)
     }
 
-    fn both(&mut self, f: FunctionId) -> (&mut Counts, Option<&mut FunctionAcc>) {
-        (&mut self.all, self.functions.get_mut(f.0 as usize))
+    #[inline]
+    fn known(&self, f: FunctionId) -> bool {
+        (f.0 as usize) < self.hot.len()
+    }
+
+    #[inline]
+    fn defer(&mut self, p: Pending) {
+        self.pending.push(p);
+        if self.pending.len() >= PENDING_BATCH {
+            self.apply_pending();
+        }
+    }
+
+    /// Applies buffered histogram samples, grouped by function.
+    fn apply_pending(&mut self) {
+        if self.pending.is_empty() {
+            return;
+        }
+        let n = self.hot.len();
+        let mut starts = vec![0usize; n + 1];
+        for &p in &self.pending {
+            starts[(p >> 32) as usize + 1] += 1;
+        }
+        for i in 1..=n {
+            starts[i] += starts[i - 1];
+        }
+        self.scratch.clear();
+        self.scratch.resize(self.pending.len(), 0);
+        for &p in &self.pending {
+            let f = (p >> 32) as usize;
+            self.scratch[starts[f]] = p;
+            starts[f] += 1;
+        }
+        self.pending.clear();
+        for &p in &self.scratch {
+            let rest = &mut self.rest[(p >> 32) as usize];
+            let h = if p & PENDING_LATENCY != 0 { &mut rest.latency } else { &mut rest.wait };
+            match p & 0x7fff_ffff {
+                0 => h.add_zero(),
+                low => h.add_indexed((low as i64 - PENDING_BIAS) as i32),
+            }
+        }
     }
 
     /// A request was rejected at arrival.
     pub fn rejected(&mut self, f: FunctionId) {
-        let (a, b) = self.both(f);
-        for c in std::iter::once(a).chain(b.map(|b| &mut b.counts)) {
-            c.requests += 1;
-            c.rejected += 1;
+        self.all.requests += 1;
+        self.all.rejected += 1;
+        if let Some(r) = self.rest.get_mut(f.0 as usize) {
+            r.rejected += 1;
         }
     }
 
     /// A request was admitted.
+    #[inline]
     pub fn admitted(&mut self, f: FunctionId) {
-        let (a, b) = self.both(f);
-        for c in std::iter::once(a).chain(b.map(|b| &mut b.counts)) {
-            c.requests += 1;
-            c.admitted += 1;
+        self.all.requests += 1;
+        self.all.admitted += 1;
+        if let Some(h) = self.hot.get_mut(f.0 as usize) {
+            h.admitted += 1;
         }
     }
 
@@ -198,29 +265,35 @@ impl Metrics {
         let w = wait as f64 / MS as f64;
         let ln = (w >= 1e-9).then(|| w.ln());
         self.wait.add_indexed(w, ln.map(|ln| self.wait.index_of_ln(ln)));
-        let (a, mut b) = self.both(f);
-        for c in std::iter::once(a).chain(b.as_deref_mut().map(|b| &mut b.counts)) {
-            c.started += 1;
-            c.cold_starts += cold as u64;
-            c.wait_sum += w;
+        self.all.started += 1;
+        self.all.cold_starts += cold as u64;
+        self.all.wait_sum += w;
+        if !self.known(f) {
+            return;
         }
-        if let Some(b) = b {
-            match ln {
-                Some(ln) => b.wait.add_indexed(Histogram::index_of_ln(ln)),
-                None => b.wait.add_zero(),
+        let i = f.0 as usize;
+        let h = &mut self.hot[i];
+        h.started += 1;
+        h.wait_sum += w;
+        if cold {
+            h.cold_starts = h.cold_starts.wrapping_add(1);
+            if h.cold_starts == 0 {
+                self.rest[i].cold_starts_carried += 1 << 32;
             }
         }
+        self.defer(pending(f, false, ln.map(Histogram::index_of_ln)));
     }
 
     /// A device slot was busy for `busy` (load + run) on a class of the given price per
     /// device-hour and slot count.
+    #[inline]
     pub fn busy(&mut self, f: FunctionId, busy: Nanos, price_per_hour: f64, slots: u32) {
-        let secs = busy as f64 / SEC as f64;
-        let cost = secs * price_per_hour / 3600.0 / slots.max(1) as f64;
-        let (a, b) = self.both(f);
-        for c in std::iter::once(a).chain(b.map(|b| &mut b.counts)) {
-            c.busy += secs;
-            c.cost += cost;
+        let cost = busy as f64 * (price_per_hour / slots.max(1) as f64) * (1.0 / (3600.0 * SEC as f64));
+        self.all.busy_ns += busy;
+        self.all.cost += cost;
+        if let Some(h) = self.hot.get_mut(f.0 as usize) {
+            h.busy_ns += busy;
+            h.cost += cost;
         }
     }
 
@@ -229,35 +302,56 @@ impl Metrics {
         let l = latency as f64 / MS as f64;
         let ln = (l >= 1e-9).then(|| l.ln());
         self.latency.add_indexed(l, ln.map(|ln| self.latency.index_of_ln(ln)));
-        let (a, mut b) = self.both(f);
-        for c in std::iter::once(a).chain(b.as_deref_mut().map(|b| &mut b.counts)) {
-            c.completed += 1;
-            c.slo_met += met as u64;
-            c.latency_sum += l;
+        self.all.completed += 1;
+        self.all.slo_met += met as u64;
+        self.all.latency_sum += l;
+        if !self.known(f) {
+            return;
         }
-        if let Some(b) = b {
-            match ln {
-                Some(ln) => b.latency.add_indexed(Histogram::index_of_ln(ln)),
-                None => b.latency.add_zero(),
+        let i = f.0 as usize;
+        let h = &mut self.hot[i];
+        h.completed += 1;
+        h.latency_sum += l;
+        if met {
+            h.slo_met = h.slo_met.wrapping_add(1);
+            if h.slo_met == 0 {
+                self.rest[i].slo_met_carried += 1 << 32;
             }
         }
+        self.defer(pending(f, true, ln.map(Histogram::index_of_ln)));
     }
 
     /// An admitted request was answered with an error (shed, lost, failed).
     pub fn failed(&mut self, f: FunctionId) {
-        let (a, b) = self.both(f);
-        for c in std::iter::once(a).chain(b.map(|b| &mut b.counts)) {
-            c.failed += 1;
+        self.all.failed += 1;
+        if let Some(r) = self.rest.get_mut(f.0 as usize) {
+            r.failed += 1;
+        }
+    }
+
+    fn function_counts(&self, i: usize) -> Counts {
+        let (h, r) = (&self.hot[i], &self.rest[i]);
+        Counts {
+            requests: h.admitted + r.rejected,
+            admitted: h.admitted,
+            rejected: r.rejected,
+            started: h.started,
+            completed: h.completed,
+            slo_met: h.slo_met as u64 + r.slo_met_carried,
+            failed: r.failed,
+            cold_starts: h.cold_starts as u64 + r.cold_starts_carried,
+            busy_ns: h.busy_ns,
+            cost: h.cost,
+            wait_sum: h.wait_sum,
+            latency_sum: h.latency_sum,
         }
     }
 
     /// Jain's fairness index over functions with completions, of mean slowdown.
     pub fn fairness(&self) -> f64 {
-        let xs: Vec<f64> = self
-            .functions
-            .iter()
-            .filter(|a| a.counts.completed > 0)
-            .map(|a| a.counts.mean_latency() / a.warm_runtime)
+        let xs: Vec<f64> = (0..self.hot.len())
+            .filter(|&i| self.hot[i].completed > 0)
+            .map(|i| self.function_counts(i).mean_latency() / self.rest[i].warm_runtime)
             .collect();
         jain(&xs)
     }
@@ -281,11 +375,26 @@ impl Metrics {
 
     /// Per-function reports, by function name. Their wait and latency quantiles are
     /// within 1 % (the overall report's within 0.5 %).
-    pub fn per_function(&self, duration: Nanos, slot_seconds: f64) -> Vec<(String, Report)> {
-        self.names
-            .iter()
-            .zip(&self.functions)
-            .map(|(n, a)| (n.clone(), a.report(duration as f64 / SEC as f64, slot_seconds)))
+    pub fn per_function(&mut self, duration: Nanos, slot_seconds: f64) -> Vec<(String, Report)> {
+        self.apply_pending();
+        let dist = |mean: f64, h: &Histogram| Distribution {
+            mean,
+            p50: h.quantile(0.5),
+            p95: h.quantile(0.95),
+            p99: h.quantile(0.99),
+        };
+        (0..self.hot.len())
+            .map(|i| {
+                let c = self.function_counts(i);
+                let r = &self.rest[i];
+                let report = c.report(
+                    duration as f64 / SEC as f64,
+                    slot_seconds,
+                    dist(c.mean_wait(), &r.wait),
+                    dist(c.mean_latency(), &r.latency),
+                );
+                (self.names[i].clone(), report)
+            })
             .collect()
     }
 }
