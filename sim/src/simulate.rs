@@ -201,6 +201,8 @@ pub fn simulate(
     let slot_count: u64 =
         cluster.devices.iter().map(|d| cluster.classes[d.class.0 as usize].slots as u64).sum();
     let mut s = Scheduler::new(cluster, scenario.scheduler_config(policy, devices))?;
+    // Nothing frees real memory here: keeping the record would grow with every eviction.
+    s.record_evictions(false);
     let mut metrics = Metrics::new();
     let functions = workload::with_trace_memory(scenario, scenario.functions())?;
     let mut best = Vec::new();

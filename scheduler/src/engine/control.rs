@@ -65,7 +65,9 @@ impl Scheduler {
         let ok = self.caches[di].acquire(f, func.resident_bytes, 0, load, now, &mut self.evicted).is_some();
         for g in self.evicted.drain(..) {
             self.resident[g.0 as usize].remove(d);
-            self.evictions.push((g, d));
+            if self.record_evictions {
+                self.evictions.push((g, d));
+            }
         }
         if ok {
             self.caches[di].release(f, 0, now, 0);

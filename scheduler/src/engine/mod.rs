@@ -171,6 +171,7 @@ pub struct Scheduler {
     keep_alive_ends: BinaryHeap<Reverse<Nanos>>,
     /// Resident state the cache model evicted, for the caller to free for real.
     evictions: Vec<(FunctionId, DeviceId)>,
+    record_evictions: bool,
     /// Functions restricted to one device.
     pinned: Vec<Option<DeviceId>>,
 }
@@ -273,6 +274,7 @@ impl Scheduler {
             evicted: Vec::new(),
             keep_alive_ends: BinaryHeap::new(),
             evictions: Vec::new(),
+            record_evictions: true,
             pinned: Vec::new(),
         };
         s.capacity = s.healthy.iter().map(|d| s.slot_capacity(d)).sum();
@@ -364,6 +366,16 @@ impl Scheduler {
         self.pinned[i] = device;
         let f = self.functions[i].clone();
         self.update_function(id, f)
+    }
+
+    /// Whether evictions are recorded for [`take_evictions`](Self::take_evictions) (on by
+    /// default). A caller that never takes them, such as the simulator, turns this off so
+    /// the record does not grow with every cold start.
+    pub fn record_evictions(&mut self, on: bool) {
+        self.record_evictions = on;
+        if !on {
+            self.evictions = Vec::new();
+        }
     }
 
     /// Resident state the cache model evicted since the last call, as (function, device).
@@ -682,7 +694,9 @@ impl Scheduler {
         );
         for g in self.evicted.drain(..) {
             self.resident[g.0 as usize].remove(device);
-            self.evictions.push((g, device));
+            if self.record_evictions {
+                self.evictions.push((g, device));
+            }
         }
         let Some(acquired) = acquired else {
             // The policy offered a device the function does not fit on: put the request
