@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, BinaryHeap};
 use std::time::Instant;
 
 use kaas_scheduler::metrics::{Metrics, Report};
-use kaas_scheduler::{Completed, FunctionId, Nanos, ReqId, Request, SEC, Scheduler};
+use kaas_scheduler::{Completed, FunctionId, Nanos, Request, SEC, Scheduler};
 use serde::Serialize;
 
 use crate::SimError;
@@ -83,14 +83,17 @@ fn decode(e: u128) -> (Nanos, Kind) {
 }
 
 /// What the simulation keeps per scheduler request slot besides what the scheduler keeps
-/// (function, arrival, deadline): small, because an overloaded run holds one per queued
-/// request.
+/// (function, arrival, deadline): only for trace durations and closed-loop clients, so a
+/// synthetic open workload, whose queue may hold a million requests, keeps nothing.
 #[derive(Clone, Copy)]
 struct Side {
-    id: ReqId,
     /// Service time from the trace, or `NO_DURATION`.
     duration: Nanos,
     client: bool,
+}
+
+impl Side {
+    const NONE: Side = Side { duration: NO_DURATION, client: false };
 }
 
 const NO_DURATION: Nanos = Nanos::MAX;
@@ -101,6 +104,8 @@ struct Sim<'a> {
     metrics: Metrics,
     events: BinaryHeap<Reverse<u128>>,
     side: Vec<Side>,
+    /// Whether arrivals carry durations or come from clients (else `side` stays empty).
+    needs_side: bool,
     rng: Rng,
     exponential: Vec<bool>,
     /// Relative deadline per function.
@@ -117,6 +122,11 @@ impl Sim<'_> {
         self.events.push(Reverse(event(t, kind)));
     }
 
+    #[inline]
+    fn side(&self, slot: usize) -> Side {
+        if self.needs_side { self.side[slot] } else { Side::NONE }
+    }
+
     fn arrive(&mut self, a: Arrival, client: bool) {
         self.count += 1;
         self.last_arrival = self.last_arrival.max(a.t);
@@ -125,12 +135,13 @@ impl Sim<'_> {
         match self.s.submit(a.t, Request { function: f, arrival: a.t, deadline }) {
             Ok(id) => {
                 self.metrics.admitted(f);
-                let slot = id.slot();
-                let side = Side { id, duration: a.duration.unwrap_or(NO_DURATION), client };
-                if slot >= self.side.len() {
-                    self.side.resize(slot + 1, side);
+                if self.needs_side {
+                    let slot = id.slot();
+                    if slot >= self.side.len() {
+                        self.side.resize(slot + 1, Side::NONE);
+                    }
+                    self.side[slot] = Side { duration: a.duration.unwrap_or(NO_DURATION), client };
                 }
-                self.side[slot] = side;
             }
             Err(_) => {
                 self.metrics.rejected(f);
@@ -142,12 +153,11 @@ impl Sim<'_> {
     }
 
     fn complete(&mut self, now: Nanos, slot: u32) {
-        let side = self.side[slot as usize];
-        let Some(&r) = self.s.request(side.id) else { return };
-        if let Some(Completed::Request) = self.s.complete(now, side.id) {
+        let Some((id, &r)) = self.s.in_slot(slot as usize) else { return };
+        if let Some(Completed::Request) = self.s.complete(now, id) {
             let latency = now - r.arrival;
             self.metrics.completed(r.function, latency, now <= r.deadline);
-            if side.client {
+            if self.side(slot as usize).client {
                 self.push(now + self.think, Kind::Issue(r.function.0));
             }
         }
@@ -155,7 +165,7 @@ impl Sim<'_> {
 
     fn dispatch(&mut self, now: Nanos) {
         while let Some(d) = self.s.next_dispatch(now) {
-            let side = self.side[d.id.slot()];
+            let side = self.side(d.id.slot());
             let fi = d.function.0 as usize;
             let run = match (side.duration != NO_DURATION).then_some(side.duration) {
                 Some(dur) => (d.expected as f64 * dur as f64 / self.best[fi].max(1) as f64) as Nanos,
@@ -175,7 +185,7 @@ impl Sim<'_> {
         if self.s.has_dropped() {
             for dr in self.s.take_dropped() {
                 self.metrics.failed(dr.function);
-                if self.side[dr.id.slot()].client {
+                if self.side(dr.id.slot()).client {
                     self.push(now + self.think, Kind::Issue(dr.function.0));
                 }
             }
@@ -231,6 +241,7 @@ pub fn simulate(
         metrics,
         events: BinaryHeap::new(),
         side: Vec::new(),
+        needs_side: scenario.workload.trace.is_some() || closed.is_some(),
         rng: Rng::seed_from_u64(scenario.seed.wrapping_add(0x5eed)),
         exponential: scenario.functions.iter().map(|f| f.service == Service::Exponential).collect(),
         deadlines,

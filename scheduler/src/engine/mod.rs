@@ -541,6 +541,13 @@ impl Scheduler {
         Ok(id)
     }
 
+    /// The live request in a slot (see [`ReqId::slot`]) and its handle: a caller that
+    /// keys its own events by slot needs no copy of the handle.
+    pub fn in_slot(&self, slot: usize) -> Option<(ReqId, &Request)> {
+        let s = self.requests.get(slot).filter(|s| s.phase != Phase::Free)?;
+        Some((ReqId::new(slot as u32, s.generation), &s.request))
+    }
+
     /// The request behind a live handle.
     pub fn request(&self, id: ReqId) -> Option<&Request> {
         self.state(id).map(|s| &s.request)
