@@ -457,10 +457,16 @@ impl DeviceCache {
 
     /// Evicts every unpinned entry (a worker restart); appends them to `evicted`.
     pub fn flush(&mut self, evicted: &mut Vec<FunctionId>) {
-        for i in self.unpinned_in_lru_order() {
+        // Ordered in place in the caller's vector: a flush per dispatch (a dedicated
+        // worker changing hands) allocates nothing.
+        let from = evicted.len();
+        let entries = &self.entries;
+        evicted.extend(self.members.iter().filter(|&&i| entries[i as usize].state == 1).map(|&i| FunctionId(i)));
+        evicted[from..].sort_by_key(|f| (entries[f.0 as usize].last_use, f.0));
+        for k in from..evicted.len() {
+            let i = evicted[k].0;
             self.unpark(i);
             self.remove(i);
-            evicted.push(FunctionId(i));
         }
     }
 }
