@@ -46,14 +46,34 @@ enum Source {
 
 impl Arrivals {
     /// The next arrival, or the error that ends the stream: the simulation loop's form of
-    /// `next`, returning a small value (a `Result` carrying a `SimError` is moved through
-    /// memory on every call).
+    /// `next`, returning a small value (a `Result` carrying a `SimError` by value is
+    /// copied through memory on every call).
     #[inline]
     pub fn pull(&mut self) -> Result<Option<Arrival>, Box<SimError>> {
-        match self.next() {
-            None => Ok(None),
-            Some(Ok(a)) => Ok(Some(a)),
-            Some(Err(e)) => Err(Box::new(e)),
+        if self.done {
+            return Ok(None);
+        }
+        let a = match &mut self.source {
+            Source::Synthetic(g) => g.next_buffered(),
+            Source::Trace(t) => match t.next() {
+                None => return Ok(None),
+                Some(Ok(a)) => a,
+                Some(Err(e)) => {
+                    self.n += 1;
+                    if self.max.is_some_and(|m| self.n > m) {
+                        self.done = true;
+                        return Ok(None);
+                    }
+                    return Err(Box::new(e));
+                }
+            },
+        };
+        self.n += 1;
+        if self.limit.is_none_or(|l| a.t <= l) && self.max.is_none_or(|m| self.n <= m) {
+            Ok(Some(a))
+        } else {
+            self.done = true;
+            Ok(None)
         }
     }
 }
@@ -61,26 +81,8 @@ impl Arrivals {
 impl Iterator for Arrivals {
     type Item = Result<Arrival, SimError>;
 
-    #[inline]
     fn next(&mut self) -> Option<Self::Item> {
-        if self.done {
-            return None;
-        }
-        let a = match &mut self.source {
-            Source::Synthetic(g) => Ok(g.next_buffered()),
-            Source::Trace(t) => t.next()?,
-        };
-        self.n += 1;
-        let in_time = match &a {
-            Ok(a) => self.limit.is_none_or(|l| a.t <= l),
-            Err(_) => true,
-        };
-        if in_time && self.max.is_none_or(|m| self.n <= m) {
-            Some(a)
-        } else {
-            self.done = true;
-            None
-        }
+        self.pull().map_err(|e| *e).transpose()
     }
 }
 
