@@ -461,7 +461,8 @@ impl DeviceCache {
         // worker changing hands) allocates nothing.
         let from = evicted.len();
         let entries = &self.entries;
-        evicted.extend(self.members.iter().filter(|&&i| entries[i as usize].state == 1).map(|&i| FunctionId(i)));
+        evicted
+            .extend(self.members.iter().filter(|&&i| entries[i as usize].state == 1).map(|&i| FunctionId(i)));
         evicted[from..].sort_by_key(|f| (entries[f.0 as usize].last_use, f.0));
         for k in from..evicted.len() {
             let i = evicted[k].0;

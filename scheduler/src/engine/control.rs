@@ -100,6 +100,8 @@ impl Scheduler {
             next.enqueue(&cx, q);
         }
         self.policy = next;
+        // The new queue holds live requests only.
+        self.cancelled_waiting = false;
         self.config.policy = config;
         Ok(())
     }

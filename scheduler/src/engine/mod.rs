@@ -150,6 +150,10 @@ pub struct Scheduler {
     /// Per request slot: the generation of the request waiting there, 0 if none (what
     /// policies ask with `Cx::is_live`, kept apart so the question costs no large load).
     queued: Vec<u32>,
+    /// Whether the policy's queue may hold a cancelled request. Until one is cancelled
+    /// every queued entry is live (requests leave the queue only through the policy's own
+    /// commit), so policies need not look liveness up.
+    cancelled_waiting: bool,
     /// Per request slot: the policy's rank at dispatch, when one was computed (kernel
     /// granularity, or continuations competing).
     ranks: Vec<Rank>,
@@ -192,6 +196,7 @@ macro_rules! cx {
             healthy: &$s.healthy,
             class_sets: &$s.class_sets,
             queued: &$s.queued,
+            all_live: !$s.cancelled_waiting,
             hot: &$s.hot,
             costs: &$s.costs,
         }
@@ -262,6 +267,7 @@ impl Scheduler {
             runnable: Vec::new(),
             requests: Vec::new(),
             queued: Vec::new(),
+            cancelled_waiting: false,
             ranks: Vec::new(),
             free_ids: Vec::new(),
             hot: Vec::new(),
@@ -570,6 +576,7 @@ impl Scheduler {
             Some(s) if s.phase == Phase::Queued => {
                 self.backlog -= self.hot[s.request.function.0 as usize].best as f64;
                 self.release_id(id);
+                self.cancelled_waiting = true;
                 true
             }
             _ => false,

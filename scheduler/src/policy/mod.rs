@@ -146,6 +146,8 @@ pub struct Cx<'a> {
     pub(crate) class_sets: &'a [DeviceSet],
     /// Per request slot: the generation of the request waiting there, 0 if none.
     pub(crate) queued: &'a [u32],
+    /// No request was cancelled while waiting: every queued entry is live.
+    pub(crate) all_live: bool,
     pub(crate) hot: &'a [crate::engine::Hot],
     pub(crate) costs: &'a [crate::engine::ClassCost],
 }
@@ -155,7 +157,9 @@ impl<'a> Cx<'a> {
     /// entries lazily when they meet them.
     #[inline]
     pub fn is_live(&self, req: &Queued) -> bool {
-        self.queued.get(req.id.index()).is_some_and(|&g| g == req.id.generation())
+        let listed = || self.queued.get(req.id.index()).is_some_and(|&g| g == req.id.generation());
+        debug_assert!(!self.all_live || listed(), "a queued entry of a request that is not waiting");
+        self.all_live || listed()
     }
 
     /// The function of `f`.
