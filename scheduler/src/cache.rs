@@ -464,10 +464,9 @@ impl DeviceCache {
         evicted
             .extend(self.members.iter().filter(|&&i| entries[i as usize].state == 1).map(|&i| FunctionId(i)));
         evicted[from..].sort_by_key(|f| (entries[f.0 as usize].last_use, f.0));
-        for k in from..evicted.len() {
-            let i = evicted[k].0;
-            self.unpark(i);
-            self.remove(i);
+        for g in &evicted[from..] {
+            self.unpark(g.0);
+            self.remove(g.0);
         }
     }
 }
