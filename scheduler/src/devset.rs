@@ -135,19 +135,33 @@ impl DeviceSet {
     }
 }
 
-/// The set bits of a word sequence, as device ids.
+/// The set bits of a word sequence, as device ids: a plain loop over words (an adapter
+/// chain here cost a hundred instructions per decision in the simulator).
 fn bits(words: impl Iterator<Item = u64>) -> impl Iterator<Item = DeviceId> {
-    words.enumerate().flat_map(|(i, w)| {
-        let mut w = w;
-        std::iter::from_fn(move || {
-            if w == 0 {
-                return None;
-            }
-            let bit = w.trailing_zeros();
-            w &= w - 1;
-            Some(DeviceId(i as u32 * 64 + bit))
-        })
-    })
+    Bits { words, base: 0, word: 0 }
+}
+
+struct Bits<I> {
+    words: I,
+    /// Device id of bit 0 of the word after `word`.
+    base: u32,
+    /// Bits of the current word not yet returned.
+    word: u64,
+}
+
+impl<I: Iterator<Item = u64>> Iterator for Bits<I> {
+    type Item = DeviceId;
+
+    #[inline]
+    fn next(&mut self) -> Option<DeviceId> {
+        while self.word == 0 {
+            self.word = self.words.next()?;
+            self.base += 64;
+        }
+        let bit = self.word.trailing_zeros();
+        self.word &= self.word - 1;
+        Some(DeviceId(self.base - 64 + bit))
+    }
 }
 
 #[inline]

@@ -614,7 +614,16 @@ impl Scheduler {
 
     /// The next dispatch at `now`, or `None` when nothing more can start. Call until `None`
     /// after every submit, completion or health change.
+    #[inline]
     pub fn next_dispatch(&mut self, now: Nanos) -> Option<Dispatch> {
+        // Most calls find nothing waiting: answer them without setting up a decision.
+        if self.has_continuation.is_empty() && self.policy.is_empty() {
+            return None;
+        }
+        self.decide(now)
+    }
+
+    fn decide(&mut self, now: Nanos) -> Option<Dispatch> {
         loop {
             let cont = if self.has_continuation.is_empty() { None } else { self.best_continuation() };
             let (pick, rank) = {
