@@ -281,7 +281,11 @@ impl Metrics {
                 self.rest[i].cold_starts_carried += 1 << 32;
             }
         }
-        self.defer(pending(f, false, ln.map(Histogram::index_of_ln)));
+        // Zero waits, the common case, are not recorded: they are `started` less the
+        // histogram's samples.
+        if let Some(ln) = ln {
+            self.defer(pending(f, false, Some(Histogram::index_of_ln(ln))));
+        }
     }
 
     /// A device slot was busy for `busy` (load + run) on a class of the given price per
@@ -383,6 +387,9 @@ impl Metrics {
             p95: h.quantile(0.95),
             p99: h.quantile(0.99),
         };
+        for (h, r) in self.hot.iter().zip(&mut self.rest) {
+            r.wait.set_zeros(h.started - r.wait.nonzero());
+        }
         (0..self.hot.len())
             .map(|i| {
                 let c = self.function_counts(i);

@@ -195,6 +195,17 @@ impl Histogram {
         ceil(ln_v * histogram_inv_ln_gamma())
     }
 
+    /// Samples that are not zero.
+    pub fn nonzero(&self) -> u64 {
+        self.count - self.zeros
+    }
+
+    /// Sets the number of zero samples (for a caller that counts them itself).
+    pub fn set_zeros(&mut self, zeros: u64) {
+        self.count = self.count - self.zeros + zeros;
+        self.zeros = zeros;
+    }
+
     /// Adds a zero sample.
     #[inline]
     pub fn add_zero(&mut self) {

@@ -685,8 +685,9 @@ impl Scheduler {
 
     fn note_running(&mut self, d: DeviceId, id: ReqId, end: Nanos) {
         let running = &mut self.running[d.0 as usize];
+        let busy = &mut self.busy_until[d.0 as usize];
+        *busy = if running.is_empty() { end } else { (*busy).min(end) };
         running.push((id, end));
-        self.busy_until[d.0 as usize] = running.iter().map(|r| r.1).min().unwrap_or(0);
     }
 
     fn start(
@@ -811,9 +812,14 @@ impl Scheduler {
         }
         let running = &mut self.running[di];
         if let Some(i) = running.iter().position(|r| r.0 == id) {
-            running.swap_remove(i);
+            let (_, end) = running.swap_remove(i);
+            // The earliest end changes only when it is the one leaving.
+            if running.is_empty() {
+                self.busy_until[di] = 0;
+            } else if end <= self.busy_until[di] {
+                self.busy_until[di] = running.iter().map(|r| r.1).min().unwrap_or(0);
+            }
         }
-        self.busy_until[di] = running.iter().map(|r| r.1).min().unwrap_or(0);
     }
 
     /// Reports that a dispatch finished (successfully or not: a failed kernel is reported
