@@ -10,19 +10,19 @@ impl Scheduler {
     pub fn set_device_health(&mut self, d: DeviceId, healthy: bool) -> Vec<Lost> {
         let di = d.0 as usize;
         if healthy {
-            if self.healthy.insert(d) {
+            if self.v.healthy.insert(d) {
                 self.capacity += self.slot_capacity(d);
                 if self.free_slots[di] > 0 {
-                    self.free.insert(d);
+                    self.v.free.insert(d);
                 }
             }
             return Vec::new();
         }
-        if !self.healthy.remove(d) {
+        if !self.v.healthy.remove(d) {
             return Vec::new();
         }
         self.capacity -= self.slot_capacity(d);
-        self.free.remove(d);
+        self.v.free.remove(d);
         let mut lost = Vec::new();
         for (i, r) in self.requests.iter().enumerate() {
             let kernel = match r.phase {
@@ -45,8 +45,8 @@ impl Scheduler {
         self.has_continuation.remove(d);
         self.free_slots[di] = self.cluster.class_of(d).slots;
         let class = self.cluster.class_of(d);
-        self.caches[di] = DeviceCache::new(class.memory_bytes, self.config.eviction);
-        for r in &mut self.resident {
+        self.v.caches[di] = DeviceCache::new(class.memory_bytes, self.config.eviction);
+        for r in &mut self.v.resident {
             r.remove(d);
         }
         lost
@@ -56,22 +56,22 @@ impl Scheduler {
     /// unprotected state if needed. Returns whether it is resident now.
     pub fn preload(&mut self, now: Nanos, f: FunctionId, d: DeviceId) -> bool {
         let (fi, di) = (f.0 as usize, d.0 as usize);
-        if !self.runnable[fi].contains(d) || !self.healthy.contains(d) {
+        if !self.v.runnable[fi].contains(d) || !self.v.healthy.contains(d) {
             return false;
         }
         let func = &self.functions[fi];
         let load = func.load_time[self.cluster.devices[di].class.0 as usize];
         self.evicted.clear();
-        let ok = self.caches[di].acquire(f, func.resident_bytes, 0, load, now, &mut self.evicted).is_some();
+        let ok = self.v.caches[di].acquire(f, func.resident_bytes, 0, load, now, &mut self.evicted).is_some();
         for g in self.evicted.drain(..) {
-            self.resident[g.0 as usize].remove(d);
+            self.v.resident[g.0 as usize].remove(d);
             if self.record_evictions {
                 self.evictions.push((g, d));
             }
         }
         if ok {
-            self.caches[di].release(f, 0, now, 0);
-            self.resident[fi].insert(d);
+            self.v.caches[di].release(f, 0, now, 0);
+            self.v.resident[fi].insert(d);
         }
         ok
     }
@@ -79,11 +79,11 @@ impl Scheduler {
     /// Evicts a function's resident state from every device where it is not running
     /// (a deleted function). Returns the devices it left.
     pub fn evict_function(&mut self, f: FunctionId) -> Vec<DeviceId> {
-        let devices: Vec<DeviceId> = self.resident[f.0 as usize].iter().collect();
+        let devices: Vec<DeviceId> = self.v.resident[f.0 as usize].iter().collect();
         let mut left = Vec::new();
         for d in devices {
-            if self.caches[d.0 as usize].evict(f) {
-                self.resident[f.0 as usize].remove(d);
+            if self.v.caches[d.0 as usize].evict(f) {
+                self.v.resident[f.0 as usize].remove(d);
                 left.push(d);
             }
         }
@@ -101,7 +101,7 @@ impl Scheduler {
         }
         self.policy = next;
         // The new queue holds live requests only.
-        self.cancelled_waiting = false;
+        self.v.cancelled_waiting = false;
         self.config.policy = config;
         Ok(())
     }
@@ -120,7 +120,7 @@ impl Scheduler {
     /// Changes cache eviction live.
     pub fn set_eviction(&mut self, eviction: Eviction) {
         self.config.eviction = eviction;
-        for c in &mut self.caches {
+        for c in &mut self.v.caches {
             c.set_eviction(eviction);
         }
     }

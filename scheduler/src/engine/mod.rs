@@ -135,34 +135,15 @@ pub struct Scheduler {
     registry: Registry,
     policy: Box<dyn Policy>,
     config: SchedulerConfig,
-    caches: Vec<DeviceCache>,
     free_slots: Vec<u32>,
-    free: DeviceSet,
-    healthy: DeviceSet,
-    class_sets: Vec<DeviceSet>,
-    resident: Vec<DeviceSet>,
-    runnable: Vec<DeviceSet>,
     running: Vec<Vec<(ReqId, Nanos)>>,
-    busy_until: Vec<Nanos>,
     continuations: Vec<BinaryHeap<Reverse<(Rank, ReqId)>>>,
     has_continuation: DeviceSet,
     requests: Vec<ReqState>,
-    /// Per request slot: the generation of the request waiting there, 0 if none (what
-    /// policies ask with `Cx::is_live`, kept apart so the question costs no large load).
-    queued: Vec<u32>,
-    /// Whether the policy's queue may hold a cancelled request. Until one is cancelled
-    /// every queued entry is live (requests leave the queue only through the policy's own
-    /// commit), so policies need not look liveness up.
-    cancelled_waiting: bool,
     /// Per request slot: the policy's rank at dispatch, when one was computed (kernel
     /// granularity, or continuations competing).
     ranks: Vec<Rank>,
     free_ids: Vec<u32>,
-    /// What every dispatch and completion reads of a function, without chasing the
-    /// function's vectors.
-    hot: Vec<Hot>,
-    /// Per function and class (`function × classes + class`).
-    costs: Vec<ClassCost>,
     tokens: TokenBuckets,
     /// Expected remaining work of admitted requests, in nanoseconds on each one's fastest class.
     backlog: f64,
@@ -178,29 +159,38 @@ pub struct Scheduler {
     record_evictions: bool,
     /// Functions restricted to one device.
     pinned: Vec<Option<DeviceId>>,
+    /// What policies read while deciding (borrowed whole by [`Cx`]).
+    v: View,
+}
+
+/// The scheduler state a policy decision reads: one reference in [`Cx`] instead of a
+/// dozen, since a context is built several times per request.
+pub(crate) struct View {
+    pub(crate) caches: Vec<DeviceCache>,
+    pub(crate) free: DeviceSet,
+    pub(crate) healthy: DeviceSet,
+    pub(crate) class_sets: Vec<DeviceSet>,
+    pub(crate) resident: Vec<DeviceSet>,
+    pub(crate) runnable: Vec<DeviceSet>,
+    pub(crate) busy_until: Vec<Nanos>,
+    /// Per request slot: the generation of the request waiting there, 0 if none (what
+    /// policies ask with `Cx::is_live`, kept apart so the question costs no large load).
+    pub(crate) queued: Vec<u32>,
+    /// Whether the policy's queue may hold a cancelled request. Until one is cancelled
+    /// every queued entry is live (requests leave the queue only through the policy's own
+    /// commit), so policies need not look liveness up.
+    pub(crate) cancelled_waiting: bool,
+    /// What every dispatch and completion reads of a function, without chasing the
+    /// function's vectors.
+    pub(crate) hot: Vec<Hot>,
+    /// Per function and class (`function × classes + class`).
+    pub(crate) costs: Vec<ClassCost>,
 }
 
 /// Builds the policy context from the scheduler's fields (a macro so the policy itself
 /// can stay mutably borrowed).
 macro_rules! cx {
-    ($s:ident, $now:expr) => {{
-        Cx {
-            now: $now,
-            cluster: &$s.cluster,
-            functions: &$s.functions,
-            free: &$s.free,
-            resident: &$s.resident,
-            runnable: &$s.runnable,
-            caches: &$s.caches,
-            busy_until: &$s.busy_until,
-            healthy: &$s.healthy,
-            class_sets: &$s.class_sets,
-            queued: &$s.queued,
-            all_live: !$s.cancelled_waiting,
-            hot: &$s.hot,
-            costs: &$s.costs,
-        }
-    }};
+    ($s:ident, $now:expr) => {{ Cx { now: $now, cluster: &$s.cluster, functions: &$s.functions, v: &$s.v } }};
 }
 
 impl Scheduler {
@@ -249,13 +239,21 @@ impl Scheduler {
             .collect();
         let free_slots: Vec<u32> = (0..n).map(|i| cluster.class_of(DeviceId(i as u32)).slots).collect();
         let mut s = Scheduler {
-            free: healthy.clone(),
-            healthy,
-            class_sets,
-            caches,
+            v: View {
+                free: healthy.clone(),
+                healthy,
+                class_sets,
+                caches,
+                busy_until: vec![0; n],
+                resident: Vec::new(),
+                runnable: Vec::new(),
+                queued: Vec::new(),
+                cancelled_waiting: false,
+                hot: Vec::new(),
+                costs: Vec::new(),
+            },
             free_slots,
             running: vec![Vec::new(); n],
-            busy_until: vec![0; n],
             continuations: vec![BinaryHeap::new(); n],
             has_continuation: DeviceSet::new(n),
             cluster,
@@ -263,15 +261,9 @@ impl Scheduler {
             registry,
             policy,
             config,
-            resident: Vec::new(),
-            runnable: Vec::new(),
             requests: Vec::new(),
-            queued: Vec::new(),
-            cancelled_waiting: false,
             ranks: Vec::new(),
             free_ids: Vec::new(),
-            hot: Vec::new(),
-            costs: Vec::new(),
             tokens: TokenBuckets::default(),
             backlog: 0.0,
             capacity: 0.0,
@@ -283,7 +275,7 @@ impl Scheduler {
             record_evictions: true,
             pinned: Vec::new(),
         };
-        s.capacity = s.healthy.iter().map(|d| s.slot_capacity(d)).sum();
+        s.capacity = s.v.healthy.iter().map(|d| s.slot_capacity(d)).sum();
         Ok(s)
     }
 
@@ -297,16 +289,16 @@ impl Scheduler {
     pub fn add_function(&mut self, f: Function) -> Result<FunctionId, ConfigError> {
         let id = FunctionId(self.functions.len() as u32);
         self.functions.push(f);
-        self.resident.push(DeviceSet::new(self.cluster.devices.len()));
-        self.runnable.push(DeviceSet::new(self.cluster.devices.len()));
-        self.hot.push(Hot::default());
-        self.costs.extend(std::iter::repeat_n(ClassCost::NONE, self.cluster.classes.len()));
+        self.v.resident.push(DeviceSet::new(self.cluster.devices.len()));
+        self.v.runnable.push(DeviceSet::new(self.cluster.devices.len()));
+        self.v.hot.push(Hot::default());
+        self.v.costs.extend(std::iter::repeat_n(ClassCost::NONE, self.cluster.classes.len()));
         if let Err(e) = self.update_function(id, self.functions[id.0 as usize].clone()) {
             self.functions.pop();
-            self.resident.pop();
-            self.runnable.pop();
-            self.hot.pop();
-            self.costs.truncate(self.costs.len() - self.cluster.classes.len());
+            self.v.resident.pop();
+            self.v.runnable.pop();
+            self.v.hot.pop();
+            self.v.costs.truncate(self.v.costs.len() - self.cluster.classes.len());
             return Err(e);
         }
         Ok(id)
@@ -340,9 +332,9 @@ impl Scheduler {
                 runnable.insert(DeviceId(i as u32));
             }
         }
-        self.runnable[id.0 as usize] = runnable;
+        self.v.runnable[id.0 as usize] = runnable;
         let i = id.0 as usize;
-        self.hot[i] = Hot {
+        self.v.hot[i] = Hot {
             best: f.best_runtime().unwrap_or(0),
             resident_bytes: f.resident_bytes,
             working_bytes: f.working_bytes,
@@ -353,7 +345,7 @@ impl Scheduler {
         for c in 0..classes {
             let class = crate::model::ClassId(c as u16);
             let whole = (0..f.kernel_count()).map(|k| f.kernel_runtime(class, k)).sum::<Option<Nanos>>();
-            self.costs[i * classes + c] = ClassCost {
+            self.v.costs[i * classes + c] = ClassCost {
                 whole: whole.unwrap_or(NONE),
                 runtime: f.runtime_on(class).unwrap_or(NONE),
                 load: f.load_time[c],
@@ -426,23 +418,23 @@ impl Scheduler {
 
     /// Memory in use on a device and its capacity, in bytes.
     pub fn memory(&self, d: DeviceId) -> (u64, u64) {
-        let c = &self.caches[d.0 as usize];
+        let c = &self.v.caches[d.0 as usize];
         (c.used(), c.capacity())
     }
 
     /// Whether a device is healthy.
     pub fn is_healthy(&self, d: DeviceId) -> bool {
-        self.healthy.contains(d)
+        self.v.healthy.contains(d)
     }
 
     /// Whether `f` is resident on `d`.
     pub fn is_resident(&self, f: FunctionId, d: DeviceId) -> bool {
-        self.resident[f.0 as usize].contains(d)
+        self.v.resident[f.0 as usize].contains(d)
     }
 
     /// Functions resident on a device, in ID order.
     pub fn residents(&self, d: DeviceId) -> Vec<FunctionId> {
-        let mut r: Vec<FunctionId> = self.caches[d.0 as usize].residents().collect();
+        let mut r: Vec<FunctionId> = self.v.caches[d.0 as usize].residents().collect();
         r.sort_unstable();
         r
     }
@@ -451,9 +443,9 @@ impl Scheduler {
     /// can run there, fits in memory after evicting unprotected state).
     pub fn feasible_now(&self, f: FunctionId, d: DeviceId, now: Nanos) -> bool {
         let func = &self.functions[f.0 as usize];
-        self.free.contains(d)
-            && self.runnable[f.0 as usize].contains(d)
-            && self.caches[d.0 as usize].fits(f, func.resident_bytes, func.working_bytes, now)
+        self.v.free.contains(d)
+            && self.v.runnable[f.0 as usize].contains(d)
+            && self.v.caches[d.0 as usize].fits(f, func.resident_bytes, func.working_bytes, now)
     }
 
     /// Functions of the requests waiting in the queue (not yet started), with their handles.
@@ -474,13 +466,13 @@ impl Scheduler {
         let func = self.functions.get(f.0 as usize)?;
         let run = func.best_runtime()?;
         let fast_class = func.runtime.iter().enumerate().filter_map(|(c, r)| r.map(|r| (r, c))).min()?.1;
-        let idle_device = self.policy.is_empty() && self.free.intersects(&self.runnable[f.0 as usize]);
+        let idle_device = self.policy.is_empty() && self.v.free.intersects(&self.v.runnable[f.0 as usize]);
         let wait = if idle_device || self.capacity <= 0.0 {
             0
         } else {
             (self.backlog.max(0.0) / self.capacity) as Nanos
         };
-        let warm = self.resident[f.0 as usize].intersects(&self.healthy);
+        let warm = self.v.resident[f.0 as usize].intersects(&self.v.healthy);
         let load = if warm { 0 } else { func.load_time[fast_class] };
         Some(now + wait + load + run)
     }
@@ -489,10 +481,10 @@ impl Scheduler {
     /// completed [`Dispatch`] chain, a [`Dropped`], a [`Lost`] or a [`cancel`](Self::cancel).
     pub fn submit(&mut self, now: Nanos, request: Request) -> Result<ReqId, Rejection> {
         let fi = request.function.0 as usize;
-        if fi >= self.hot.len() {
+        if fi >= self.v.hot.len() {
             return Err(Rejection::UnknownFunction);
         }
-        if !self.runnable[fi].intersects(&self.healthy) {
+        if !self.v.runnable[fi].intersects(&self.v.healthy) {
             return Err(Rejection::NoCapacity);
         }
         {
@@ -519,18 +511,18 @@ impl Scheduler {
                 }
             }
         }
-        let hot = self.hot[fi];
+        let hot = self.v.hot[fi];
         self.backlog += hot.best as f64;
         let index = self.free_ids.pop().unwrap_or_else(|| {
             self.requests.push(ReqState { generation: 0, phase: Phase::Free, request });
-            self.queued.push(0);
+            self.v.queued.push(0);
             (self.requests.len() - 1) as u32
         });
         self.seq += 1;
         let state = &mut self.requests[index as usize];
         // Generation 0 means "nothing waiting" in `queued`.
         state.generation = state.generation.wrapping_add(1).max(1);
-        self.queued[index as usize] = state.generation;
+        self.v.queued[index as usize] = state.generation;
         state.phase = Phase::Queued;
         state.request = request;
         let id = ReqId::new(index, state.generation);
@@ -565,7 +557,7 @@ impl Scheduler {
 
     fn release_id(&mut self, id: ReqId) {
         self.requests[id.index()].phase = Phase::Free;
-        self.queued[id.index()] = 0;
+        self.v.queued[id.index()] = 0;
         self.free_ids.push(id.index() as u32);
     }
 
@@ -574,9 +566,9 @@ impl Scheduler {
     pub fn cancel(&mut self, id: ReqId) -> bool {
         match self.state(id) {
             Some(s) if s.phase == Phase::Queued => {
-                self.backlog -= self.hot[s.request.function.0 as usize].best as f64;
+                self.backlog -= self.v.hot[s.request.function.0 as usize].best as f64;
                 self.release_id(id);
-                self.cancelled_waiting = true;
+                self.v.cancelled_waiting = true;
                 true
             }
             _ => false,
@@ -607,7 +599,7 @@ impl Scheduler {
 
     fn best_continuation(&self) -> Option<(Rank, DeviceId)> {
         self.has_continuation
-            .iter_common(&self.free)
+            .iter_common(&self.v.free)
             .filter_map(|d| self.continuations[d.0 as usize].peek().map(|Reverse((r, _))| (*r, d)))
             .min()
     }
@@ -657,7 +649,7 @@ impl Scheduler {
             }
             match pick {
                 Pick::Drop { req } => {
-                    self.backlog -= self.hot[req.function.0 as usize].best as f64;
+                    self.backlog -= self.v.hot[req.function.0 as usize].best as f64;
                     self.release_id(req.id);
                     self.dropped.push(Dropped {
                         id: req.id,
@@ -679,13 +671,13 @@ impl Scheduler {
         let slots = &mut self.free_slots[d.0 as usize];
         *slots -= 1;
         if *slots == 0 {
-            self.free.remove(d);
+            self.v.free.remove(d);
         }
     }
 
     fn note_running(&mut self, d: DeviceId, id: ReqId, end: Nanos) {
         let running = &mut self.running[d.0 as usize];
-        let busy = &mut self.busy_until[d.0 as usize];
+        let busy = &mut self.v.busy_until[d.0 as usize];
         *busy = if running.is_empty() { end } else { (*busy).min(end) };
         running.push((id, end));
     }
@@ -704,11 +696,11 @@ impl Scheduler {
         let classes = self.cluster.classes.len();
         self.evicted.clear();
         if flush {
-            self.caches[di].flush(&mut self.evicted);
+            self.v.caches[di].flush(&mut self.evicted);
         }
-        let hot = self.hot[fi];
-        let ClassCost { whole, load: load_time, .. } = self.costs[fi * classes + class.0 as usize];
-        let acquired = self.caches[di].acquire(
+        let hot = self.v.hot[fi];
+        let ClassCost { whole, load: load_time, .. } = self.v.costs[fi * classes + class.0 as usize];
+        let acquired = self.v.caches[di].acquire(
             req.function,
             hot.resident_bytes,
             hot.working_bytes,
@@ -717,7 +709,7 @@ impl Scheduler {
             &mut self.evicted,
         );
         for g in self.evicted.drain(..) {
-            self.resident[g.0 as usize].remove(device);
+            self.v.resident[g.0 as usize].remove(device);
             if self.record_evictions {
                 self.evictions.push((g, device));
             }
@@ -735,7 +727,7 @@ impl Scheduler {
             return None;
         };
         if acquired.cold {
-            self.resident[fi].insert(device);
+            self.v.resident[fi].insert(device);
         }
         let n = hot.kernels;
         let (kernels, expected) = match self.config.granularity {
@@ -744,7 +736,7 @@ impl Scheduler {
         };
         self.take_slot(device);
         let load = if acquired.cold { load_time } else { 0 };
-        self.queued[req.id.index()] = 0;
+        self.v.queued[req.id.index()] = 0;
         let state = &mut self.requests[req.id.index()];
         state.phase = Phase::Running { device, kernel: 0, kernels };
         if let Some(rank) = rank {
@@ -807,17 +799,17 @@ impl Scheduler {
     fn free_slot(&mut self, d: DeviceId, id: ReqId) {
         let di = d.0 as usize;
         self.free_slots[di] += 1;
-        if self.healthy.contains(d) {
-            self.free.insert(d);
+        if self.v.healthy.contains(d) {
+            self.v.free.insert(d);
         }
         let running = &mut self.running[di];
         if let Some(i) = running.iter().position(|r| r.0 == id) {
             let (_, end) = running.swap_remove(i);
             // The earliest end changes only when it is the one leaving.
             if running.is_empty() {
-                self.busy_until[di] = 0;
-            } else if end <= self.busy_until[di] {
-                self.busy_until[di] = running.iter().map(|r| r.1).min().unwrap_or(0);
+                self.v.busy_until[di] = 0;
+            } else if end <= self.v.busy_until[di] {
+                self.v.busy_until[di] = running.iter().map(|r| r.1).min().unwrap_or(0);
             }
         }
     }
@@ -829,7 +821,7 @@ impl Scheduler {
         let Phase::Running { device, kernel, kernels } = state.phase else { return None };
         self.free_slot(device, id);
         let fi = state.request.function.0 as usize;
-        let hot = self.hot[fi];
+        let hot = self.v.hot[fi];
         let n = hot.kernels as usize;
         let share = if n <= 1 {
             1.0
@@ -845,7 +837,7 @@ impl Scheduler {
             if keep > 0 {
                 self.keep_alive_ends.push(Reverse(keep_until));
             }
-            self.caches[device.0 as usize].release(
+            self.v.caches[device.0 as usize].release(
                 state.request.function,
                 hot.working_bytes,
                 now,
@@ -869,7 +861,7 @@ impl Scheduler {
         self.free_slot(device, id);
         let func = &self.functions[state.request.function.0 as usize];
         self.backlog -= remaining_share(func, kernel) * func.best_runtime().unwrap_or(0) as f64;
-        self.caches[device.0 as usize].release(state.request.function, func.working_bytes, now, 0);
+        self.v.caches[device.0 as usize].release(state.request.function, func.working_bytes, now, 0);
         self.release_id(id);
         Some(state.request)
     }

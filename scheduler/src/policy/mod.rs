@@ -56,7 +56,6 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use crate::cache::DeviceCache;
 use crate::devset::DeviceSet;
 use crate::model::{ClassId, Cluster, DeviceId, Function, FunctionId, Nanos};
 use crate::{ConfigError, ReqId};
@@ -137,19 +136,8 @@ pub struct Cx<'a> {
     pub cluster: &'a Cluster,
     /// Function table, indexed by [`FunctionId`].
     pub functions: &'a [Function],
-    pub(crate) free: &'a DeviceSet,
-    pub(crate) resident: &'a [DeviceSet],
-    pub(crate) runnable: &'a [DeviceSet],
-    pub(crate) caches: &'a [DeviceCache],
-    pub(crate) busy_until: &'a [Nanos],
-    pub(crate) healthy: &'a DeviceSet,
-    pub(crate) class_sets: &'a [DeviceSet],
-    /// Per request slot: the generation of the request waiting there, 0 if none.
-    pub(crate) queued: &'a [u32],
-    /// No request was cancelled while waiting: every queued entry is live.
-    pub(crate) all_live: bool,
-    pub(crate) hot: &'a [crate::engine::Hot],
-    pub(crate) costs: &'a [crate::engine::ClassCost],
+    /// The scheduler state behind the questions below.
+    pub(crate) v: &'a crate::engine::View,
 }
 
 impl<'a> Cx<'a> {
@@ -157,9 +145,12 @@ impl<'a> Cx<'a> {
     /// entries lazily when they meet them.
     #[inline]
     pub fn is_live(&self, req: &Queued) -> bool {
-        let listed = || self.queued.get(req.id.index()).is_some_and(|&g| g == req.id.generation());
-        debug_assert!(!self.all_live || listed(), "a queued entry of a request that is not waiting");
-        self.all_live || listed()
+        let listed = || self.v.queued.get(req.id.index()).is_some_and(|&g| g == req.id.generation());
+        debug_assert!(
+            !!self.v.cancelled_waiting || listed(),
+            "a queued entry of a request that is not waiting"
+        );
+        !self.v.cancelled_waiting || listed()
     }
 
     /// The function of `f`.
@@ -176,41 +167,41 @@ impl<'a> Cx<'a> {
 
     /// Devices with a free slot.
     pub fn free(&self) -> &DeviceSet {
-        self.free
+        &self.v.free
     }
 
     /// Healthy devices.
     pub fn healthy(&self) -> &DeviceSet {
-        self.healthy
+        &self.v.healthy
     }
 
     /// Devices a function can ever run on (its class has a build, its memory fits).
     pub fn runnable(&self, f: FunctionId) -> &DeviceSet {
-        &self.runnable[f.0 as usize]
+        &self.v.runnable[f.0 as usize]
     }
 
     /// Devices where a function is resident.
     pub fn resident(&self, f: FunctionId) -> &DeviceSet {
-        &self.resident[f.0 as usize]
+        &self.v.resident[f.0 as usize]
     }
 
     /// Whether `f` is resident on `d`.
     #[inline]
     pub fn is_warm(&self, f: FunctionId, d: DeviceId) -> bool {
-        self.resident[f.0 as usize].contains(d)
+        self.v.resident[f.0 as usize].contains(d)
     }
 
     /// Whether an invocation of `f` fits on `d` now (evicting unpinned state if needed).
     #[inline]
     pub fn fits(&self, f: FunctionId, d: DeviceId) -> bool {
-        let h = &self.hot[f.0 as usize];
-        self.caches[d.0 as usize].fits(f, h.resident_bytes, h.working_bytes, self.now)
+        let h = &self.v.hot[f.0 as usize];
+        self.v.caches[d.0 as usize].fits(f, h.resident_bytes, h.working_bytes, self.now)
     }
 
     /// Warm runtime of `f` on its fastest class (`None` if it runs nowhere).
     #[inline]
     pub fn best_runtime(&self, f: FunctionId) -> Option<Nanos> {
-        let best = self.hot[f.0 as usize].best;
+        let best = self.v.hot[f.0 as usize].best;
         (best > 0 || self.function(f).best_runtime() == Some(0)).then_some(best)
     }
 
@@ -230,28 +221,28 @@ impl<'a> Cx<'a> {
     /// Scheduling weight of `f` (at least 1).
     #[inline]
     pub fn weight(&self, f: FunctionId) -> u32 {
-        self.hot[f.0 as usize].weight.max(1)
+        self.v.hot[f.0 as usize].weight.max(1)
     }
 
     #[inline]
     fn cost(&self, f: FunctionId, c: ClassId) -> &crate::engine::ClassCost {
-        &self.costs[f.0 as usize * self.cluster.classes.len() + c.0 as usize]
+        &self.v.costs[f.0 as usize * self.cluster.classes.len() + c.0 as usize]
     }
 
     /// Lowest free device where `f` is warm and fits.
     #[inline]
     pub fn first_free_warm(&self, f: FunctionId) -> Option<DeviceId> {
-        let res = &self.resident[f.0 as usize];
+        let res = &self.v.resident[f.0 as usize];
         if res.is_empty() {
             return None;
         }
-        self.free.iter_common(res).find(|&d| self.fits(f, d))
+        self.v.free.iter_common(res).find(|&d| self.fits(f, d))
     }
 
     /// Lowest free device that can run `f` and where it fits.
     #[inline]
     pub fn first_free_fitting(&self, f: FunctionId) -> Option<DeviceId> {
-        self.free.iter_common(&self.runnable[f.0 as usize]).find(|&d| self.fits(f, d))
+        self.v.free.iter_common(&self.v.runnable[f.0 as usize]).find(|&d| self.fits(f, d))
     }
 
     /// A free warm device if there is one, else the lowest free fitting device.
@@ -262,26 +253,26 @@ impl<'a> Cx<'a> {
 
     /// Devices of a class.
     pub fn class_devices(&self, c: ClassId) -> &DeviceSet {
-        &self.class_sets[c.0 as usize]
+        &self.v.class_sets[c.0 as usize]
     }
 
     /// Lowest free device of class `c` where `f` fits, preferring one where it is warm;
     /// the flag says whether it is warm.
     pub fn first_free_in_class(&self, f: FunctionId, c: ClassId) -> Option<(DeviceId, bool)> {
-        let class = &self.class_sets[c.0 as usize];
-        let res = &self.resident[f.0 as usize];
+        let class = &self.v.class_sets[c.0 as usize];
+        let res = &self.v.resident[f.0 as usize];
         if !res.is_empty()
-            && let Some(d) = self.free.iter_common3(class, res).find(|&d| self.fits(f, d))
+            && let Some(d) = self.v.free.iter_common3(class, res).find(|&d| self.fits(f, d))
         {
             return Some((d, true));
         }
-        let run = &self.runnable[f.0 as usize];
-        self.free.iter_common3(class, run).find(|&d| self.fits(f, d)).map(|d| (d, false))
+        let run = &self.v.runnable[f.0 as usize];
+        self.v.free.iter_common3(class, run).find(|&d| self.fits(f, d)).map(|d| (d, false))
     }
 
     /// Expected time until `d` has a free slot (now if it has one).
     pub fn available_at(&self, d: DeviceId) -> Nanos {
-        if self.free.contains(d) { self.now } else { self.busy_until[d.0 as usize].max(self.now) }
+        if self.v.free.contains(d) { self.now } else { self.v.busy_until[d.0 as usize].max(self.now) }
     }
 
     /// Expected completion of `f` started on `d` as soon as `d` has a slot: wait, load
