@@ -147,7 +147,7 @@ impl<'a> Cx<'a> {
     pub fn is_live(&self, req: &Queued) -> bool {
         let listed = || self.v.queued.get(req.id.index()).is_some_and(|&g| g == req.id.generation());
         debug_assert!(
-            !!self.v.cancelled_waiting || listed(),
+            self.v.cancelled_waiting || listed(),
             "a queued entry of a request that is not waiting"
         );
         !self.v.cancelled_waiting || listed()
