@@ -94,85 +94,89 @@ impl DeviceSet {
     /// Lowest member.
     #[inline]
     pub fn first(&self) -> Option<DeviceId> {
-        first_in(self.words().iter().copied())
+        self.iter().next()
     }
 
     /// Lowest member that is also in `other`.
     #[inline]
     pub fn first_common(&self, other: &DeviceSet) -> Option<DeviceId> {
-        first_in(self.words().iter().zip(other.words()).map(|(a, b)| a & b))
+        self.iter_common(other).next()
     }
 
     /// Lowest member of `self ∩ a ∩ b`.
     #[inline]
     pub fn first_common3(&self, a: &DeviceSet, b: &DeviceSet) -> Option<DeviceId> {
-        first_in(self.words().iter().zip(a.words()).zip(b.words()).map(|((x, y), z)| x & y & z))
+        self.iter_common3(a, b).next()
     }
 
     /// Whether the two sets share a member.
     #[inline]
     pub fn intersects(&self, other: &DeviceSet) -> bool {
-        self.words().iter().zip(other.words()).any(|(a, b)| a & b != 0)
+        let (a, b) = (self.words(), other.words());
+        (0..a.len().min(b.len())).any(|i| a[i] & b[i] != 0)
     }
 
     /// Members in increasing order.
-    pub fn iter(&self) -> impl Iterator<Item = DeviceId> + '_ {
-        bits(self.words().iter().copied())
+    #[inline]
+    pub fn iter(&self) -> Members<'_> {
+        let w = self.words();
+        Members::new(w, w, w)
     }
 
     /// Members of `self ∩ other` in increasing order.
-    pub fn iter_common<'a>(&'a self, other: &'a DeviceSet) -> impl Iterator<Item = DeviceId> + 'a {
-        bits(self.words().iter().zip(other.words()).map(|(a, b)| a & b))
+    #[inline]
+    pub fn iter_common<'a>(&'a self, other: &'a DeviceSet) -> Members<'a> {
+        let (a, b) = (self.words(), other.words());
+        Members::new(a, b, b)
     }
 
     /// Members of `self ∩ a ∩ b` in increasing order.
-    pub fn iter_common3<'a>(
-        &'a self,
-        a: &'a DeviceSet,
-        b: &'a DeviceSet,
-    ) -> impl Iterator<Item = DeviceId> + 'a {
-        bits(self.words().iter().zip(a.words()).zip(b.words()).map(|((x, y), z)| x & y & z))
+    #[inline]
+    pub fn iter_common3<'a>(&'a self, a: &'a DeviceSet, b: &'a DeviceSet) -> Members<'a> {
+        Members::new(self.words(), a.words(), b.words())
     }
 }
 
-/// The set bits of a word sequence, as device ids: a plain loop over words (an adapter
-/// chain here cost a hundred instructions per decision in the simulator).
-fn bits(words: impl Iterator<Item = u64>) -> impl Iterator<Item = DeviceId> {
-    Bits { words, base: 0, word: 0 }
-}
-
-struct Bits<I> {
-    words: I,
-    /// Device id of bit 0 of the word after `word`.
-    base: u32,
-    /// Bits of the current word not yet returned.
+/// Members of the intersection of up to three sets' words, in increasing order: a plain
+/// loop over words (an iterator-adapter chain here cost a hundred instructions per
+/// decision in the simulator).
+pub struct Members<'a> {
+    a: &'a [u64],
+    b: &'a [u64],
+    c: &'a [u64],
+    /// Next word to load.
+    next: usize,
+    /// Bits of the current word (word `next - 1`) not yet returned.
     word: u64,
 }
 
-impl<I: Iterator<Item = u64>> Iterator for Bits<I> {
+impl<'a> Members<'a> {
+    #[inline]
+    fn new(a: &'a [u64], b: &'a [u64], c: &'a [u64]) -> Self {
+        let n = a.len().min(b.len()).min(c.len());
+        Members { a: &a[..n], b: &b[..n], c: &c[..n], next: 0, word: 0 }
+    }
+}
+
+impl Iterator for Members<'_> {
     type Item = DeviceId;
 
     #[inline]
     fn next(&mut self) -> Option<DeviceId> {
         while self.word == 0 {
-            self.word = self.words.next()?;
-            self.base += 64;
+            let i = self.next;
+            if i >= self.a.len() {
+                return None;
+            }
+            self.word = self.a[i] & self.b[i] & self.c[i];
+            self.next = i + 1;
         }
         let bit = self.word.trailing_zeros();
         self.word &= self.word - 1;
-        Some(DeviceId(self.base - 64 + bit))
+        Some(DeviceId((self.next as u32 - 1) * 64 + bit))
     }
 }
 
-#[inline]
-fn first_in(words: impl Iterator<Item = u64>) -> Option<DeviceId> {
-    for (i, w) in words.enumerate() {
-        if w != 0 {
-            return Some(DeviceId(i as u32 * 64 + w.trailing_zeros()));
-        }
-    }
-    None
-}
 
 #[cfg(test)]
 mod tests {

@@ -46,10 +46,11 @@ impl Exclusive {
         {
             return Some((d, false));
         }
-        let candidates = || cx.free().iter_common(cx.runnable(f)).filter(|&d| cx.fits(f, d));
-        if let Some(d) = candidates().find(|d| self.owner.get(d.0 as usize).copied().flatten().is_none()) {
+        // A free device nobody owns (`unowned` is exactly the devices without an owner).
+        if let Some(d) = cx.free().iter_common3(cx.runnable(f), &self.unowned).find(|&d| cx.fits(f, d)) {
             return Some((d, false));
         }
+        let candidates = || cx.free().iter_common(cx.runnable(f)).filter(|&d| cx.fits(f, d));
         if self.count(f) > 0 {
             return None;
         }
