@@ -177,7 +177,6 @@ impl Iterator for Members<'_> {
     }
 }
 
-
 #[cfg(test)]
 mod tests {
     use super::*;

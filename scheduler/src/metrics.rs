@@ -6,7 +6,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::model::{FunctionId, MS, Nanos, SEC};
-use crate::sketch::{Histogram, Sketch};
+use crate::sketch::Histogram;
 
 /// Mean and percentiles of a distribution, in milliseconds.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
@@ -22,8 +22,8 @@ pub struct Distribution {
 }
 
 impl Distribution {
-    fn of(s: &Sketch) -> Self {
-        Distribution { mean: s.mean(), p50: s.quantile(0.5), p95: s.quantile(0.95), p99: s.quantile(0.99) }
+    fn of(mean: f64, h: &Histogram) -> Self {
+        Distribution { mean, p50: h.quantile(0.5), p95: h.quantile(0.95), p99: h.quantile(0.99) }
     }
 }
 
@@ -145,7 +145,7 @@ struct FunctionRest {
     failed: u64,
     slo_met_carried: u64,
     cold_starts_carried: u64,
-    /// Wait and latency at 1 % accuracy (the overall ones are 0.5 % sketches).
+    /// Wait and latency at 1 % accuracy (zero waits are counted by `started` alone).
     wait: Histogram,
     latency: Histogram,
     warm_runtime: f64,
@@ -167,14 +167,19 @@ fn pending(f: FunctionId, latency: bool, index: Option<i32>) -> Pending {
 
 /// Accumulates outcomes into [`Report`]s, overall and per function, in bounded memory.
 ///
+/// Every wait and latency goes into one histogram, its function's (1 % relative
+/// accuracy, as the overall quantiles need); the overall distributions are those
+/// histograms merged when a report is made, so a request costs one bucket update.
+///
 /// Per-function histogram samples are buffered and applied in batches grouped by
 /// function (a counting sort), so the histograms of thousands of functions are walked in
 /// order rather than hit at random once per request.
 #[derive(Clone, Debug, Default)]
 pub struct Metrics {
     all: Counts,
-    wait: Sketch,
-    latency: Sketch,
+    /// Samples of functions that were never declared (overall only).
+    other_wait: Histogram,
+    other_latency: Histogram,
     hot: Vec<FunctionHot>,
     rest: Vec<FunctionRest>,
     names: Vec<String>,
@@ -263,12 +268,11 @@ impl Metrics {
     /// A request's first kernel started after waiting `wait`.
     pub fn started(&mut self, f: FunctionId, wait: Nanos, cold: bool) {
         let w = wait as f64 / MS as f64;
-        let ln = (w >= 1e-9).then(|| w.ln());
-        self.wait.add_indexed(w, ln.map(|ln| self.wait.index_of_ln(ln)));
         self.all.started += 1;
         self.all.cold_starts += cold as u64;
         self.all.wait_sum += w;
         if !self.known(f) {
+            self.other_wait.add(w);
             return;
         }
         let i = f.0 as usize;
@@ -283,8 +287,8 @@ impl Metrics {
         }
         // Zero waits, the common case, are not recorded: they are `started` less the
         // histogram's samples.
-        if let Some(ln) = ln {
-            self.defer(pending(f, false, Some(Histogram::index_of_ln(ln))));
+        if w >= 1e-9 {
+            self.defer(pending(f, false, Some(Histogram::index_of_ln(w.ln()))));
         }
     }
 
@@ -304,12 +308,11 @@ impl Metrics {
     /// A request completed with end-to-end latency `latency`, by its deadline or not.
     pub fn completed(&mut self, f: FunctionId, latency: Nanos, met: bool) {
         let l = latency as f64 / MS as f64;
-        let ln = (l >= 1e-9).then(|| l.ln());
-        self.latency.add_indexed(l, ln.map(|ln| self.latency.index_of_ln(ln)));
         self.all.completed += 1;
         self.all.slo_met += met as u64;
         self.all.latency_sum += l;
         if !self.known(f) {
+            self.other_latency.add(l);
             return;
         }
         let i = f.0 as usize;
@@ -322,7 +325,7 @@ impl Metrics {
                 self.rest[i].slo_met_carried += 1 << 32;
             }
         }
-        self.defer(pending(f, true, ln.map(Histogram::index_of_ln)));
+        self.defer(pending(f, true, (l >= 1e-9).then(|| Histogram::index_of_ln(l.ln()))));
     }
 
     /// An admitted request was answered with an error (shed, lost, failed).
@@ -360,36 +363,50 @@ impl Metrics {
         jain(&xs)
     }
 
-    /// The overall report for a run of `duration` with `slot_seconds` of available slot-time.
-    pub fn report(&self, duration: Nanos, slot_seconds: f64) -> Report {
+    /// Applies buffered samples and completes the per-function wait histograms with
+    /// their zeros.
+    fn settle(&mut self) {
+        self.apply_pending();
+        for (h, r) in self.hot.iter().zip(&mut self.rest) {
+            r.wait.set_zeros(h.started - r.wait.nonzero());
+        }
+    }
+
+    /// Overall wait and latency histograms: every function's merged.
+    fn overall(&mut self) -> (Histogram, Histogram) {
+        self.settle();
+        let (mut wait, mut latency) = (self.other_wait.clone(), self.other_latency.clone());
+        for r in &self.rest {
+            wait.merge(&r.wait);
+            latency.merge(&r.latency);
+        }
+        (wait, latency)
+    }
+
+    /// The overall report for a run of `duration` with `slot_seconds` of available
+    /// slot-time. Quantiles are within 1 %; means are exact.
+    pub fn report(&mut self, duration: Nanos, slot_seconds: f64) -> Report {
+        let (wait, latency) = self.overall();
         let mut r = self.all.report(
             duration as f64 / SEC as f64,
             slot_seconds,
-            Distribution::of(&self.wait),
-            Distribution::of(&self.latency),
+            Distribution::of(self.all.mean_wait(), &wait),
+            Distribution::of(self.all.mean_latency(), &latency),
         );
         r.fairness_jain = self.fairness();
         r
     }
 
     /// Overall end-to-end latency quantiles in milliseconds, for CDF plots.
-    pub fn latency_quantiles(&self, qs: &[f64]) -> Vec<f64> {
-        qs.iter().map(|&q| self.latency.quantile(q)).collect()
+    pub fn latency_quantiles(&mut self, qs: &[f64]) -> Vec<f64> {
+        let (_, latency) = self.overall();
+        qs.iter().map(|&q| latency.quantile(q)).collect()
     }
 
-    /// Per-function reports, by function name. Their wait and latency quantiles are
-    /// within 1 % (the overall report's within 0.5 %).
+    /// Per-function reports, by function name; quantiles within 1 %.
     pub fn per_function(&mut self, duration: Nanos, slot_seconds: f64) -> Vec<(String, Report)> {
-        self.apply_pending();
-        let dist = |mean: f64, h: &Histogram| Distribution {
-            mean,
-            p50: h.quantile(0.5),
-            p95: h.quantile(0.95),
-            p99: h.quantile(0.99),
-        };
-        for (h, r) in self.hot.iter().zip(&mut self.rest) {
-            r.wait.set_zeros(h.started - r.wait.nonzero());
-        }
+        self.settle();
+        let dist = Distribution::of;
         (0..self.hot.len())
             .map(|i| {
                 let c = self.function_counts(i);
