@@ -577,7 +577,11 @@ impl Scheduler {
 
     /// When the caller should call [`next_dispatch`](Self::next_dispatch) again even if
     /// nothing else happens: a keep-alive that blocks waiting work expires then.
+    #[inline]
     pub fn next_wakeup(&mut self, now: Nanos) -> Option<Nanos> {
+        if self.keep_alive_ends.is_empty() {
+            return None;
+        }
         while self.keep_alive_ends.peek().is_some_and(|e| e.0 <= now) {
             self.keep_alive_ends.pop();
         }
