@@ -237,9 +237,9 @@ async fn gateway_and_two_executors_survive_a_kill_and_admission_protects_the_slo
         outcomes.iter().filter(|o| o.status == 200).all(|o| o.correct),
         "a success carried a wrong output"
     );
-    // The last quarter runs on the survivor alone at 1.2x its capacity: about half of it
-    // succeeds on a quiet machine, 70 of 150 were seen on a loaded one; a dead survivor
-    // would answer none.
+    // The last quarter runs on the survivor alone at 1.2x its capacity; on a loaded
+    // machine 70 of its 150 requests succeeded (under the earlier bound of 75). A dead
+    // survivor would answer none of them.
     let late_ok = outcomes[outcomes.len() * 3 / 4..].iter().filter(|o| o.status == 200).count();
     assert!(late_ok > outcomes.len() / 16, "the surviving executor keeps serving after the kill: {late_ok}");
     assert!(statuses.get(&200).copied().unwrap_or(0) as f64 > 0.7 * sent as f64, "{statuses:?}");
