@@ -100,6 +100,19 @@ impl Histogram {
     #[inline]
     pub fn add_indexed(&mut self, i: i32) {
         self.count += 1;
+        // Below the offset wraps to a huge index and misses, like past the end.
+        if let Some(c) = self.counts.get_mut(i.wrapping_sub(self.offset) as u32 as usize)
+            && let Some(n) = c.checked_add(1)
+        {
+            *c = n;
+            return;
+        }
+        self.add_slow(i);
+    }
+
+    /// A sample outside the buckets so far, or one that carries over 16 bits.
+    #[cold]
+    fn add_slow(&mut self, i: i32) {
         if self.counts.is_empty() {
             self.offset = i;
             self.counts.push(0);

@@ -80,26 +80,29 @@ impl Rng {
     }
 
     /// Exponentially distributed with mean 1.
-    #[inline]
+    #[inline(always)]
     pub fn exp1(&mut self) -> f64 {
+        let bits = self.next_u64();
+        // The low byte picks the layer, the top 53 bits the position in it.
+        let i = (bits & 0xff) as usize;
         let z = self.zig;
-        loop {
-            let bits = self.next_u64();
-            // The low byte picks the layer, the top 53 bits the position in it.
-            let i = (bits & 0xff) as usize;
-            let x = (bits >> 11) as f64 * (1.0 / (1u64 << 53) as f64) * z.x[i];
-            if x < z.x[i + 1] {
-                return x; // inside the rectangle under the curve: most draws end here
-            }
-            if i == 0 {
-                // The tail beyond R is R plus an exponential (memorylessness).
-                return ZIG_R - (1.0 - self.f64()).ln();
-            }
-            // The wedge between the rectangle and the curve.
-            if z.f[i] + self.f64() * (z.f[i + 1] - z.f[i]) < (-x).exp() {
-                return x;
-            }
+        let x = (bits >> 11) as f64 * (1.0 / (1u64 << 53) as f64) * z.x[i];
+        if x < z.x[i + 1] {
+            return x; // inside the rectangle under the curve: 98 % of draws end here
         }
+        self.exp1_edge(i, x)
+    }
+
+    /// The rest of a draw that fell outside its layer's rectangle.
+    #[cold]
+    fn exp1_edge(&mut self, i: usize, x: f64) -> f64 {
+        if i == 0 {
+            // The tail beyond R is R plus an exponential (memorylessness).
+            return ZIG_R - (1.0 - self.f64()).ln();
+        }
+        // The wedge between the rectangle and the curve.
+        let z = self.zig;
+        if z.f[i] + self.f64() * (z.f[i + 1] - z.f[i]) < (-x).exp() { x } else { self.exp1() }
     }
 }
 
