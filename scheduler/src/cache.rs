@@ -182,8 +182,16 @@ impl DeviceCache {
         (e.priority.max(0.0).to_bits(), e.last_use, i, self.cold[i as usize].generation)
     }
 
-    /// Puts an unpinned entry where eviction will find it.
+    /// Puts an unpinned entry where eviction will find it (nothing to do for GDSF until
+    /// memory first runs short).
+    #[inline]
     fn park(&mut self, i: u32) {
+        if self.eviction == Eviction::Lru || self.heap_active {
+            self.park_in_order(i);
+        }
+    }
+
+    fn park_in_order(&mut self, i: u32) {
         match self.eviction {
             Eviction::Lru => {
                 self.cold[i as usize].prev = self.lru_tail;
@@ -212,7 +220,14 @@ impl DeviceCache {
     }
 
     /// Takes an entry out of the eviction order (it is being pinned or removed).
+    #[inline]
     fn unpark(&mut self, i: u32) {
+        if self.eviction == Eviction::Lru || self.heap_active {
+            self.unpark_from_order(i);
+        }
+    }
+
+    fn unpark_from_order(&mut self, i: u32) {
         match self.eviction {
             Eviction::Lru => {
                 let Cold { prev, next, .. } = self.cold[i as usize];
