@@ -491,10 +491,12 @@ pub fn with_trace_memory(
 }
 
 /// Walker's alias table: picks an index with probability proportional to its weight in
-/// O(1). Each entry holds its threshold and alias together, so a pick touches one cache
-/// line.
+/// O(1), from one 64-bit draw (the high half picks a column by multiply-and-shift, the
+/// low half decides between the column and its alias). Each entry holds its threshold
+/// and alias together, so a pick touches one cache line.
 struct Alias {
-    table: Vec<(f64, u32)>,
+    /// (threshold out of 2^32, alias).
+    table: Vec<(u64, u32)>,
 }
 
 impl Alias {
@@ -503,24 +505,27 @@ impl Alias {
         let total: f64 = weights.iter().sum();
         let mut scaled: Vec<f64> = weights.iter().map(|w| w * n as f64 / total).collect();
         let (mut small, mut large): (Vec<usize>, Vec<usize>) = (0..n).partition(|&i| scaled[i] < 1.0);
-        let mut table: Vec<(f64, u32)> = (0..n as u32).map(|i| (1.0, i)).collect();
+        let mut prob = vec![1.0; n];
+        let mut alias: Vec<u32> = (0..n as u32).collect();
         while let (Some(s), Some(&l)) = (small.pop(), large.last()) {
-            table[s] = (scaled[s], l as u32);
+            prob[s] = scaled[s];
+            alias[s] = l as u32;
             scaled[l] -= 1.0 - scaled[s];
             if scaled[l] < 1.0 {
                 large.pop();
                 small.push(l);
             }
         }
+        let table = prob.iter().zip(alias).map(|(&p, a)| ((p.clamp(0.0, 1.0) * 4294967296.0).round() as u64, a)).collect();
         Alias { table }
     }
 
     #[inline]
     fn pick(&self, rng: &mut Rng) -> u32 {
-        let u: f64 = rng.f64() * self.table.len() as f64;
-        let i = (u as usize).min(self.table.len() - 1);
-        let (prob, alias) = self.table[i];
-        if u - (i as f64) < prob { i as u32 } else { alias }
+        let bits = rng.next_u64();
+        let i = ((bits >> 32) * self.table.len() as u64 >> 32) as usize;
+        let (threshold, alias) = self.table[i];
+        if bits & 0xffff_ffff < threshold { i as u32 } else { alias }
     }
 }
 
