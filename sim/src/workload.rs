@@ -516,14 +516,18 @@ impl Alias {
                 small.push(l);
             }
         }
-        let table = prob.iter().zip(alias).map(|(&p, a)| ((p.clamp(0.0, 1.0) * 4294967296.0).round() as u64, a)).collect();
+        let table = prob
+            .iter()
+            .zip(alias)
+            .map(|(&p, a)| ((p.clamp(0.0, 1.0) * 4294967296.0).round() as u64, a))
+            .collect();
         Alias { table }
     }
 
     #[inline]
     fn pick(&self, rng: &mut Rng) -> u32 {
         let bits = rng.next_u64();
-        let i = ((bits >> 32) * self.table.len() as u64 >> 32) as usize;
+        let i = (((bits >> 32) * self.table.len() as u64) >> 32) as usize;
         let (threshold, alias) = self.table[i];
         if bits & 0xffff_ffff < threshold { i as u32 } else { alias }
     }
