@@ -288,7 +288,7 @@ impl Metrics {
         // Zero waits, the common case, are not recorded: they are `started` less the
         // histogram's samples.
         if w >= 1e-9 {
-            self.defer(pending(f, false, Some(Histogram::index_of_ln(w.ln()))));
+            self.defer(pending(f, false, Some(Histogram::index_of(w))));
         }
     }
 
@@ -325,7 +325,7 @@ impl Metrics {
                 self.rest[i].slo_met_carried += 1 << 32;
             }
         }
-        self.defer(pending(f, true, (l >= 1e-9).then(|| Histogram::index_of_ln(l.ln()))));
+        self.defer(pending(f, true, (l >= 1e-9).then(|| Histogram::index_of(l))));
     }
 
     /// An admitted request was answered with an error (shed, lost, failed).

@@ -37,7 +37,34 @@ fn histogram_gamma() -> f64 {
     (1.0 + HISTOGRAM_ALPHA) / (1.0 - HISTOGRAM_ALPHA)
 }
 
+/// Natural logarithm of a positive, finite, normal `v` to within 2e-10 (absolute), for
+/// bucket indices: `e ln 2 + ln m` with `m` in [0.75, 1.5) and `ln m` by the series in
+/// `s = (m - 1) / (m + 1)`, |s| <= 0.2. A tenth of the work of the library `ln`, whose
+/// last bits a bucket boundary does not need: a value within 2e-8 of a bucket's
+/// width from its boundary may land in the neighbouring bucket, which moves a
+/// quantile by at most that much.
+#[inline]
+pub fn fast_ln(v: f64) -> f64 {
+    let bits = v.to_bits();
+    let mut e = ((bits >> 52) & 0x7ff) as i64 - 1023;
+    let mut m = f64::from_bits((bits & ((1 << 52) - 1)) | (1023 << 52));
+    if m >= 1.5 {
+        m *= 0.5;
+        e += 1;
+    }
+    let s = (m - 1.0) / (m + 1.0);
+    let s2 = s * s;
+    let series = s * (2.0 + s2 * (2.0 / 3.0 + s2 * (2.0 / 5.0 + s2 * (2.0 / 7.0 + s2 * (2.0 / 9.0 + s2 * (2.0 / 11.0))))));
+    e as f64 * std::f64::consts::LN_2 + series
+}
+
 impl Histogram {
+    /// The bucket index of `v` (at least 1e-9).
+    #[inline]
+    pub fn index_of(v: f64) -> i32 {
+        if v.is_normal() { Self::index_of_ln(fast_ln(v)) } else { Self::index_of_ln(v.ln()) }
+    }
+
     /// The bucket index of a value whose natural logarithm is `ln_v`.
     #[inline]
     pub fn index_of_ln(ln_v: f64) -> i32 {
@@ -135,7 +162,7 @@ impl Histogram {
 
     /// Adds a sample.
     pub fn add(&mut self, v: f64) {
-        if v >= 1e-9 { self.add_indexed(Self::index_of_ln(v.ln())) } else { self.add_zero() }
+        if v >= 1e-9 { self.add_indexed(Self::index_of(v)) } else { self.add_zero() }
     }
 
     /// Number of samples.
@@ -254,6 +281,19 @@ mod tests {
             assert_eq!(merged.quantile(q), whole.quantile(q), "q={q}");
         }
         assert!((h.quantile(0.67) - 10.0).abs() <= 0.1, "{}", h.quantile(0.67));
+    }
+
+    #[test]
+    fn fast_ln_is_close_to_ln() {
+        let mut x = 0.577f64;
+        for _ in 0..200_000 {
+            x = (x * 9301.0 + 0.49297).fract();
+            let v = 10f64.powf(-9.0 + 24.0 * x);
+            assert!((fast_ln(v) - v.ln()).abs() < 2e-10, "{v}: {} vs {}", fast_ln(v), v.ln());
+        }
+        for v in [1e-9, 0.75, 1.0, 1.4999999, 1.5, 2.0, 3.0, 1e15] {
+            assert!((fast_ln(v) - v.ln()).abs() < 2e-10, "{v}");
+        }
     }
 
     #[test]
