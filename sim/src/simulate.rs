@@ -163,7 +163,16 @@ impl Sim<'_> {
         }
     }
 
+    #[inline]
     fn dispatch(&mut self, now: Nanos) {
+        // After most completions nothing waits: skip the dispatch loop entirely.
+        if self.s.is_quiet() {
+            return;
+        }
+        self.dispatch_waiting(now);
+    }
+
+    fn dispatch_waiting(&mut self, now: Nanos) {
         while let Some(d) = self.s.next_dispatch(now) {
             let side = self.side(d.id.slot());
             let fi = d.function.0 as usize;

@@ -601,6 +601,17 @@ impl Scheduler {
         !self.dropped.is_empty()
     }
 
+    /// Whether nothing waits, nothing was dropped and no keep-alive is pending: then
+    /// [`next_dispatch`](Self::next_dispatch) and [`next_wakeup`](Self::next_wakeup)
+    /// both answer `None` and need not be asked.
+    #[inline]
+    pub fn is_quiet(&self) -> bool {
+        self.has_continuation.is_empty()
+            && self.dropped.is_empty()
+            && self.keep_alive_ends.is_empty()
+            && self.policy.is_empty()
+    }
+
     fn best_continuation(&self) -> Option<(Rank, DeviceId)> {
         self.has_continuation
             .iter_common(&self.v.free)
