@@ -142,6 +142,18 @@ impl Model {
         Some((!warm, evicted))
     }
 
+    /// Unpinned entries by last use, then index: the order of a flush and of re-parking.
+    fn unpinned_by_last_use(&self) -> Vec<usize> {
+        let mut order: Vec<(Nanos, usize)> = self
+            .entries
+            .iter()
+            .enumerate()
+            .filter_map(|(i, e)| e.as_ref().filter(|e| e.pins == 0).map(|e| (e.last_use, i)))
+            .collect();
+        order.sort();
+        order.into_iter().map(|(_, i)| i).collect()
+    }
+
     fn release(&mut self, f: usize, working: u64, now: Nanos, keep_until: Nanos) {
         self.working -= working;
         self.seq += 1;
@@ -225,14 +237,7 @@ fn run(ops: Vec<Op>, gdsf: bool) -> Result<(), TestCaseError> {
             Op::Flush => {
                 let mut evicted = Vec::new();
                 cache.flush(&mut evicted);
-                let mut order: Vec<(Nanos, usize)> = model
-                    .entries
-                    .iter()
-                    .enumerate()
-                    .filter_map(|(i, e)| e.as_ref().filter(|e| e.pins == 0).map(|e| (e.last_use, i)))
-                    .collect();
-                order.sort();
-                let want: Vec<usize> = order.into_iter().map(|(_, i)| i).collect();
+                let want = model.unpinned_by_last_use();
                 for &i in &want {
                     model.entries[i] = None;
                 }
@@ -242,14 +247,7 @@ fn run(ops: Vec<Op>, gdsf: bool) -> Result<(), TestCaseError> {
                 // Switching re-parks unpinned entries by last use.
                 let next = if model.eviction == Eviction::Lru { Eviction::Gdsf } else { Eviction::Lru };
                 cache.set_eviction(next);
-                let mut order: Vec<(Nanos, usize)> = model
-                    .entries
-                    .iter()
-                    .enumerate()
-                    .filter_map(|(i, e)| e.as_ref().filter(|e| e.pins == 0).map(|e| (e.last_use, i)))
-                    .collect();
-                order.sort();
-                for (_, i) in order {
+                for i in model.unpinned_by_last_use() {
                     model.seq += 1;
                     model.entries[i].as_mut().unwrap().parked = model.seq;
                 }

@@ -435,11 +435,6 @@ impl Scheduler {
         Some((ReqId::new(slot as u32, s.generation), &s.request))
     }
 
-    /// The request behind a live handle.
-    pub fn request(&self, id: ReqId) -> Option<&Request> {
-        self.state(id).map(|s| &s.request)
-    }
-
     fn state(&self, id: ReqId) -> Option<&ReqState> {
         self.requests.get(id.index()).filter(|r| r.generation == id.generation() && r.phase != Phase::Free)
     }
