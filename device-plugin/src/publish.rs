@@ -36,13 +36,24 @@ pub struct NodeFacts {
     pub shares: Vec<u32>,
 }
 
-/// The `KaasNode` (spec and status) for a snapshot of the executor.
+/// When the node's readiness last changed: `previous` (readiness, since when) carries
+/// over while readiness stays the same; a change starts now.
+pub fn ready_since(previous: Option<(bool, Timestamp)>, ready: bool, now: Timestamp) -> Timestamp {
+    match previous {
+        Some((was, since)) if was == ready => since,
+        _ => now,
+    }
+}
+
+/// The `KaasNode` (spec and status) for a snapshot of the executor. The `Ready`
+/// condition's `lastTransitionTime` is `ready_since` (see [`ready_since`]).
 pub fn kaas_node(
     facts: &NodeFacts,
     snap: &NodeSnapshot,
     classes: &[AcceleratorClass],
     labels: &BTreeMap<String, String>,
     now: Timestamp,
+    ready_since: Timestamp,
 ) -> KaasNode {
     let mut devices = Vec::new();
     let mut status = KaasNodeStatus { heartbeat: Some(Time(now)), ..Default::default() };
@@ -80,7 +91,7 @@ pub fn kaas_node(
         status: if status.healthy_devices > 0 { "True" } else { "False" }.into(),
         reason: if status.healthy_devices > 0 { "ExecutorServing" } else { "NoHealthyDevice" }.into(),
         message: format!("{} of {} devices healthy", status.healthy_devices, snap.devices.len()),
-        last_transition_time: Time(now),
+        last_transition_time: Time(ready_since),
         observed_generation: None,
     });
     let mut node = KaasNode::new(
@@ -119,13 +130,20 @@ impl Publisher {
         let mut classes = Vec::new();
         let mut last_health: Vec<bool>;
         let mut failing = false;
+        // Readiness and since when, as last published (seeded from the object on start).
+        let mut ready: Option<(bool, Timestamp)> = None;
         loop {
             if *shutdown.borrow() {
                 return;
             }
             let snap = status.borrow_and_update().clone();
             last_health = snap.devices.iter().map(|d| d.healthy).collect();
-            match tokio::time::timeout(CALL_TIMEOUT, self.publish(&snap, &mut labels, &mut classes)).await {
+            match tokio::time::timeout(
+                CALL_TIMEOUT,
+                self.publish(&snap, &mut labels, &mut classes, &mut ready),
+            )
+            .await
+            {
                 Ok(Ok(())) => {
                     self.metrics.publishes.inc();
                     if failing {
@@ -177,6 +195,7 @@ impl Publisher {
         snap: &NodeSnapshot,
         labels: &mut BTreeMap<String, String>,
         classes: &mut Vec<AcceleratorClass>,
+        ready: &mut Option<(bool, Timestamp)>,
     ) -> Result<(), kube::Error> {
         // Labels and classes are refreshed each round; on a read error the last ones stand.
         match Api::<Node>::all(self.client.clone()).get(&self.facts.node_name).await {
@@ -187,8 +206,22 @@ impl Publisher {
             Ok(l) => *classes = l.items,
             Err(e) => debug!(error = %e, "cannot list AcceleratorClasses"),
         }
-        let node = kaas_node(&self.facts, snap, classes, labels, Timestamp::now());
         let api = Api::<KaasNode>::all(self.client.clone());
+        if ready.is_none() {
+            // After a restart, keep the transition time the object already carries.
+            if let Ok(Some(existing)) = api.get_opt(&self.facts.node_name).await {
+                *ready = existing
+                    .status
+                    .iter()
+                    .flat_map(|s| &s.conditions)
+                    .find(|c| c.type_ == "Ready")
+                    .map(|c| (c.status == "True", c.last_transition_time.0));
+            }
+        }
+        let now = Timestamp::now();
+        let healthy = snap.devices.iter().any(|d| d.healthy);
+        let since = ready_since(*ready, healthy, now);
+        let node = kaas_node(&self.facts, snap, classes, labels, now, since);
         let pp = PatchParams::apply(FIELD_MANAGER).force();
         let mut spec_only = node.clone();
         spec_only.status = None;
@@ -199,6 +232,7 @@ impl Publisher {
             "status": node.status,
         });
         api.patch_status(&self.facts.node_name, &pp, &Patch::Apply(&status)).await?;
+        *ready = Some((healthy, since));
         Ok(())
     }
 }
@@ -227,6 +261,16 @@ mod tests {
             running: 1,
             resident: resident.iter().map(|s| s.to_string()).collect(),
         }
+    }
+
+    #[test]
+    fn ready_transition_time_moves_only_when_readiness_changes() {
+        let t = |s: &str| s.parse::<Timestamp>().unwrap();
+        let (t0, t1, t2) = (t("2026-11-28T10:00:00Z"), t("2026-11-28T10:00:10Z"), t("2026-11-28T10:00:20Z"));
+        assert_eq!(ready_since(None, true, t0), t0);
+        assert_eq!(ready_since(Some((true, t0)), true, t1), t0, "a heartbeat keeps the time");
+        assert_eq!(ready_since(Some((true, t0)), false, t2), t2, "a change moves it");
+        assert_eq!(ready_since(Some((false, t2)), false, t2), t2);
     }
 
     #[test]
@@ -264,7 +308,8 @@ mod tests {
         let classes =
             [class("nvidia-t4", DeviceKind::Gpu, "Tesla T4"), class("cpu-wasm", DeviceKind::Cpu, "any")];
         let now: Timestamp = "2026-11-28T10:00:00Z".parse().unwrap();
-        let n = kaas_node(&facts, &snap, &classes, &BTreeMap::new(), now);
+        let earlier: Timestamp = "2026-11-28T09:00:00Z".parse().unwrap();
+        let n = kaas_node(&facts, &snap, &classes, &BTreeMap::new(), now, earlier);
         assert_eq!(n.metadata.name.as_deref(), Some("gpu-1"));
         assert_eq!(n.spec.executor_endpoint, "http://10.0.0.7:7070");
         assert_eq!(n.spec.devices[0].accelerator_class.as_deref(), Some("nvidia-t4"));
@@ -282,6 +327,7 @@ mod tests {
             ResidentFunction { namespace: "team-b".into(), name: "matmul".into(), device: "cpu".into() }
         );
         assert_eq!(st.conditions[0].status, "True");
+        assert_eq!(st.conditions[0].last_transition_time, Time(earlier));
         // The object passes the CRD's own schema.
         let v = serde_json::to_value(KaasNode { status: Some(st), ..n }).unwrap();
         let crds: Vec<_> = kaas_crds::crds().into_iter().map(|(_, c)| c).collect();
