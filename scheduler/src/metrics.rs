@@ -151,6 +151,15 @@ struct FunctionRest {
     warm_runtime: f64,
 }
 
+/// Counts one into a 32-bit counter whose wraps are carried into `carried`.
+#[inline]
+fn bump(low: &mut u32, carried: &mut u64) {
+    *low = low.wrapping_add(1);
+    if *low == 0 {
+        *carried += 1 << 32;
+    }
+}
+
 /// A histogram sample waiting to be applied: function (high 32 bits), latency rather
 /// than wait (bit 31), bucket index + 2^30 in the low 31 bits (0: a zero sample).
 type Pending = u64;
@@ -280,10 +289,7 @@ impl Metrics {
         h.started += 1;
         h.wait_sum += w;
         if cold {
-            h.cold_starts = h.cold_starts.wrapping_add(1);
-            if h.cold_starts == 0 {
-                self.rest[i].cold_starts_carried += 1 << 32;
-            }
+            bump(&mut h.cold_starts, &mut self.rest[i].cold_starts_carried);
         }
         // Zero waits, the common case, are not recorded: they are `started` less the
         // histogram's samples.
@@ -320,10 +326,7 @@ impl Metrics {
         h.completed += 1;
         h.latency_sum += l;
         if met {
-            h.slo_met = h.slo_met.wrapping_add(1);
-            if h.slo_met == 0 {
-                self.rest[i].slo_met_carried += 1 << 32;
-            }
+            bump(&mut h.slo_met, &mut self.rest[i].slo_met_carried);
         }
         self.defer(pending(f, true, (l >= 1e-9).then(|| Histogram::index_of(l))));
     }

@@ -87,16 +87,14 @@ fn decode(e: u128) -> (Nanos, Kind) {
 /// synthetic open workload, whose queue may hold a million requests, keeps nothing.
 #[derive(Clone, Copy)]
 struct Side {
-    /// Service time from the trace, or `NO_DURATION`.
-    duration: Nanos,
+    /// Service time from the trace.
+    duration: Option<Nanos>,
     client: bool,
 }
 
 impl Side {
-    const NONE: Side = Side { duration: NO_DURATION, client: false };
+    const NONE: Side = Side { duration: None, client: false };
 }
-
-const NO_DURATION: Nanos = Nanos::MAX;
 
 struct Sim<'a> {
     scenario: &'a Scenario,
@@ -140,7 +138,7 @@ impl Sim<'_> {
                     if slot >= self.side.len() {
                         self.side.resize(slot + 1, Side::NONE);
                     }
-                    self.side[slot] = Side { duration: a.duration.unwrap_or(NO_DURATION), client };
+                    self.side[slot] = Side { duration: a.duration, client };
                 }
             }
             Err(_) => {
@@ -176,7 +174,7 @@ impl Sim<'_> {
         while let Some(d) = self.s.next_dispatch(now) {
             let side = self.side(d.id.slot());
             let fi = d.function.0 as usize;
-            let run = match (side.duration != NO_DURATION).then_some(side.duration) {
+            let run = match side.duration {
                 Some(dur) => (d.expected as f64 * dur as f64 / self.best[fi].max(1) as f64) as Nanos,
                 None if self.exponential[fi] => (self.rng.exp1() * d.expected as f64) as Nanos,
                 None => d.expected,

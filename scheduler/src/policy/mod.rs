@@ -201,8 +201,9 @@ impl<'a> Cx<'a> {
     /// Warm runtime of `f` on its fastest class (`None` if it runs nowhere).
     #[inline]
     pub fn best_runtime(&self, f: FunctionId) -> Option<Nanos> {
+        // The dense table writes 0 for "runs nowhere"; only then ask the function itself.
         let best = self.v.hot[f.0 as usize].best;
-        (best > 0 || self.function(f).best_runtime() == Some(0)).then_some(best)
+        if best > 0 { Some(best) } else { self.function(f).best_runtime() }
     }
 
     /// Warm runtime of `f` on class `c` (`None` if it has no build there).
