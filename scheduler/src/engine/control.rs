@@ -8,6 +8,7 @@ impl Scheduler {
     /// resident state, and the requests running or waiting for a next kernel there,
     /// which are returned for the caller to retry or answer.
     pub fn set_device_health(&mut self, d: DeviceId, healthy: bool) -> Vec<Lost> {
+        self.settle();
         let di = d.0 as usize;
         if healthy {
             if self.v.healthy.insert(d) {
@@ -55,6 +56,7 @@ impl Scheduler {
     /// Makes `f` resident on `d` without running it (the executor's preload), evicting
     /// unprotected state if needed. Returns whether it is resident now.
     pub fn preload(&mut self, now: Nanos, f: FunctionId, d: DeviceId) -> bool {
+        self.settle();
         let (fi, di) = (f.0 as usize, d.0 as usize);
         if !self.v.runnable[fi].contains(d) || !self.v.healthy.contains(d) {
             return false;
@@ -79,6 +81,7 @@ impl Scheduler {
     /// Evicts a function's resident state from every device where it is not running
     /// (a deleted function). Returns the devices it left.
     pub fn evict_function(&mut self, f: FunctionId) -> Vec<DeviceId> {
+        self.settle();
         let devices: Vec<DeviceId> = self.v.resident[f.0 as usize].iter().collect();
         let mut left = Vec::new();
         for d in devices {
@@ -92,6 +95,7 @@ impl Scheduler {
 
     /// Switches the policy live; waiting requests move to the new one in arrival order.
     pub fn set_policy(&mut self, now: Nanos, config: PolicyConfig) -> Result<(), ConfigError> {
+        self.settle();
         let mut next = self.registry.build(&config)?;
         let mut waiting = self.policy.drain();
         waiting.sort_by_key(|q| q.seq);
@@ -108,17 +112,20 @@ impl Scheduler {
 
     /// Changes admission control live.
     pub fn set_admission(&mut self, mode: AdmissionMode, burst: f64) {
+        self.settle();
         self.config.admission = mode;
         self.config.token_bucket_burst = burst.max(1.0);
     }
 
     /// Changes granularity for dispatches from now on (requests mid-graph keep going).
     pub fn set_granularity(&mut self, granularity: Granularity) {
+        self.settle();
         self.config.granularity = granularity;
     }
 
     /// Changes cache eviction live.
     pub fn set_eviction(&mut self, eviction: Eviction) {
+        self.settle();
         self.config.eviction = eviction;
         for c in &mut self.v.caches {
             c.set_eviction(eviction);

@@ -63,6 +63,13 @@ pub struct Scheduler {
     /// Healthy slots weighted by class speed relative to the fastest class.
     capacity: f64,
     seq: u64,
+    /// Live requests waiting to start (the policy may still hold cancelled ones): the
+    /// hot paths ask this instead of the policy whether anything waits.
+    waiting: usize,
+    /// A request submitted while nothing else waited, with the device the policy would
+    /// give it (see [`Policy::place_alone`]), not queued in the policy: the next
+    /// `next_dispatch` at the same instant starts it; anything else queues it first.
+    offered: Option<(Nanos, Queued, DeviceId)>,
     dropped: Vec<Dropped>,
     evicted: Vec<FunctionId>,
     /// When keep-alive protections end (may hold ends already past).
@@ -157,6 +164,8 @@ impl Scheduler {
             backlog: 0.0,
             capacity: 0.0,
             seq: 0,
+            waiting: 0,
+            offered: None,
             dropped: Vec::new(),
             evicted: Vec::new(),
             keep_alive_ends: BinaryHeap::new(),
@@ -176,6 +185,7 @@ impl Scheduler {
 
     /// Adds a function; returns its id.
     pub fn add_function(&mut self, f: Function) -> Result<FunctionId, ConfigError> {
+        self.settle();
         let id = FunctionId(self.functions.len() as u32);
         self.functions.push(f);
         self.v.resident.push(DeviceSet::new(self.cluster.devices.len()));
@@ -195,6 +205,7 @@ impl Scheduler {
 
     /// Replaces a function's model (a new profile, say). Queued requests keep their deadlines.
     pub fn update_function(&mut self, id: FunctionId, f: Function) -> Result<(), ConfigError> {
+        self.settle();
         let classes = self.cluster.classes.len();
         if f.runtime.len() != classes || f.load_time.len() != classes {
             return Err(ConfigError::Model(format!(
@@ -246,6 +257,7 @@ impl Scheduler {
 
     /// Restricts a function to one device (a device-plugin share), or lifts the restriction.
     pub fn pin_function(&mut self, id: FunctionId, device: Option<DeviceId>) -> Result<(), ConfigError> {
+        self.settle();
         let i = id.0 as usize;
         if self.pinned.len() <= i {
             self.pinned.resize(i + 1, None);
@@ -297,7 +309,8 @@ impl Scheduler {
 
     /// Requests waiting in the policy's queue (not yet started).
     pub fn queued(&self) -> usize {
-        self.requests.iter().filter(|r| r.phase == Phase::Queued).count()
+        debug_assert_eq!(self.waiting, self.requests.iter().filter(|r| r.phase == Phase::Queued).count());
+        self.waiting
     }
 
     /// Free slots of a device.
@@ -355,7 +368,7 @@ impl Scheduler {
         let func = self.functions.get(f.0 as usize)?;
         let run = func.best_runtime()?;
         let fast_class = func.runtime.iter().enumerate().filter_map(|(c, r)| r.map(|r| (r, c))).min()?.1;
-        let idle_device = self.policy.is_empty() && self.v.free.intersects(&self.v.runnable[f.0 as usize]);
+        let idle_device = self.waiting == 0 && self.v.free.intersects(&self.v.runnable[f.0 as usize]);
         let wait = if idle_device || self.capacity <= 0.0 {
             0
         } else {
@@ -369,6 +382,7 @@ impl Scheduler {
     /// Offers a request. Admitted requests are queued and will end in exactly one of a
     /// completed [`Dispatch`] chain, a [`Dropped`], a [`Lost`] or a [`cancel`](Self::cancel).
     pub fn submit(&mut self, now: Nanos, request: Request) -> Result<ReqId, Rejection> {
+        self.settle();
         let fi = request.function.0 as usize;
         if fi >= self.v.hot.len() {
             return Err(Rejection::UnknownFunction);
@@ -424,7 +438,12 @@ impl Scheduler {
             seq: self.seq,
         };
         let cx = cx!(self, now);
-        self.policy.enqueue(&cx, queued);
+        let alone = self.waiting == 0 && self.has_continuation.is_empty();
+        match alone.then(|| self.policy.place_alone(&cx, &queued)).flatten() {
+            Some(device) => self.offered = Some((now, queued, device)),
+            None => self.policy.enqueue(&cx, queued),
+        }
+        self.waiting += 1;
         Ok(id)
     }
 
@@ -448,10 +467,12 @@ impl Scheduler {
     /// Withdraws a request that has not started (its caller gave up). Returns whether it
     /// was waiting; running requests cannot be withdrawn.
     pub fn cancel(&mut self, id: ReqId) -> bool {
+        self.settle();
         match self.state(id) {
             Some(s) if s.phase == Phase::Queued => {
                 self.backlog -= self.v.hot[s.request.function.0 as usize].best as f64;
                 self.release_id(id);
+                self.waiting -= 1;
                 self.v.cancelled_waiting = true;
                 true
             }
@@ -469,7 +490,7 @@ impl Scheduler {
         while self.keep_alive_ends.peek().is_some_and(|e| e.0 <= now) {
             self.keep_alive_ends.pop();
         }
-        if self.policy.is_empty() {
+        if self.waiting == 0 {
             return None;
         }
         self.keep_alive_ends.peek().map(|e| e.0)
@@ -493,7 +514,7 @@ impl Scheduler {
         self.has_continuation.is_empty()
             && self.dropped.is_empty()
             && self.keep_alive_ends.is_empty()
-            && self.policy.is_empty()
+            && self.waiting == 0
     }
 
     fn best_continuation(&self) -> Option<(Rank, DeviceId)> {
@@ -507,11 +528,41 @@ impl Scheduler {
     /// after every submit, completion or health change.
     #[inline]
     pub fn next_dispatch(&mut self, now: Nanos) -> Option<Dispatch> {
+        if let Some((at, req, device)) = self.offered.take() {
+            if at == now {
+                let rank = self.kernel_rank(now, &req);
+                if let Some(d) = self.start(now, req, device, false, rank) {
+                    return Some(d);
+                }
+            } else {
+                self.offered = Some((at, req, device));
+                self.settle();
+            }
+        }
         // Most calls find nothing waiting: answer them without setting up a decision.
-        if self.has_continuation.is_empty() && self.policy.is_empty() {
+        if self.has_continuation.is_empty() && self.waiting == 0 {
             return None;
         }
         self.decide(now)
+    }
+
+    /// Queues the offered request in the policy, as if it had been queued at submit
+    /// (called first by everything that could change what the policy would pick).
+    #[inline]
+    pub(crate) fn settle(&mut self) {
+        if let Some((at, req, _)) = self.offered.take() {
+            let cx = cx!(self, at);
+            self.policy.enqueue(&cx, req);
+        }
+    }
+
+    /// The rank a request starting whole is recorded with: needed only when its later
+    /// kernels will compete with other requests (kernel granularity).
+    fn kernel_rank(&self, now: Nanos, req: &Queued) -> Option<Rank> {
+        (self.config.granularity != Granularity::Request).then(|| {
+            let cx = cx!(self, now);
+            self.policy.rank(&cx, req)
+        })
     }
 
     fn decide(&mut self, now: Nanos) -> Option<Dispatch> {
@@ -519,7 +570,7 @@ impl Scheduler {
             let cont = if self.has_continuation.is_empty() { None } else { self.best_continuation() };
             let (pick, rank) = {
                 let cx = cx!(self, now);
-                if self.policy.is_empty() {
+                if self.waiting == 0 {
                     (None, None)
                 } else {
                     match self.policy.peek(&cx) {
@@ -550,6 +601,7 @@ impl Scheduler {
                 Pick::Drop { req } => {
                     self.backlog -= self.v.hot[req.function.0 as usize].best as f64;
                     self.release_id(req.id);
+                    self.waiting -= 1;
                     self.dropped.push(Dropped {
                         id: req.id,
                         function: req.function,
@@ -634,6 +686,7 @@ impl Scheduler {
             Granularity::Kernel => (1, self.functions[fi].kernel_runtime(class, 0).unwrap_or(0)),
         };
         self.take_slot(device);
+        self.waiting -= 1;
         let load = if acquired.cold { load_time } else { 0 };
         self.v.queued[req.id.index()] = 0;
         let state = &mut self.requests[req.id.index()];
@@ -716,6 +769,7 @@ impl Scheduler {
     /// Reports that a dispatch finished (successfully or not: a failed kernel is reported
     /// with [`fail`](Self::fail) instead).
     pub fn complete(&mut self, now: Nanos, id: ReqId) -> Option<Completed> {
+        self.settle();
         let state = *self.state(id)?;
         let Phase::Running { device, kernel, kernels } = state.phase else { return None };
         self.free_slot(device, id);
@@ -755,6 +809,7 @@ impl Scheduler {
     /// Reports that a running request failed (its kernel faulted, its executor answered
     /// an error). The request is forgotten; the caller answers it.
     pub fn fail(&mut self, now: Nanos, id: ReqId) -> Option<Request> {
+        self.settle();
         let state = *self.state(id)?;
         let Phase::Running { device, kernel, .. } = state.phase else { return None };
         self.free_slot(device, id);

@@ -3,6 +3,7 @@
 use std::collections::VecDeque;
 
 use super::{Cx, Pick, Policy, Queued, Rank, remove_id};
+use crate::model::DeviceId;
 
 /// How far past a head that fits no free device the queue is searched, so one request
 /// that only fits busy devices does not idle the rest of the cluster.
@@ -48,6 +49,10 @@ impl Policy for Balance {
             return None;
         }
         self.find(cx)
+    }
+
+    fn place_alone(&self, cx: &Cx, req: &Queued) -> Option<DeviceId> {
+        cx.first_free_fitting(req.function)
     }
 
     fn commit(&mut self, _cx: &Cx, pick: &Pick) {

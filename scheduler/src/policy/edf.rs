@@ -4,6 +4,7 @@ use std::collections::BTreeMap;
 
 use super::balance::SCAN_LIMIT;
 use super::{Cx, Pick, Policy, Queued, Rank};
+use crate::model::DeviceId;
 
 /// Requests ordered by rank (rank includes the unique arrival sequence), with the
 /// in-order scan past the head that EDF-like policies need.
@@ -95,6 +96,10 @@ impl Policy for Edf {
         self.heap.find(cx, SCAN_LIMIT, |req| {
             cx.best_free(req.function).map(|device| Pick::Run { req: *req, device, flush: false })
         })
+    }
+
+    fn place_alone(&self, cx: &Cx, req: &Queued) -> Option<DeviceId> {
+        cx.best_free(req.function)
     }
 
     fn commit(&mut self, cx: &Cx, pick: &Pick) {

@@ -306,6 +306,14 @@ pub trait Policy: Send {
     fn is_empty(&self) -> bool {
         self.len() == 0
     }
+    /// The device [`peek`](Self::peek) would pick for `req` if it were queued alone, when
+    /// the policy can say so without queueing it and without changing its own state;
+    /// `None` (the default) queues it as usual. Asked only when no other live request and
+    /// no kernel waits; the engine then starts `req` on that device without `enqueue`,
+    /// `peek` and `commit`, or queues it if anything changes before it is dispatched.
+    fn place_alone(&self, _cx: &Cx, _req: &Queued) -> Option<DeviceId> {
+        None
+    }
     /// Why the policy can never run `f`, if so (checked at arrival).
     fn refuse(&self, _cx: &Cx, _f: FunctionId) -> Option<String> {
         None
