@@ -13,6 +13,8 @@ struct RefEntry {
     pins: u32,
     last_use: Nanos,
     frequency: u64,
+    /// Load cost given when it was loaded: its GDSF cost while it stays.
+    cost: f64,
     priority: f64,
     keep_until: Nanos,
     /// Order in which it became unpinned (LRU order).
@@ -124,7 +126,7 @@ impl Model {
                 e.pins += 1;
                 e.frequency += 1;
                 e.last_use = now;
-                e.priority = inflation + e.frequency as f64 * cost / e.bytes.max(1) as f64;
+                e.priority = inflation + e.frequency as f64 * e.cost / e.bytes.max(1) as f64;
             }
             None => {
                 self.entries[f] = Some(RefEntry {
@@ -132,6 +134,7 @@ impl Model {
                     pins: 1,
                     last_use: now,
                     frequency: 1,
+                    cost,
                     priority: inflation + cost / bytes.max(1) as f64,
                     keep_until: 0,
                     parked: 0,
