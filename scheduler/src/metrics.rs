@@ -160,18 +160,22 @@ fn bump(low: &mut u32, carried: &mut u64) {
     }
 }
 
-/// A histogram sample waiting to be applied: function (high 32 bits), latency rather
-/// than wait (bit 31), bucket index + 2^30 in the low 31 bits (0: a zero sample).
-type Pending = u64;
+/// A histogram sample waiting to be applied: function and kind (`function << 1`, plus 1
+/// for a latency rather than a wait), and the value in milliseconds. The bucket index is
+/// worked out when the batch is applied: its logarithm is a long chain of dependent
+/// floating-point operations, which stalled the request path when done per sample and
+/// overlaps across samples in a batch.
+#[derive(Clone, Copy, Debug, Default)]
+struct Pending {
+    key: u64,
+    value: f64,
+}
 
-const PENDING_LATENCY: u64 = 1 << 31;
-const PENDING_BIAS: i64 = 1 << 30;
 /// Samples buffered before they are applied, grouped by function.
-const PENDING_BATCH: usize = 1 << 14;
+const PENDING_BATCH: usize = 1 << 13;
 
-fn pending(f: FunctionId, latency: bool, index: Option<i32>) -> Pending {
-    let low = index.map_or(0, |i| (i as i64 + PENDING_BIAS) as u64 & 0x7fff_ffff);
-    (f.0 as u64) << 32 | if latency { PENDING_LATENCY } else { 0 } | low
+fn pending(f: FunctionId, latency: bool, value: f64) -> Pending {
+    Pending { key: (f.0 as u64) << 1 | latency as u64, value }
 }
 
 /// Accumulates outcomes into [`Report`]s, overall and per function, in bounded memory.
@@ -231,27 +235,24 @@ impl Metrics {
         }
         let n = self.hot.len();
         let mut starts = vec![0usize; n + 1];
-        for &p in &self.pending {
-            starts[(p >> 32) as usize + 1] += 1;
+        for p in &self.pending {
+            starts[(p.key >> 1) as usize + 1] += 1;
         }
         for i in 1..=n {
             starts[i] += starts[i - 1];
         }
         self.scratch.clear();
-        self.scratch.resize(self.pending.len(), 0);
+        self.scratch.resize(self.pending.len(), Pending::default());
         for &p in &self.pending {
-            let f = (p >> 32) as usize;
+            let f = (p.key >> 1) as usize;
             self.scratch[starts[f]] = p;
             starts[f] += 1;
         }
         self.pending.clear();
-        for &p in &self.scratch {
-            let rest = &mut self.rest[(p >> 32) as usize];
-            let h = if p & PENDING_LATENCY != 0 { &mut rest.latency } else { &mut rest.wait };
-            match p & 0x7fff_ffff {
-                0 => h.add_zero(),
-                low => h.add_indexed((low as i64 - PENDING_BIAS) as i32),
-            }
+        for p in &self.scratch {
+            let rest = &mut self.rest[(p.key >> 1) as usize];
+            let h = if p.key & 1 != 0 { &mut rest.latency } else { &mut rest.wait };
+            h.add(p.value);
         }
     }
 
@@ -294,7 +295,7 @@ impl Metrics {
         // Zero waits, the common case, are not recorded: they are `started` less the
         // histogram's samples.
         if w >= 1e-9 {
-            self.defer(pending(f, false, Some(Histogram::index_of(w))));
+            self.defer(pending(f, false, w));
         }
     }
 
@@ -328,7 +329,7 @@ impl Metrics {
         if met {
             bump(&mut h.slo_met, &mut self.rest[i].slo_met_carried);
         }
-        self.defer(pending(f, true, (l >= 1e-9).then(|| Histogram::index_of(l))));
+        self.defer(pending(f, true, l));
     }
 
     /// An admitted request was answered with an error (shed, lost, failed).
