@@ -172,7 +172,7 @@ struct Pending {
 }
 
 /// Samples buffered before they are applied, grouped by function.
-const PENDING_BATCH: usize = 1 << 13;
+const PENDING_BATCH: usize = 1 << 16;
 
 fn pending(f: FunctionId, latency: bool, value: f64) -> Pending {
     Pending { key: (f.0 as u64) << 1 | latency as u64, value }
