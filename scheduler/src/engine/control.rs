@@ -41,7 +41,7 @@ impl Scheduler {
         for l in &lost {
             self.release_id(l.id);
         }
-        self.running[di].clear();
+        self.cells(di).fill((NOBODY, 0));
         self.continuations[di].clear();
         self.has_continuation.remove(d);
         self.free_slots[di] = self.cluster.class_of(d).slots;

@@ -12,7 +12,7 @@ use crate::policy::{Cx, Pick, Policy, PolicyConfig, Queued, Rank, Registry};
 use crate::{ConfigError, Granularity, ReqId, SchedulerConfig};
 
 mod types;
-pub(crate) use types::{ClassCost, Hot, NONE, View};
+pub(crate) use types::{ClassCost, Hot, NOBODY, NONE, View};
 pub use types::{Completed, Dispatch, Dropped, Lost};
 
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
@@ -49,7 +49,11 @@ pub struct Scheduler {
     policy: Box<dyn Policy>,
     config: SchedulerConfig,
     free_slots: Vec<u32>,
-    running: Vec<Vec<(ReqId, Nanos)>>,
+    /// What runs on each device and when it ends: one cell per slot, device `d`'s cells
+    /// at `running_base[d]..running_base[d + 1]`, empty ones holding [`NOBODY`]. Flat, so
+    /// a completion finds its cell without chasing a per-device allocation.
+    running: Vec<(ReqId, Nanos)>,
+    running_base: Vec<usize>,
     continuations: Vec<BinaryHeap<Reverse<(Rank, ReqId)>>>,
     has_continuation: DeviceSet,
     requests: Vec<ReqState>,
@@ -134,6 +138,12 @@ impl Scheduler {
             .map(|i| DeviceCache::new(cluster.class_of(DeviceId(i as u32)).memory_bytes, config.eviction))
             .collect();
         let free_slots: Vec<u32> = (0..n).map(|i| cluster.class_of(DeviceId(i as u32)).slots).collect();
+        let running_base: Vec<usize> = std::iter::once(0)
+            .chain(free_slots.iter().scan(0usize, |sum, &k| {
+                *sum += k as usize;
+                Some(*sum)
+            }))
+            .collect();
         let mut s = Scheduler {
             v: View {
                 free: healthy.clone(),
@@ -149,7 +159,8 @@ impl Scheduler {
                 costs: Vec::new(),
             },
             free_slots,
-            running: vec![Vec::new(); n],
+            running: vec![(NOBODY, 0); running_base[n]],
+            running_base,
             continuations: vec![BinaryHeap::new(); n],
             has_continuation: DeviceSet::new(n),
             cluster,
@@ -626,11 +637,21 @@ impl Scheduler {
         }
     }
 
+    /// The running cells of device `d`.
+    #[inline]
+    fn cells(&mut self, d: usize) -> &mut [(ReqId, Nanos)] {
+        &mut self.running[self.running_base[d]..self.running_base[d + 1]]
+    }
+
     fn note_running(&mut self, d: DeviceId, id: ReqId, end: Nanos) {
-        let running = &mut self.running[d.0 as usize];
-        let busy = &mut self.v.busy_until[d.0 as usize];
-        *busy = if running.is_empty() { end } else { (*busy).min(end) };
-        running.push((id, end));
+        let di = d.0 as usize;
+        let cells = self.cells(di);
+        let idle = cells.iter().all(|c| c.0 == NOBODY);
+        if let Some(c) = cells.iter_mut().find(|c| c.0 == NOBODY) {
+            *c = (id, end);
+        }
+        let busy = &mut self.v.busy_until[di];
+        *busy = if idle { end } else { (*busy).min(end) };
     }
 
     fn start(
@@ -754,14 +775,13 @@ impl Scheduler {
         if self.v.healthy.contains(d) {
             self.v.free.insert(d);
         }
-        let running = &mut self.running[di];
-        if let Some(i) = running.iter().position(|r| r.0 == id) {
-            let (_, end) = running.swap_remove(i);
+        let cells = self.cells(di);
+        if let Some(c) = cells.iter_mut().find(|c| c.0 == id) {
+            let end = std::mem::replace(c, (NOBODY, 0)).1;
             // The earliest end changes only when it is the one leaving.
-            if running.is_empty() {
-                self.v.busy_until[di] = 0;
-            } else if end <= self.v.busy_until[di] {
-                self.v.busy_until[di] = running.iter().map(|r| r.1).min().unwrap_or(0);
+            if end <= self.v.busy_until[di] {
+                let cells = self.cells(di);
+                self.v.busy_until[di] = cells.iter().filter(|c| c.0 != NOBODY).map(|c| c.1).min().unwrap_or(0);
             }
         }
     }

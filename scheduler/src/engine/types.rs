@@ -67,6 +67,9 @@ pub struct Lost {
     pub request: Request,
 }
 
+/// An empty running cell: live requests have a generation of at least 1.
+pub(crate) const NOBODY: ReqId = ReqId(0);
+
 /// No runtime on a class.
 pub(crate) const NONE: Nanos = Nanos::MAX;
 
