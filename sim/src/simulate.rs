@@ -1,8 +1,7 @@
 //! The discrete-event loop: arrivals and completions drive the scheduler core, the
 //! metrics accumulator records every outcome.
 
-use std::cmp::Reverse;
-use std::collections::{BTreeMap, BinaryHeap};
+use std::collections::BTreeMap;
 use std::time::Instant;
 
 use kaas_scheduler::metrics::{Metrics, Report};
@@ -10,6 +9,7 @@ use kaas_scheduler::{Completed, FunctionId, Nanos, Request, SEC, Scheduler};
 use serde::Serialize;
 
 use crate::SimError;
+use crate::heap::EventHeap;
 use crate::rng::Rng;
 use crate::scenario::{Generator, Scenario, Service};
 use crate::workload::{self, Arrival};
@@ -100,7 +100,7 @@ struct Sim<'a> {
     scenario: &'a Scenario,
     s: Scheduler,
     metrics: Metrics,
-    events: BinaryHeap<Reverse<u128>>,
+    events: EventHeap,
     side: Vec<Side>,
     /// Whether arrivals carry durations or come from clients (else `side` stays empty).
     needs_side: bool,
@@ -117,7 +117,7 @@ struct Sim<'a> {
 
 impl Sim<'_> {
     fn push(&mut self, t: Nanos, kind: Kind) {
-        self.events.push(Reverse(event(t, kind)));
+        self.events.push(event(t, kind));
     }
 
     #[inline]
@@ -246,7 +246,7 @@ pub fn simulate(
         scenario,
         s,
         metrics,
-        events: BinaryHeap::new(),
+        events: EventHeap::default(),
         side: Vec::new(),
         needs_side: scenario.workload.trace.is_some() || closed.is_some(),
         rng: Rng::seed_from_u64(scenario.seed.wrapping_add(0x5eed)),
@@ -272,7 +272,7 @@ pub fn simulate(
     let started = Instant::now();
     let mut next_arrival = arrivals.pull().map_err(|e| *e)?;
     loop {
-        let next_event = sim.events.peek().map(|e| decode(e.0).0);
+        let next_event = sim.events.peek().map(|e| decode(e).0);
         let now = match (next_event, next_arrival) {
             (Some(e), Some(a)) if e <= a.t => e,
             (_, Some(a)) => {
@@ -284,7 +284,7 @@ pub fn simulate(
             (Some(e), None) => e,
             (None, None) => break,
         };
-        let (_, kind) = decode(sim.events.pop().unwrap().0);
+        let (_, kind) = decode(sim.events.pop().unwrap());
         match kind {
             Kind::Complete(slot) => {
                 sim.count += 1;
