@@ -4,6 +4,7 @@
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
+use std::hash::{BuildHasherDefault, Hasher};
 
 use serde::{Deserialize, Serialize};
 
@@ -67,6 +68,27 @@ struct Entry {
 }
 
 const _: () = assert!(std::mem::size_of::<Entry>() == 16);
+
+/// Hashes a size for the size table: one multiplication (the default SipHash cost more
+/// than the rest of a cold acquire under `exclusive`, which reloads on every dispatch).
+#[derive(Default)]
+struct SizeHasher(u64);
+
+impl Hasher for SizeHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.write_u64(b as u64);
+        }
+    }
+
+    fn write_u64(&mut self, x: u64) {
+        self.0 = (self.0 ^ x ^ (x >> 29)).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    }
+}
 
 /// Most pins one entry can hold (an acquire beyond it is refused): far above any
 /// device's slot count.
@@ -158,7 +180,7 @@ pub struct DeviceCache {
     lru_head: u32,
     lru_tail: u32,
     heap: BinaryHeap<Reverse<GdsfKey>>,
-    size_index: HashMap<u64, u16>,
+    size_index: HashMap<u64, u16, BuildHasherDefault<SizeHasher>>,
 }
 
 impl DeviceCache {
@@ -180,7 +202,7 @@ impl DeviceCache {
             inflation: 0.0,
             eviction,
             sizes: Vec::new(),
-            size_index: HashMap::new(),
+            size_index: HashMap::default(),
             priced: false,
         }
     }
