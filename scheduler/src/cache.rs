@@ -129,7 +129,16 @@ struct Cold {
 
 impl Default for Cold {
     fn default() -> Self {
-        Cold { bytes: 0, cost: 1.0, priority: 0.0, keep_until: 0, prev: NIL, next: NIL, generation: 0, member: NIL }
+        Cold {
+            bytes: 0,
+            cost: 1.0,
+            priority: 0.0,
+            keep_until: 0,
+            prev: NIL,
+            next: NIL,
+            generation: 0,
+            member: NIL,
+        }
     }
 }
 

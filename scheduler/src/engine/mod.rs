@@ -293,103 +293,6 @@ impl Scheduler {
         std::mem::take(&mut self.evictions)
     }
 
-    /// The function table.
-    pub fn functions(&self) -> &[Function] {
-        &self.functions
-    }
-
-    /// The cluster.
-    pub fn cluster(&self) -> &Cluster {
-        &self.cluster
-    }
-
-    /// The active configuration.
-    pub fn config(&self) -> &SchedulerConfig {
-        &self.config
-    }
-
-    /// Name of the active policy.
-    pub fn policy_name(&self) -> &str {
-        self.policy.name()
-    }
-
-    /// Whether the active policy is work-conserving.
-    pub fn work_conserving(&self) -> bool {
-        self.policy.work_conserving()
-    }
-
-    /// Requests waiting in the policy's queue (not yet started).
-    pub fn queued(&self) -> usize {
-        debug_assert_eq!(self.waiting, self.requests.iter().filter(|r| r.phase == Phase::Queued).count());
-        self.waiting
-    }
-
-    /// Free slots of a device.
-    pub fn free_slots(&self, d: DeviceId) -> u32 {
-        self.free_slots[d.0 as usize]
-    }
-
-    /// Memory in use on a device and its capacity, in bytes.
-    pub fn memory(&self, d: DeviceId) -> (u64, u64) {
-        let c = &self.v.caches[d.0 as usize];
-        (c.used(), c.capacity())
-    }
-
-    /// Whether a device is healthy.
-    pub fn is_healthy(&self, d: DeviceId) -> bool {
-        self.v.healthy.contains(d)
-    }
-
-    /// Whether `f` is resident on `d`.
-    pub fn is_resident(&self, f: FunctionId, d: DeviceId) -> bool {
-        self.v.resident[f.0 as usize].contains(d)
-    }
-
-    /// Functions resident on a device, in ID order.
-    pub fn residents(&self, d: DeviceId) -> Vec<FunctionId> {
-        let mut r: Vec<FunctionId> = self.v.caches[d.0 as usize].residents().collect();
-        r.sort_unstable();
-        r
-    }
-
-    /// Whether an invocation of `f` could start on `d` right now (free slot, healthy,
-    /// can run there, fits in memory after evicting unprotected state).
-    pub fn feasible_now(&self, f: FunctionId, d: DeviceId, now: Nanos) -> bool {
-        let func = &self.functions[f.0 as usize];
-        self.v.free.contains(d)
-            && self.v.runnable[f.0 as usize].contains(d)
-            && self.v.caches[d.0 as usize].fits(f, func.resident_bytes, func.working_bytes, now)
-    }
-
-    /// Functions of the requests waiting in the queue (not yet started), with their handles.
-    pub fn waiting(&self) -> Vec<(ReqId, FunctionId)> {
-        self.requests
-            .iter()
-            .enumerate()
-            .filter(|(_, r)| r.phase == Phase::Queued)
-            .map(|(i, r)| (ReqId::new(i as u32, r.generation), r.request.function))
-            .collect()
-    }
-
-    /// Predicted completion of a request of `f` arriving now: the time the backlog of
-    /// admitted work takes on the healthy slots (zero when a device is free and nothing
-    /// waits), plus the load time if the function is resident nowhere, plus its runtime
-    /// on its fastest class. This is what `deadline` admission compares to the deadline.
-    pub fn predict_completion(&self, f: FunctionId, now: Nanos) -> Option<Nanos> {
-        let func = self.functions.get(f.0 as usize)?;
-        let run = func.best_runtime()?;
-        let fast_class = func.runtime.iter().enumerate().filter_map(|(c, r)| r.map(|r| (r, c))).min()?.1;
-        let idle_device = self.waiting == 0 && self.v.free.intersects(&self.v.runnable[f.0 as usize]);
-        let wait = if idle_device || self.capacity <= 0.0 {
-            0
-        } else {
-            (self.backlog.max(0.0) / self.capacity) as Nanos
-        };
-        let warm = self.v.resident[f.0 as usize].intersects(&self.v.healthy);
-        let load = if warm { 0 } else { func.load_time[fast_class] };
-        Some(now + wait + load + run)
-    }
-
     /// Offers a request. Admitted requests are queued and will end in exactly one of a
     /// completed [`Dispatch`] chain, a [`Dropped`], a [`Lost`] or a [`cancel`](Self::cancel).
     pub fn submit(&mut self, now: Nanos, request: Request) -> Result<ReqId, Rejection> {
@@ -781,7 +684,8 @@ impl Scheduler {
             // The earliest end changes only when it is the one leaving.
             if end <= self.v.busy_until[di] {
                 let cells = self.cells(di);
-                self.v.busy_until[di] = cells.iter().filter(|c| c.0 != NOBODY).map(|c| c.1).min().unwrap_or(0);
+                self.v.busy_until[di] =
+                    cells.iter().filter(|c| c.0 != NOBODY).map(|c| c.1).min().unwrap_or(0);
             }
         }
     }
@@ -851,3 +755,4 @@ fn remaining_share(func: &Function, from: u16) -> f64 {
 
 // Declared after the `cx!` macro it uses (macros are scoped textually).
 mod control;
+mod query;
