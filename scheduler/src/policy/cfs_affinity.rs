@@ -70,7 +70,7 @@ impl Policy for CfsAffinity {
     fn enqueue(&mut self, _cx: &Cx, req: Queued) {
         let floor = self.flows.min_tag().unwrap_or(self.clock);
         let flow = self.flows.flow(req.function);
-        if flow.queue.is_empty() {
+        if flow.is_empty() {
             flow.tag = flow.tag.max(floor);
         }
         self.flows.push(req.function, req, 0);
@@ -87,7 +87,7 @@ impl Policy for CfsAffinity {
                 return None;
             }
             let (f, device) = self.choose(cx)?;
-            let queued_head = self.flows.flows[f.0 as usize].queue.front().map(|h| h.0);
+            let queued_head = self.flows.flows[f.0 as usize].front().map(|h| h.0);
             match self.flows.head(cx, f) {
                 Some((req, _)) if Some(req) == queued_head => {
                     return Some(Pick::Run { req, device, flush: false });

@@ -92,7 +92,7 @@ impl Policy for Exclusive {
                 if !unowned_free && self.owned(f).is_some_and(|o| !o.is_empty() && !o.intersects(cx.free())) {
                     continue;
                 }
-                let Some(&(req, _)) = self.flows.flows[f.0 as usize].queue.front() else { continue };
+                let Some(&(req, _)) = self.flows.flows[f.0 as usize].front() else { continue };
                 if !cx.is_live(&req) {
                     dead = Some(f);
                     break;

@@ -56,7 +56,7 @@ impl Policy for MqfqSticky {
             let mut dead = None;
             let mut found = None;
             for (_, f) in self.flows.ordered().take_while(|&(tag, _)| tag <= limit) {
-                let Some(&(req, _)) = self.flows.flows[f.0 as usize].queue.front() else { continue };
+                let Some(&(req, _)) = self.flows.flows[f.0 as usize].front() else { continue };
                 if !cx.is_live(&req) {
                     dead = Some(f);
                     break;

@@ -112,7 +112,7 @@ impl Policy for StaticPartition {
                 if !self.sets[share_index as usize].intersects(cx.free()) {
                     continue;
                 }
-                let Some(&(req, _)) = self.flows.flows[f.0 as usize].queue.front() else { continue };
+                let Some(&(req, _)) = self.flows.flows[f.0 as usize].front() else { continue };
                 if !cx.is_live(&req) {
                     dead = Some(f);
                     break;
