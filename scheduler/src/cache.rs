@@ -462,14 +462,18 @@ impl DeviceCache {
         } else {
             let size = self.size_slot(bytes);
             self.entries[i] = Entry { last_use: now, frequency: 1, state: 2, size };
+            // Every field but the generation, written without reading the record (under
+            // `exclusive` it is cold in memory on every dispatch). The generation already
+            // moved on when the entry was last removed, so no heap record matches it.
+            let member = self.members.len() as u32;
             let c = &mut self.cold[i];
-            *c = Cold {
-                bytes,
-                cost: load_cost.max(1) as f64,
-                generation: c.generation.wrapping_add(1),
-                member: self.members.len() as u32,
-                ..Cold::default()
-            };
+            c.bytes = bytes;
+            c.cost = load_cost.max(1) as f64;
+            c.priority = 0.0;
+            c.keep_until = 0;
+            c.prev = NIL;
+            c.next = NIL;
+            c.member = member;
             if self.priced {
                 self.cold[i].priority = self.priority_of(i);
             }
