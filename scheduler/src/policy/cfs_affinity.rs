@@ -73,7 +73,7 @@ impl Policy for CfsAffinity {
         if flow.is_empty() {
             flow.tag = flow.tag.max(floor);
         }
-        self.flows.push(req.function, req, 0);
+        self.flows.push(req.function, req, req.seq);
     }
 
     fn peek(&mut self, cx: &Cx) -> Option<Pick> {

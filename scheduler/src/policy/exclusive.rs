@@ -41,13 +41,16 @@ impl Exclusive {
 
     /// Device for `f` now, and whether it changes hands from another function.
     fn device_for(&self, cx: &Cx, f: FunctionId) -> Option<(DeviceId, bool)> {
-        if let Some(own) = self.owned(f)
+        if let Some(own) = self.owned(f).filter(|o| !o.is_empty())
             && let Some(d) = cx.free().iter_common(own).find(|&d| cx.fits(f, d))
         {
             return Some((d, false));
         }
-        // A free device nobody owns (`unowned` is exactly the devices without an owner).
-        if let Some(d) = cx.free().iter_common3(cx.runnable(f), &self.unowned).find(|&d| cx.fits(f, d)) {
+        // A free device nobody owns (`unowned` is exactly the devices without an owner;
+        // once every device has had a function it stays empty).
+        if !self.unowned.is_empty()
+            && let Some(d) = cx.free().iter_common3(cx.runnable(f), &self.unowned).find(|&d| cx.fits(f, d))
+        {
             return Some((d, false));
         }
         let candidates = || cx.free().iter_common(cx.runnable(f)).filter(|&d| cx.fits(f, d));
@@ -84,7 +87,7 @@ impl Policy for Exclusive {
             if cx.free().is_empty() {
                 return None;
             }
-            let unowned_free = self.unowned.intersects(cx.free());
+            let unowned_free = !self.unowned.is_empty() && self.unowned.intersects(cx.free());
             let mut dead = None;
             let mut found = None;
             for (_, f) in self.flows.ordered() {

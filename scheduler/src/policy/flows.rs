@@ -14,7 +14,11 @@ pub(crate) struct Flow {
     /// per flow under `exclusive`) a head inside the ring buffer missed the CPU caches
     /// each time.
     head: Option<(Queued, u64)>,
-    rest: VecDeque<(Queued, u64)>,
+    rest: VecDeque<Queued>,
+    /// Tags of `rest`, in step with it, when the flows carry their own per-request tags
+    /// (else a request's tag is its arrival sequence number and nothing is stored: the
+    /// queues of a deep backlog are the simulator's largest memory).
+    rest_tags: VecDeque<u64>,
     /// The tag the flow is ordered by while backlogged.
     pub(crate) tag: u64,
 }
@@ -32,17 +36,23 @@ impl Flow {
         self.head.is_none()
     }
 
-    fn push_back(&mut self, entry: (Queued, u64)) {
+    fn push_back(&mut self, entry: (Queued, u64), explicit_tags: bool) {
         if self.head.is_none() {
             self.head = Some(entry);
         } else {
-            self.rest.push_back(entry);
+            self.rest.push_back(entry.0);
+            if explicit_tags {
+                self.rest_tags.push_back(entry.1);
+            }
         }
     }
 
-    fn pop_front(&mut self) -> Option<(Queued, u64)> {
+    fn pop_front(&mut self, explicit_tags: bool) -> Option<(Queued, u64)> {
         let head = self.head.take()?;
-        self.head = self.rest.pop_front();
+        self.head = self.rest.pop_front().map(|q| {
+            let tag = if explicit_tags { self.rest_tags.pop_front().unwrap_or(q.seq) } else { q.seq };
+            (q, tag)
+        });
         Some(head)
     }
 }
@@ -56,12 +66,20 @@ pub(crate) struct Flows {
     /// Whether a flow is ordered by the tag of its head request (fair queueing start
     /// tags, arrival order) rather than by a tag the policy keeps per flow.
     pub(crate) tag_by_head: bool,
+    /// Whether requests carry tags of the policy's own; otherwise a request's tag is its
+    /// arrival sequence number.
+    explicit_tags: bool,
 }
 
 impl Flows {
-    /// Flows ordered by the tag of their head request.
+    /// Flows ordered by their oldest request's arrival (its sequence number is its tag).
     pub(crate) fn by_head() -> Self {
         Flows { tag_by_head: true, ..Flows::default() }
+    }
+
+    /// Flows ordered by the tag of their head request, each request tagged by the policy.
+    pub(crate) fn by_head_tagged() -> Self {
+        Flows { tag_by_head: true, explicit_tags: true, ..Flows::default() }
     }
 
     pub(crate) fn flow(&mut self, f: FunctionId) -> &mut Flow {
@@ -77,16 +95,18 @@ impl Flows {
         self.backlogged.first().map(|&(t, _)| t)
     }
 
-    /// Appends a request with its per-request tag; the caller has set the flow's tag
-    /// if the flow was idle.
+    /// Appends a request with its per-request tag (its sequence number unless the flows
+    /// were made with explicit tags); the caller has set the flow's tag if the flow was
+    /// idle.
     pub(crate) fn push(&mut self, f: FunctionId, req: Queued, req_tag: u64) {
-        let by_head = self.tag_by_head;
+        debug_assert!(self.explicit_tags || req_tag == req.seq, "untagged flows take sequence numbers");
+        let (by_head, explicit) = (self.tag_by_head, self.explicit_tags);
         let flow = self.flow(f);
         let was_idle = flow.is_empty();
         if was_idle && by_head {
             flow.tag = req_tag;
         }
-        flow.push_back((req, req_tag));
+        flow.push_back((req, req_tag), explicit);
         let tag = flow.tag;
         if was_idle {
             self.backlogged.insert((tag, f.0));
@@ -109,8 +129,9 @@ impl Flows {
 
     /// Removes the head of `f`, keeping the backlogged set in step. Returns it.
     pub(crate) fn pop(&mut self, f: FunctionId) -> Option<(Queued, u64)> {
+        let explicit = self.explicit_tags;
         let flow = &mut self.flows[f.0 as usize];
-        let head = flow.pop_front()?;
+        let head = flow.pop_front(explicit)?;
         self.len -= 1;
         match flow.front() {
             None => {
@@ -143,7 +164,8 @@ impl Flows {
         self.len = 0;
         let mut out = Vec::with_capacity(self.len);
         for f in &mut self.flows {
-            out.extend(f.head.take().into_iter().chain(f.rest.drain(..)).map(|(q, _)| q));
+            f.rest_tags.clear();
+            out.extend(f.head.take().map(|(q, _)| q).into_iter().chain(f.rest.drain(..)));
         }
         out
     }

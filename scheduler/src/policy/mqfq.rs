@@ -23,7 +23,7 @@ pub struct MqfqSticky {
 impl MqfqSticky {
     /// A policy with the given throttle window and keep-alive, both in nanoseconds.
     pub fn new(throttle: Nanos, keep_alive: Nanos) -> Self {
-        MqfqSticky { flows: Flows::by_head(), finish: Vec::new(), throttle, keep_alive, clock: 0 }
+        MqfqSticky { flows: Flows::by_head_tagged(), finish: Vec::new(), throttle, keep_alive, clock: 0 }
     }
 
     fn virtual_time(&self) -> u64 {
