@@ -100,8 +100,8 @@ fn main() {
         "simulator speed: {DEVICES} devices, {FUNCTIONS} functions, {requests} requests, Poisson at 80 % load, best of {runs}"
     );
     println!(
-        "{:<14} {:>14} {:>14} {:>10} {:>8}   {}",
-        "policy", "requests/s", "events/s", "vs base", "target", "all runs (M requests/s)"
+        "{:<14} {:>14} {:>14} {:>10} {:>8}   all runs (M requests/s)",
+        "policy", "requests/s", "events/s", "vs base", "target"
     );
     println!("{:<14} {:>14.0} {:>14} {:>10} {:>8}   {}", "baseline", base, "-", "1.00", "-", spread(&bases));
     for p in POLICY_NAMES.into_iter().filter(|p| only.as_deref().is_none_or(|o| o == *p)) {

@@ -8,7 +8,7 @@ use crate::admission::{AdmissionMode, Rejection, TokenBuckets};
 use crate::cache::{DeviceCache, Eviction};
 use crate::devset::DeviceSet;
 use crate::model::{Cluster, DeviceId, Function, FunctionId, Nanos, Request};
-use crate::policy::{Cx, Pick, Policy, PolicyConfig, Queued, Rank, Registry};
+use crate::policy::{BuiltPolicy, Cx, Pick, Policy, PolicyConfig, Queued, Rank, Registry};
 use crate::{ConfigError, Granularity, ReqId, SchedulerConfig};
 
 mod types;
@@ -46,7 +46,7 @@ pub struct Scheduler {
     cluster: Cluster,
     functions: Vec<Function>,
     registry: Registry,
-    policy: Box<dyn Policy>,
+    policy: BuiltPolicy,
     config: SchedulerConfig,
     free_slots: Vec<u32>,
     /// What runs on each device and when it ends: one cell per slot, device `d`'s cells
@@ -353,7 +353,7 @@ impl Scheduler {
         };
         let cx = cx!(self, now);
         let alone = self.waiting == 0 && self.has_continuation.is_empty();
-        match alone.then(|| self.policy.place_alone(&cx, &queued)).flatten() {
+        match alone.then(|| self.policy.place_alone(&cx, request.function)).flatten() {
             Some(device) => self.offered = Some((now, queued, device)),
             None => self.policy.enqueue(&cx, queued),
         }

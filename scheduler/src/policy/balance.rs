@@ -3,7 +3,7 @@
 use std::collections::VecDeque;
 
 use super::{Cx, Pick, Policy, Queued, Rank, remove_id};
-use crate::model::DeviceId;
+use crate::model::{DeviceId, FunctionId};
 
 /// How far past a head that fits no free device the queue is searched, so one request
 /// that only fits busy devices does not idle the rest of the cluster.
@@ -51,8 +51,8 @@ impl Policy for Balance {
         self.find(cx)
     }
 
-    fn place_alone(&self, cx: &Cx, req: &Queued) -> Option<DeviceId> {
-        cx.first_free_fitting(req.function)
+    fn place_alone(&self, cx: &Cx, f: FunctionId) -> Option<DeviceId> {
+        cx.first_free_fitting(f)
     }
 
     fn commit(&mut self, _cx: &Cx, pick: &Pick) {

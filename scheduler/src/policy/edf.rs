@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 
 use super::balance::SCAN_LIMIT;
 use super::{Cx, Pick, Policy, Queued, Rank};
-use crate::model::DeviceId;
+use crate::model::{DeviceId, FunctionId};
 
 /// Requests ordered by rank (rank includes the unique arrival sequence), with the
 /// in-order scan past the head that EDF-like policies need.
@@ -98,8 +98,8 @@ impl Policy for Edf {
         })
     }
 
-    fn place_alone(&self, cx: &Cx, req: &Queued) -> Option<DeviceId> {
-        cx.best_free(req.function)
+    fn place_alone(&self, cx: &Cx, f: FunctionId) -> Option<DeviceId> {
+        cx.best_free(f)
     }
 
     fn commit(&mut self, cx: &Cx, pick: &Pick) {

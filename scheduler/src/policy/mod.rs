@@ -36,6 +36,7 @@
 //! ```
 
 mod balance;
+mod built;
 mod cfs_affinity;
 mod edf;
 mod exclusive;
@@ -45,6 +46,7 @@ mod slo_aware;
 mod static_partition;
 
 pub use balance::Balance;
+pub use built::BuiltPolicy;
 pub use cfs_affinity::CfsAffinity;
 pub use edf::Edf;
 pub use exclusive::Exclusive;
@@ -306,12 +308,13 @@ pub trait Policy: Send {
     fn is_empty(&self) -> bool {
         self.len() == 0
     }
-    /// The device [`peek`](Self::peek) would pick for `req` if it were queued alone, when
-    /// the policy can say so without queueing it and without changing its own state;
-    /// `None` (the default) queues it as usual. Asked only when no other live request and
-    /// no kernel waits; the engine then starts `req` on that device without `enqueue`,
-    /// `peek` and `commit`, or queues it if anything changes before it is dispatched.
-    fn place_alone(&self, _cx: &Cx, _req: &Queued) -> Option<DeviceId> {
+    /// The device [`peek`](Self::peek) would pick for a request of function `f` if it were
+    /// queued alone, when the policy can say so from the function alone, without queueing
+    /// it and without changing its own state; `None` (the default) queues it as usual.
+    /// Asked only when no other live request and no kernel waits; the engine then starts
+    /// the request on that device without `enqueue`, `peek` and `commit`, or queues it if
+    /// anything changes before it is dispatched.
+    fn place_alone(&self, _cx: &Cx, _f: FunctionId) -> Option<DeviceId> {
         None
     }
     /// Why the policy can never run `f`, if so (checked at arrival).
@@ -407,7 +410,7 @@ impl Params<'_> {
     }
 }
 
-type Constructor = Box<dyn Fn(&Params) -> Result<Box<dyn Policy>, ConfigError> + Send + Sync>;
+type Constructor = Box<dyn Fn(&Params) -> Result<BuiltPolicy, ConfigError> + Send + Sync>;
 
 struct Entry {
     params: Vec<&'static str>,
@@ -429,9 +432,9 @@ impl Registry {
     /// The built-in policies.
     pub fn builtin() -> Self {
         let mut r = Registry { entries: BTreeMap::new(), order: Vec::new() };
-        r.register("balance", &[], |_| Ok(Box::new(Balance::default())));
-        r.register("exclusive", &[], |_| Ok(Box::new(Exclusive::default())));
-        r.register("static", &["partitions"], |p| {
+        r.builtin_entry("balance", &[], |_| Ok(BuiltPolicy::Balance(Balance::default())));
+        r.builtin_entry("exclusive", &[], |_| Ok(BuiltPolicy::Exclusive(Exclusive::default())));
+        r.builtin_entry("static", &["partitions"], |p| {
             let parts = p.partitions("partitions")?;
             if parts.is_empty() {
                 return Err(ConfigError::BadParameter {
@@ -440,15 +443,15 @@ impl Registry {
                     reason: "static needs at least one {function, devices} partition".into(),
                 });
             }
-            Ok(Box::new(StaticPartition::new(parts)))
+            Ok(BuiltPolicy::Static(StaticPartition::new(parts)))
         });
-        r.register("cfs-affinity", &["affinityPenalty"], |p| {
-            Ok(Box::new(CfsAffinity::new(p.number("affinityPenalty", 10.0)?)))
+        r.builtin_entry("cfs-affinity", &["affinityPenalty"], |p| {
+            Ok(BuiltPolicy::CfsAffinity(CfsAffinity::new(p.number("affinityPenalty", 10.0)?)))
         });
-        r.register("edf", &[], |_| Ok(Box::new(Edf::default())));
-        r.register("slo-aware", &[], |_| Ok(Box::new(SloAware::default())));
-        r.register("mqfq-sticky", &["throttleMs", "keepAliveMs"], |p| {
-            Ok(Box::new(MqfqSticky::new(
+        r.builtin_entry("edf", &[], |_| Ok(BuiltPolicy::Edf(Edf::default())));
+        r.builtin_entry("slo-aware", &[], |_| Ok(BuiltPolicy::SloAware(SloAware::default())));
+        r.builtin_entry("mqfq-sticky", &["throttleMs", "keepAliveMs"], |p| {
+            Ok(BuiltPolicy::MqfqSticky(MqfqSticky::new(
                 crate::model::ms(p.number("throttleMs", 50.0)?),
                 crate::model::ms(p.number("keepAliveMs", 10_000.0)?),
             )))
@@ -462,6 +465,15 @@ impl Registry {
         name: &str,
         params: &[&'static str],
         build: impl Fn(&Params) -> Result<Box<dyn Policy>, ConfigError> + Send + Sync + 'static,
+    ) {
+        self.builtin_entry(name, params, move |p| build(p).map(BuiltPolicy::Custom));
+    }
+
+    fn builtin_entry(
+        &mut self,
+        name: &str,
+        params: &[&'static str],
+        build: impl Fn(&Params) -> Result<BuiltPolicy, ConfigError> + Send + Sync + 'static,
     ) {
         if !self.entries.contains_key(name) {
             self.order.push(name.to_string());
@@ -481,7 +493,7 @@ impl Registry {
 
     /// Builds the policy a configuration names. Unknown names and parameters are errors
     /// that list what is valid.
-    pub fn build(&self, config: &PolicyConfig) -> Result<Box<dyn Policy>, ConfigError> {
+    pub fn build(&self, config: &PolicyConfig) -> Result<BuiltPolicy, ConfigError> {
         let entry = self.entries.get(&config.name).ok_or_else(|| ConfigError::UnknownName {
             what: "policy",
             name: config.name.clone(),
