@@ -269,3 +269,40 @@ fn cancelled_requests_are_never_dispatched() {
     s.complete(msec(10), a);
     assert_eq!(s.next_dispatch(msec(10)).unwrap().id, c);
 }
+
+#[test]
+fn updating_a_running_function_keeps_memory_accounting_exact() {
+    // A function's working size changes while an invocation holds the old one: the
+    // invocation gives back what it took, in whole-request and kernel granularity.
+    for granularity in [Granularity::Request, Granularity::Kernel] {
+        let mut config = SchedulerConfig::new(PolicyConfig::named("balance"));
+        config.granularity = granularity;
+        let mut s = Scheduler::new(gpus(1, 2, 1 << 30), config).unwrap();
+        let mut small = Function::uniform("f", 1, msec(10), 0, msec(100));
+        small.kernel_shares = vec![0.5, 0.5];
+        small.resident_bytes = 1000;
+        small.working_bytes = 100;
+        let f = s.add_function(small.clone()).unwrap();
+        let d = DeviceId(0);
+        s.submit(0, Request { function: f, arrival: 0, deadline: msec(100) }).unwrap();
+        let first = s.next_dispatch(0).unwrap();
+        assert_eq!(s.memory(d).0, 1100);
+        let mut big = small.clone();
+        big.working_bytes = 5000;
+        s.update_function(f, big).unwrap();
+        // A second invocation takes the new size alongside the first's old one.
+        s.submit(1, Request { function: f, arrival: 1, deadline: msec(100) }).unwrap();
+        let second = s.next_dispatch(1).unwrap();
+        assert_eq!(s.memory(d).0, 1000 + 100 + 5000);
+        // Run both to the end (kernel by kernel where that is the granularity).
+        let mut live = vec![first, second];
+        let mut now = 2;
+        while let Some(dispatch) = live.pop() {
+            now += 10;
+            if s.complete(now, dispatch.id) == Some(Completed::Kernel) {
+                live.push(s.next_dispatch(now).expect("next kernel"));
+            }
+        }
+        assert_eq!(s.memory(d).0, 1000, "{granularity:?}: only the resident state stays");
+    }
+}

@@ -60,6 +60,9 @@ pub struct Scheduler {
     /// Per request slot: the policy's rank at dispatch, when one was computed (kernel
     /// granularity, or continuations competing).
     ranks: Vec<Rank>,
+    /// Per request slot: the working bytes its invocation pinned on its device, given back
+    /// at the end even if the function's model changed in between.
+    held: Vec<u64>,
     free_ids: Vec<u32>,
     tokens: TokenBuckets,
     /// Expected remaining work of admitted requests, in nanoseconds on each one's fastest class.
@@ -170,6 +173,7 @@ impl Scheduler {
             config,
             requests: Vec::new(),
             ranks: Vec::new(),
+            held: Vec::new(),
             free_ids: Vec::new(),
             tokens: TokenBuckets::default(),
             backlog: 0.0,
@@ -604,6 +608,11 @@ impl Scheduler {
         if acquired.cold {
             self.v.resident[fi].insert(device);
         }
+        let slot = req.id.index();
+        if slot >= self.held.len() {
+            self.held.resize(slot + 1, 0);
+        }
+        self.held[slot] = hot.working_bytes;
         let n = hot.kernels;
         let (kernels, expected) = match self.config.granularity {
             Granularity::Request => (n, if whole == NONE { 0 } else { whole }),
@@ -714,12 +723,8 @@ impl Scheduler {
             if keep > 0 {
                 self.keep_alive_ends.push(Reverse(keep_until));
             }
-            self.v.caches[device.0 as usize].release(
-                state.request.function,
-                hot.working_bytes,
-                now,
-                keep_until,
-            );
+            let held = self.held[id.index()];
+            self.v.caches[device.0 as usize].release(state.request.function, held, now, keep_until);
             self.release_id(id);
             return Some(Completed::Request);
         }
@@ -739,7 +744,8 @@ impl Scheduler {
         self.free_slot(device, id);
         let func = &self.functions[state.request.function.0 as usize];
         self.backlog -= remaining_share(func, kernel) * func.best_runtime().unwrap_or(0) as f64;
-        self.v.caches[device.0 as usize].release(state.request.function, func.working_bytes, now, 0);
+        let held = self.held[id.index()];
+        self.v.caches[device.0 as usize].release(state.request.function, held, now, 0);
         self.release_id(id);
         Some(state.request)
     }
