@@ -28,8 +28,14 @@ impl EventHeap {
     /// Adds a key.
     #[inline]
     pub fn push(&mut self, key: u128) {
-        let mut i = self.keys.len();
+        let i = self.keys.len();
         self.keys.push(key);
+        self.sift_up(i, key);
+    }
+
+    /// Puts `key` in the hole at `i` or above it, moving larger parents down.
+    #[inline]
+    fn sift_up(&mut self, mut i: usize, key: u128) {
         while i > 0 {
             let parent = (i - 1) / 4;
             if self.keys[parent] <= key {
@@ -72,15 +78,7 @@ impl EventHeap {
                 break;
             }
         }
-        while i > 0 {
-            let parent = (i - 1) / 4;
-            if self.keys[parent] <= last {
-                break;
-            }
-            self.keys[i] = self.keys[parent];
-            i = parent;
-        }
-        self.keys[i] = last;
+        self.sift_up(i, last);
         Some(top)
     }
 }

@@ -447,14 +447,10 @@ impl Scheduler {
     #[inline]
     pub fn next_dispatch(&mut self, now: Nanos) -> Option<Dispatch> {
         if let Some((at, req, device)) = self.offered.take() {
-            if at == now {
-                let rank = self.kernel_rank(now, &req);
-                if let Some(d) = self.start(now, req, device, false, rank) {
-                    return Some(d);
-                }
-            } else {
-                self.offered = Some((at, req, device));
-                self.settle();
+            if at != now {
+                self.requeue(at, req);
+            } else if let Some(d) = self.start(now, req, device, false, self.kernel_rank(now, &req)) {
+                return Some(d);
             }
         }
         // Most calls find nothing waiting: answer them without setting up a decision.
@@ -469,9 +465,14 @@ impl Scheduler {
     #[inline]
     pub(crate) fn settle(&mut self) {
         if let Some((at, req, _)) = self.offered.take() {
-            let cx = cx!(self, at);
-            self.policy.enqueue(&cx, req);
+            self.requeue(at, req);
         }
+    }
+
+    /// Hands an offered request to the policy's queue, as submitted at `at`.
+    fn requeue(&mut self, at: Nanos, req: Queued) {
+        let cx = cx!(self, at);
+        self.policy.enqueue(&cx, req);
     }
 
     /// The rank a request starting whole is recorded with: needed only when its later
