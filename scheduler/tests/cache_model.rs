@@ -84,14 +84,7 @@ impl Model {
         let mut evicted = Vec::new();
         // Entries skipped for their keep-alive go to the back of the LRU order.
         let skipped: Vec<usize> = if self.used() + need > self.capacity && self.eviction == Eviction::Lru {
-            let mut order: Vec<(u64, usize)> = self
-                .entries
-                .iter()
-                .enumerate()
-                .filter_map(|(i, e)| e.as_ref().filter(|e| e.pins == 0).map(|e| (e.parked, i)))
-                .collect();
-            order.sort();
-            order.into_iter().map(|(_, i)| i).collect()
+            self.unpinned_by(|e| e.parked)
         } else {
             Vec::new()
         };
@@ -145,16 +138,21 @@ impl Model {
         Some((!warm, evicted))
     }
 
-    /// Unpinned entries by last use, then index: the order of a flush and of re-parking.
-    fn unpinned_by_last_use(&self) -> Vec<usize> {
-        let mut order: Vec<(Nanos, usize)> = self
+    /// Unpinned entries by `key`, then index.
+    fn unpinned_by(&self, key: impl Fn(&RefEntry) -> u64) -> Vec<usize> {
+        let mut order: Vec<(u64, usize)> = self
             .entries
             .iter()
             .enumerate()
-            .filter_map(|(i, e)| e.as_ref().filter(|e| e.pins == 0).map(|e| (e.last_use, i)))
+            .filter_map(|(i, e)| e.as_ref().filter(|e| e.pins == 0).map(|e| (key(e), i)))
             .collect();
         order.sort();
         order.into_iter().map(|(_, i)| i).collect()
+    }
+
+    /// Unpinned entries by last use, then index: the order of a flush and of re-parking.
+    fn unpinned_by_last_use(&self) -> Vec<usize> {
+        self.unpinned_by(|e| e.last_use)
     }
 
     fn release(&mut self, f: usize, working: u64, now: Nanos, keep_until: Nanos) {
