@@ -68,12 +68,40 @@ pub struct Executed {
 type Reply = oneshot::Sender<Result<Executed, ExecError>>;
 
 enum Msg {
-    Execute { key: String, inputs: Outputs, deadline: Option<Duration>, share: Option<String>, reply: Reply },
-    Done { id: ReqId, device: usize, result: Result<Step, ExecError> },
-    Put { def: Arc<FunctionDef>, reply: oneshot::Sender<Result<Vec<String>, ExecError>> },
-    Preload { key: String, device: Option<String>, reply: oneshot::Sender<Result<Vec<String>, ExecError>> },
-    Evict { key: String, reply: oneshot::Sender<Result<Vec<String>, ExecError>> },
-    SetScheduler { config: SchedulerConfig, reply: oneshot::Sender<Result<(), ExecError>> },
+    Execute {
+        key: String,
+        inputs: Outputs,
+        deadline: Option<Duration>,
+        share: Option<String>,
+        reply: Reply,
+    },
+    Done {
+        id: ReqId,
+        device: usize,
+        result: Result<Step, ExecError>,
+    },
+    /// A warm-up (scale from zero) finished loading a function onto a device.
+    Warmed {
+        id: ReqId,
+        result: Result<Duration, ExecError>,
+    },
+    Put {
+        def: Arc<FunctionDef>,
+        reply: oneshot::Sender<Result<Vec<String>, ExecError>>,
+    },
+    Preload {
+        key: String,
+        device: Option<String>,
+        reply: oneshot::Sender<Result<Vec<String>, ExecError>>,
+    },
+    Evict {
+        key: String,
+        reply: oneshot::Sender<Result<Vec<String>, ExecError>>,
+    },
+    SetScheduler {
+        config: SchedulerConfig,
+        reply: oneshot::Sender<Result<(), ExecError>>,
+    },
 }
 
 /// What a dispatched job brings back.
@@ -310,6 +338,7 @@ impl Actor {
                 self.submit(key, inputs, deadline, share, reply)
             }
             Msg::Done { id, device, result } => self.done(id, device, result),
+            Msg::Warmed { id, result } => self.warmed(id, result),
             Msg::Preload { key, device, reply } => {
                 let r = self.preload(&key, device.as_deref());
                 self.publish();
@@ -506,6 +535,10 @@ impl Actor {
     fn dispatch(&mut self) {
         let now = self.now();
         while let Some(d) = self.sched.next_dispatch(now) {
+            if d.warmup {
+                self.warm_up(d.id, d.function, d.device.0 as usize);
+                continue;
+            }
             let Some(p) = self.pending.get_mut(&d.id) else {
                 warn!(?d, "dispatch for an unknown request");
                 self.sched.fail(now, d.id);
@@ -542,6 +575,36 @@ impl Actor {
             self.metrics.evictions.inc();
             debug!(function = %def.key(), device = d.0, "evicting");
             self.devices[d.0 as usize].unload(&def.key());
+        }
+    }
+
+    /// Loads a function for a warm-up dispatch off the actor; the result comes back as
+    /// [`Msg::Warmed`].
+    fn warm_up(&mut self, id: ReqId, f: FunctionId, device: usize) {
+        let def = self.defs[f.0 as usize].0.clone();
+        let backend = self.devices[device].clone();
+        let tx = self.tx.clone();
+        debug!(function = %def.key(), device, "warming up");
+        tokio::task::spawn_blocking(move || {
+            let start = Instant::now();
+            let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| backend.load(&def)))
+                .unwrap_or_else(|_| Err(ExecError::Unavailable("the load panicked".into())))
+                .map(|()| start.elapsed());
+            let _ = tx.send(Msg::Warmed { id, result });
+        });
+    }
+
+    fn warmed(&mut self, id: ReqId, result: Result<Duration, ExecError>) {
+        let now = self.now();
+        match result {
+            Ok(took) => {
+                self.metrics.load_seconds.observe(took.as_secs_f64());
+                self.sched.complete(now, id);
+            }
+            Err(e) => {
+                warn!("warm-up failed: {e}");
+                self.sched.fail(now, id);
+            }
         }
     }
 
@@ -596,6 +659,7 @@ impl Actor {
                         p.invocation = step.invocation;
                         self.pending.insert(id, p);
                     }
+                    Some(Completed::Warmup) => unreachable!("a request's dispatch is never a warm-up"),
                     None => {
                         self.answer(p, Err(ExecError::Unavailable("request lost by the scheduler".into())))
                     }

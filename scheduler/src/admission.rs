@@ -52,6 +52,14 @@ pub enum Rejection {
         /// The request's deadline.
         deadline: Nanos,
     },
+    /// The function is resident nowhere and its deadline cannot cover the load: a load has
+    /// been started (scale from zero); requests arriving once it is done are served warm.
+    Warming {
+        /// When the function is expected to be warm.
+        ready_at: Nanos,
+        /// How long from the rejection until then.
+        retry_after: Nanos,
+    },
     /// The function's token bucket is empty.
     RateLimited {
         /// When the next token arrives.
@@ -71,6 +79,7 @@ impl Rejection {
     pub fn category(&self) -> &'static str {
         match self {
             Rejection::DeadlineUnmeetable { .. } => "deadline",
+            Rejection::Warming { .. } => "warming",
             Rejection::RateLimited { .. } => "rate-limited",
             Rejection::NoCapacity => "no-capacity",
             Rejection::Refused(_) => "policy",
@@ -91,6 +100,11 @@ impl std::fmt::Display for Rejection {
                 f,
                 "predicted completion leaves only {:.3} ms before the deadline, less than the admission headroom",
                 (deadline - predicted) as f64 / 1e6
+            ),
+            Rejection::Warming { retry_after, .. } => write!(
+                f,
+                "function is warming (being loaded onto a device; its deadline cannot cover the load); retry in {:.3} ms",
+                *retry_after as f64 / 1e6
             ),
             Rejection::RateLimited { retry_after } => {
                 write!(f, "reserved rate exceeded; retry in {:.3} ms", *retry_after as f64 / 1e6)

@@ -19,7 +19,7 @@ pub mod sketch;
 
 pub use admission::{AdmissionMode, Rejection};
 pub use cache::Eviction;
-pub use engine::{Completed, Dispatch, Dropped, Lost, Scheduler};
+pub use engine::{Completed, Dispatch, Dropped, Lost, Prediction, Scheduler};
 pub use model::{
     AcceleratorClass, ClassId, Cluster, Device, DeviceId, DeviceKind, Function, FunctionId, MS, Nanos,
     Request, SEC, ms, to_ms,

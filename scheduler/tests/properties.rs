@@ -147,6 +147,7 @@ proptest! {
                         started[*req] = true;
                     }
                 }
+                Ev::Warmup { .. } => {}
             }
         }
         let rejected: Vec<usize> = trace.iter().filter_map(|e| match e { Ev::Rejected { req, .. } => Some(*req), _ => None }).collect();
@@ -178,7 +179,7 @@ proptest! {
             }
             now = t;
             let deadline = t + s.functions()[f.0 as usize].deadline;
-            let predicted = s.predict_completion(f, now).unwrap_or(Nanos::MAX);
+            let predicted = s.predict_completion(f, deadline, now).unwrap_or(Nanos::MAX);
             // Admission keeps 10 % of the relative deadline as headroom.
             let slack = ((deadline - t) as f64 * 0.1) as Nanos;
             match s.submit(now, Request { function: f, arrival: t, deadline }) {
@@ -187,6 +188,7 @@ proptest! {
                     prop_assert_eq!(p, predicted);
                     prop_assert!(p + slack > deadline);
                 }
+                Err(Rejection::Warming { .. }) => prop_assert!(predicted + slack > deadline),
                 Err(_) => {}
             }
             while let Some(d) = s.next_dispatch(now) { running.push((now + d.load + d.expected, d.id)); }
@@ -304,5 +306,87 @@ fn updating_a_running_function_keeps_memory_accounting_exact() {
             }
         }
         assert_eq!(s.memory(d).0, 1000, "{granularity:?}: only the resident state stays");
+    }
+}
+
+mod scale_from_zero {
+    use super::*;
+    use kaas_scheduler::AdmissionMode;
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 200, ..ProptestConfig::default() })]
+
+        /// Issue 13, point 2: functions resident nowhere whose loads take longer than
+        /// their deadlines are loaded anyway (a warm-up), and each is served once its
+        /// load completes, under every built-in policy.
+        #[test]
+        fn every_cold_function_is_served_once_loaded(
+            devices in 1usize..4,
+            funcs in prop::collection::vec((1u64..10, 50u64..500, 20u64..200), 1..4),
+            gaps in prop::collection::vec(1u64..40, 40..120),
+            policy in prop::sample::select(vec!["balance", "edf", "slo-aware", "mqfq-sticky", "cfs-affinity", "exclusive"]),
+        ) {
+            let mut config = SchedulerConfig::new(PolicyConfig::named(policy));
+            config.admission = AdmissionMode::Deadline;
+            // Exclusive workers with more tenants than devices take turns by design (each
+            // steal flushes the last owner: the KaaS collapse), so give each its own.
+            let devices = if policy == "exclusive" { devices.max(funcs.len()) } else { devices };
+            let mut s = Scheduler::new(gpus(devices, 2, 1 << 34), config).unwrap();
+            let ids: Vec<FunctionId> = funcs
+                .iter()
+                .enumerate()
+                .map(|(i, &(run, load, deadline))| {
+                    let deadline = deadline.max(run * 3);
+                    s.add_function(Function::uniform(&format!("f{i}"), 1, msec(run), msec(load), msec(deadline))).unwrap()
+                })
+                .collect();
+            let mut t = 0;
+            let mut arrivals = Vec::new();
+            for (k, g) in gaps.iter().enumerate() {
+                t += msec(*g);
+                arrivals.push((t, ids[k % ids.len()]));
+            }
+            // Then a quiet second, and every function again.
+            t += msec(1000) + msec(funcs.iter().map(|f| f.1).max().unwrap());
+            for (k, &f) in ids.iter().enumerate() {
+                arrivals.push((t + msec(k as u64 * 50), f));
+            }
+            let last = arrivals.len() - ids.len();
+            let trace = run(&mut s, &arrivals);
+            let mut served = vec![false; ids.len()];
+            for e in &trace {
+                if let Ev::Done { req, .. } = e
+                    && *req >= last
+                {
+                    served[*req - last] = true;
+                }
+            }
+            prop_assert!(served.iter().all(|&x| x), "{policy}: served after loading {:?}", served);
+            // A load longer than the deadline cannot ride on a request: it needs a warm-up.
+            let warmups = trace.iter().filter(|e| matches!(e, Ev::Warmup { .. })).count();
+            if funcs.iter().any(|&(run, load, deadline)| load > deadline.max(run * 3)) {
+                prop_assert!(warmups >= 1, "no warm-up started");
+            }
+        }
+    }
+
+    /// The first request of a cold function is told to retry when it will be warm.
+    #[test]
+    fn a_cold_request_is_rejected_as_warming_with_the_time_until_warm() {
+        let mut config = SchedulerConfig::new(PolicyConfig::named("edf"));
+        config.admission = AdmissionMode::Deadline;
+        let mut s = Scheduler::new(gpus(1, 1, 1 << 30), config).unwrap();
+        let f = s.add_function(Function::uniform("f", 1, msec(5), msec(300), msec(50))).unwrap();
+        let err = s.submit(0, Request { function: f, arrival: 0, deadline: msec(50) }).unwrap_err();
+        assert!(matches!(err, Rejection::Warming { retry_after, .. } if retry_after == msec(300)), "{err:?}");
+        assert!(err.to_string().contains("warming"), "{err}");
+        let d = s.next_dispatch(0).expect("the warm-up starts");
+        assert!(d.warmup && d.cold && d.load == msec(300) && d.expected == 0, "{d:?}");
+        // While loading, a request whose deadline covers the rest of the load is admitted.
+        let id =
+            s.submit(msec(280), Request { function: f, arrival: msec(280), deadline: msec(330) }).unwrap();
+        assert_eq!(s.complete(msec(300), d.id), Some(Completed::Warmup));
+        let next = s.next_dispatch(msec(300)).unwrap();
+        assert_eq!((next.id, next.cold), (id, false));
     }
 }

@@ -5,6 +5,7 @@
 //! and cluster shapes on its own traces before deploying. Same scenario and seed, same
 //! output.
 
+pub mod admission;
 pub mod heap;
 pub mod report;
 pub mod rng;

@@ -113,6 +113,8 @@ struct Sim<'a> {
     wakeup: Option<Nanos>,
     count: u64,
     last_arrival: Nanos,
+    /// Time of the last event: the simulated makespan once the queue has drained.
+    last_event: Nanos,
 }
 
 impl Sim<'_> {
@@ -172,8 +174,17 @@ impl Sim<'_> {
 
     fn dispatch_waiting(&mut self, now: Nanos) {
         while let Some(d) = self.s.next_dispatch(now) {
-            let side = self.side(d.id.slot());
             let fi = d.function.0 as usize;
+            if d.warmup {
+                // Scale from zero: the load holds a slot and answers nobody.
+                let class = self.s.cluster().class_of(d.device);
+                let (price, slots) = (class.price_per_hour, class.slots);
+                self.metrics.busy(d.function, d.load, price, slots);
+                self.count += 1;
+                self.push(now + d.load, Kind::Complete(d.id.slot() as u32));
+                continue;
+            }
+            let side = self.side(d.id.slot());
             let run = match side.duration {
                 Some(dur) => (d.expected as f64 * dur as f64 / self.best[fi].max(1) as f64) as Nanos,
                 None if self.exponential[fi] => (self.rng.exp1() * d.expected as f64) as Nanos,
@@ -257,6 +268,7 @@ pub fn simulate(
         wakeup: None,
         count: 0,
         last_arrival: 0,
+        last_event: 0,
     };
     if let Some(g) = closed {
         for (i, f) in scenario.functions.iter().enumerate() {
@@ -285,6 +297,7 @@ pub fn simulate(
             (None, None) => break,
         };
         let (_, kind) = decode(sim.events.pop().unwrap());
+        sim.last_event = sim.last_event.max(now);
         match kind {
             Kind::Complete(slot) => {
                 sim.count += 1;
@@ -302,7 +315,9 @@ pub fn simulate(
         sim.dispatch(now);
     }
     let wall = started.elapsed().as_secs_f64().max(1e-9);
-    let duration = limit.unwrap_or(sim.last_arrival).max(1);
+    // Rates and utilisation are over the makespan: a queue that drains after the last
+    // arrival keeps devices busy past it.
+    let duration = limit.unwrap_or(0).max(sim.last_arrival).max(sim.last_event).max(1);
     let slot_seconds = slot_count as f64 * duration as f64 / SEC as f64;
     let report = sim.metrics.report(duration, slot_seconds);
     Ok(RunResult {

@@ -38,14 +38,44 @@ impl Default for GatewayConfig {
 type Reply = oneshot::Sender<Result<Invoked, GatewayError>>;
 
 enum Msg {
-    Invoke { key: String, inputs: BTreeMap<String, Vec<u8>>, deadline: Option<Duration>, reply: Reply },
-    Done { gid: u64, node: usize, result: Result<proto::ExecuteResponse, NodeFailure> },
-    PutFunction { def: proto::FunctionDef },
-    RemoveFunction { key: String },
-    AddNode { name: String, client: NodeClient },
-    RemoveNode { name: String },
-    NodeStatus { name: String, status: Option<proto::NodeStatus> },
-    SetScheduler { config: SchedulerConfig, reply: oneshot::Sender<Result<(), GatewayError>> },
+    Invoke {
+        key: String,
+        inputs: BTreeMap<String, Vec<u8>>,
+        deadline: Option<Duration>,
+        reply: Reply,
+    },
+    Done {
+        gid: u64,
+        node: usize,
+        result: Result<proto::ExecuteResponse, NodeFailure>,
+    },
+    PutFunction {
+        def: proto::FunctionDef,
+    },
+    RemoveFunction {
+        key: String,
+    },
+    AddNode {
+        name: String,
+        client: NodeClient,
+    },
+    RemoveNode {
+        name: String,
+    },
+    NodeStatus {
+        name: String,
+        status: Option<proto::NodeStatus>,
+    },
+    SetScheduler {
+        config: SchedulerConfig,
+        reply: oneshot::Sender<Result<(), GatewayError>>,
+    },
+    /// A warm-up (scale from zero) finished on a node: `ok` says whether it loaded.
+    Warmed {
+        id: ReqId,
+        generation: u64,
+        ok: bool,
+    },
 }
 
 struct NodeEntry {
@@ -351,6 +381,19 @@ impl Actor {
         match msg {
             Msg::Invoke { key, inputs, deadline, reply } => self.invoke(key, inputs, deadline, reply),
             Msg::Done { gid, node, result } => self.done(gid, node, result),
+            Msg::Warmed { id, generation, ok } => {
+                let now = self.now();
+                // A scheduler rebuilt meanwhile no longer knows the warm-up.
+                if generation == self.generation
+                    && let Some(sched) = self.sched.as_mut()
+                {
+                    if ok {
+                        sched.complete(now, id);
+                    } else {
+                        sched.fail(now, id);
+                    }
+                }
+            }
             Msg::PutFunction { def } => {
                 let key = format!("{}/{}", def.namespace, def.name);
                 info!(function = %key, version = %def.version, "function registered with the gateway");
@@ -522,6 +565,10 @@ impl Actor {
         }
         for d in starts {
             let (ni, device) = self.slots[d.device.0 as usize].clone();
+            if d.warmup {
+                self.warm_up(d.id, d.function, ni, device);
+                continue;
+            }
             let Some(&gid) = self.by_req.get(&d.id) else {
                 self.sched().fail(now, d.id);
                 continue;
@@ -569,6 +616,33 @@ impl Actor {
                 let _ = tx.send(Msg::Done { gid, node: ni, result });
             });
         }
+    }
+
+    /// Makes a function resident on a node's device for a warm-up dispatch (scale from
+    /// zero); the outcome comes back as [`Msg::Warmed`].
+    fn warm_up(&mut self, id: ReqId, f: FunctionId, node: usize, device: String) {
+        let now = self.now();
+        let Some(key) = self.fids.iter().find(|(_, v)| **v == f).map(|(k, _)| k.clone()) else {
+            self.sched().fail(now, id);
+            return;
+        };
+        let Some(def) = self.functions.get(&key).cloned() else {
+            self.sched().fail(now, id);
+            return;
+        };
+        let n = &mut self.nodes[node];
+        let needs_put = n.registered.insert((key.clone(), def.version.clone()));
+        let client = n.client.clone();
+        let tx = self.tx.clone();
+        let generation = self.generation;
+        tokio::spawn(async move {
+            let put = if needs_put { client.put_function((*def).clone()).await.map(|_| ()) } else { Ok(()) };
+            let ok = match put {
+                Ok(()) => client.preload(&def.namespace, &def.name, &device).await.is_ok(),
+                Err(_) => false,
+            };
+            let _ = tx.send(Msg::Warmed { id, generation, ok });
+        });
     }
 
     fn done(&mut self, gid: u64, node: usize, result: Result<proto::ExecuteResponse, NodeFailure>) {
@@ -708,6 +782,9 @@ fn rejection(r: Rejection) -> GatewayError {
             reason: format!("reserved rate exceeded; {}", Rejection::RateLimited { retry_after }),
             retry_after_ms: (retry_after / 1_000_000).max(1),
         },
+        Rejection::Warming { retry_after, .. } => {
+            GatewayError::Rejected { reason: r.to_string(), retry_after_ms: (retry_after / 1_000_000).max(1) }
+        }
         Rejection::DeadlineUnmeetable { .. } => {
             GatewayError::Rejected { reason: r.to_string(), retry_after_ms: 100 }
         }

@@ -16,11 +16,24 @@ impl Scheduler {
                 if self.free_slots[di] > 0 {
                     self.v.free.insert(d);
                 }
+                if let Some(t) = &mut self.track {
+                    t.classes[self.cluster.devices[di].class.0 as usize].free += self.free_slots[di] as u64;
+                }
             }
             return Vec::new();
         }
         if !self.v.healthy.remove(d) {
             return Vec::new();
+        }
+        if let Some(t) = &mut self.track {
+            let class = &mut t.classes[self.cluster.devices[di].class.0 as usize];
+            class.free -= self.free_slots[di] as u64;
+            let (lo, hi) = (self.running_base[di], self.running_base[di + 1]);
+            for &(id, end) in &self.running[lo..hi] {
+                if id != NOBODY {
+                    class.end(end);
+                }
+            }
         }
         self.capacity -= self.slot_capacity(d);
         self.v.free.remove(d);
@@ -39,8 +52,11 @@ impl Scheduler {
             lost.push(Lost { id: ReqId::new(i as u32, r.generation), request: r.request });
         }
         for l in &lost {
+            self.end_warmup(l.id, l.request.function);
             self.release_id(l.id);
         }
+        // A lost warm-up is nobody's request: the next arrival starts another.
+        lost.retain(|l| !self.warmup_at(l.id.index()));
         self.cells(di).fill((NOBODY, 0));
         self.continuations[di].clear();
         self.has_continuation.remove(d);
@@ -115,6 +131,7 @@ impl Scheduler {
         self.settle();
         self.config.admission = mode;
         self.config.token_bucket_burst = burst.max(1.0);
+        self.retrack();
     }
 
     /// Changes granularity for dispatches from now on (requests mid-graph keep going).

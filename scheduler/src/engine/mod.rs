@@ -11,7 +11,10 @@ use crate::model::{Cluster, DeviceId, Function, FunctionId, Nanos, Request};
 use crate::policy::{BuiltPolicy, Cx, Pick, Policy, PolicyConfig, Queued, Rank, Registry};
 use crate::{ConfigError, Granularity, ReqId, SchedulerConfig};
 
+mod backlog;
 mod types;
+use backlog::Backlog;
+pub use predict::Prediction;
 pub(crate) use types::{ClassCost, Hot, NOBODY, NONE, View};
 pub use types::{Completed, Dispatch, Dropped, Lost};
 
@@ -86,6 +89,12 @@ pub struct Scheduler {
     record_evictions: bool,
     /// Functions restricted to one device.
     pinned: Vec<Option<DeviceId>>,
+    /// What deadline admission predicts from; kept only while it is on.
+    track: Option<Backlog>,
+    /// Per function: the warm-up started for it and not finished (scale from zero).
+    warmup_of: Vec<Option<ReqId>>,
+    /// Per request slot: whether the request there is a warm-up.
+    is_warmup: Vec<bool>,
     /// What policies read while deciding (borrowed whole by [`Cx`]).
     v: View,
 }
@@ -187,8 +196,12 @@ impl Scheduler {
             evictions: Vec::new(),
             record_evictions: true,
             pinned: Vec::new(),
+            track: None,
+            warmup_of: Vec::new(),
+            is_warmup: Vec::new(),
         };
         s.capacity = s.v.healthy.iter().map(|d| s.slot_capacity(d)).sum();
+        s.retrack();
         Ok(s)
     }
 
@@ -206,12 +219,14 @@ impl Scheduler {
         self.v.resident.push(DeviceSet::new(self.cluster.devices.len()));
         self.v.runnable.push(DeviceSet::new(self.cluster.devices.len()));
         self.v.hot.push(Hot::default());
+        self.warmup_of.push(None);
         self.v.costs.extend(std::iter::repeat_n(ClassCost::NONE, self.cluster.classes.len()));
         if let Err(e) = self.update_function(id, self.functions[id.0 as usize].clone()) {
             self.functions.pop();
             self.v.resident.pop();
             self.v.runnable.pop();
             self.v.hot.pop();
+            self.warmup_of.pop();
             self.v.costs.truncate(self.v.costs.len() - self.cluster.classes.len());
             return Err(e);
         }
@@ -266,7 +281,11 @@ impl Scheduler {
                 load: f.load_time[c],
             };
         }
+        let horizon = f.deadline;
         self.functions[i] = f;
+        if self.track.as_ref().is_some_and(|t| !t.by_deadline.covers(horizon)) {
+            self.retrack();
+        }
         Ok(())
     }
 
@@ -316,14 +335,7 @@ impl Scheduler {
         }
         match self.config.admission {
             AdmissionMode::None => {}
-            AdmissionMode::Deadline => {
-                let predicted = self.predict_completion(request.function, now).unwrap_or(Nanos::MAX);
-                let slack =
-                    request.deadline.saturating_sub(request.arrival) as f64 * self.config.deadline_headroom;
-                if predicted.saturating_add(slack as Nanos) > request.deadline {
-                    return Err(Rejection::DeadlineUnmeetable { predicted, deadline: request.deadline });
-                }
-            }
+            AdmissionMode::Deadline => self.admit_by_deadline(now, &request)?,
             AdmissionMode::TokenBucket => {
                 if let Some(rate) = self.functions[fi].reserved_rate {
                     self.tokens
@@ -332,7 +344,19 @@ impl Scheduler {
                 }
             }
         }
+        Ok(self.enter(now, request, false))
+    }
+
+    /// Queues an admitted request (or a warm-up) and returns its handle.
+    fn enter(&mut self, now: Nanos, request: Request, warmup: bool) -> ReqId {
+        let fi = request.function.0 as usize;
         let hot = self.v.hot[fi];
+        let work = if warmup {
+            let classes = self.cluster.classes.len();
+            (0..classes).map(|c| self.v.costs[fi * classes + c].load).min().unwrap_or(0)
+        } else {
+            hot.best
+        };
         self.backlog += hot.best as f64;
         let index = self.free_ids.pop().unwrap_or_else(|| {
             self.requests.push(ReqState { generation: 0, phase: Phase::Free, request });
@@ -347,6 +371,15 @@ impl Scheduler {
         state.phase = Phase::Queued;
         state.request = request;
         let id = ReqId::new(index, state.generation);
+        if warmup || self.is_warmup.len() > index as usize {
+            if self.is_warmup.len() <= index as usize {
+                self.is_warmup.resize(index as usize + 1, false);
+            }
+            self.is_warmup[index as usize] = warmup;
+        }
+        if let Some(t) = &mut self.track {
+            t.queue(now, index as usize, request.function, hot.weight, work as i64, request.deadline);
+        }
         let queued = Queued {
             id,
             function: request.function,
@@ -362,7 +395,28 @@ impl Scheduler {
             None => self.policy.enqueue(&cx, queued),
         }
         self.waiting += 1;
-        Ok(id)
+        id
+    }
+
+    /// Whether the request in `slot` is a warm-up.
+    #[inline]
+    fn warmup_at(&self, slot: usize) -> bool {
+        self.is_warmup.get(slot).copied().unwrap_or(false)
+    }
+
+    /// A request left the queue without running (cancelled or shed).
+    fn left_queue(&mut self, id: ReqId, f: FunctionId) {
+        if let Some(t) = &mut self.track {
+            t.unqueue(id.index(), f);
+        }
+        self.end_warmup(id, f);
+    }
+
+    /// Forgets `f`'s warm-up if `id` is it.
+    fn end_warmup(&mut self, id: ReqId, f: FunctionId) {
+        if self.warmup_of.get(f.0 as usize).copied().flatten() == Some(id) {
+            self.warmup_of[f.0 as usize] = None;
+        }
     }
 
     /// The live request in a slot (see [`ReqId::slot`]) and its handle: a caller that
@@ -388,7 +442,9 @@ impl Scheduler {
         self.settle();
         match self.state(id) {
             Some(s) if s.phase == Phase::Queued => {
-                self.backlog -= self.v.hot[s.request.function.0 as usize].best as f64;
+                let f = s.request.function;
+                self.backlog -= self.v.hot[f.0 as usize].best as f64;
+                self.left_queue(id, f);
                 self.release_id(id);
                 self.waiting -= 1;
                 self.v.cancelled_waiting = true;
@@ -519,8 +575,12 @@ impl Scheduler {
             match pick {
                 Pick::Drop { req } => {
                     self.backlog -= self.v.hot[req.function.0 as usize].best as f64;
+                    self.left_queue(req.id, req.function);
                     self.release_id(req.id);
                     self.waiting -= 1;
+                    if self.warmup_at(req.id.index()) {
+                        continue;
+                    }
                     self.dropped.push(Dropped {
                         id: req.id,
                         function: req.function,
@@ -538,6 +598,9 @@ impl Scheduler {
     }
 
     fn take_slot(&mut self, d: DeviceId) {
+        if let Some(t) = &mut self.track {
+            t.classes[self.cluster.devices[d.0 as usize].class.0 as usize].free -= 1;
+        }
         let slots = &mut self.free_slots[d.0 as usize];
         *slots -= 1;
         if *slots == 0 {
@@ -560,6 +623,9 @@ impl Scheduler {
         }
         let busy = &mut self.v.busy_until[di];
         *busy = if idle { end } else { (*busy).min(end) };
+        if let Some(t) = &mut self.track {
+            t.classes[self.cluster.devices[di].class.0 as usize].start(end);
+        }
     }
 
     fn start(
@@ -615,10 +681,15 @@ impl Scheduler {
         }
         self.held[slot] = hot.working_bytes;
         let n = hot.kernels;
+        let warmup = self.warmup_at(slot);
         let (kernels, expected) = match self.config.granularity {
+            _ if warmup => (n, 0),
             Granularity::Request => (n, if whole == NONE { 0 } else { whole }),
             Granularity::Kernel => (1, self.functions[fi].kernel_runtime(class, 0).unwrap_or(0)),
         };
+        if let Some(t) = &mut self.track {
+            t.unqueue(slot, req.function);
+        }
         self.take_slot(device);
         self.waiting -= 1;
         let load = if acquired.cold { load_time } else { 0 };
@@ -644,6 +715,7 @@ impl Scheduler {
             load,
             expected,
             start: now,
+            warmup,
             arrival: req.arrival,
             deadline: req.deadline,
         })
@@ -677,6 +749,7 @@ impl Scheduler {
             load: 0,
             expected,
             start: now,
+            warmup: false,
             arrival: state.request.arrival,
             deadline: state.request.deadline,
         }
@@ -685,12 +758,20 @@ impl Scheduler {
     fn free_slot(&mut self, d: DeviceId, id: ReqId) {
         let di = d.0 as usize;
         self.free_slots[di] += 1;
-        if self.v.healthy.contains(d) {
+        let healthy = self.v.healthy.contains(d);
+        if healthy {
             self.v.free.insert(d);
+        }
+        let class = self.cluster.devices[di].class.0 as usize;
+        if healthy && let Some(t) = &mut self.track {
+            t.classes[class].free += 1;
         }
         let cells = self.cells(di);
         if let Some(c) = cells.iter_mut().find(|c| c.0 == id) {
             let end = std::mem::replace(c, (NOBODY, 0)).1;
+            if let Some(t) = &mut self.track {
+                t.classes[class].end(end);
+            }
             // The earliest end changes only when it is the one leaving.
             if end <= self.v.busy_until[di] {
                 let cells = self.cells(di);
@@ -718,7 +799,11 @@ impl Scheduler {
         };
         self.backlog -= share * hot.best as f64;
         let next = (kernel + kernels) as usize;
-        if next >= n {
+        if next >= n || self.warmup_at(id.index()) {
+            let warmup = self.warmup_at(id.index());
+            if warmup {
+                self.end_warmup(id, state.request.function);
+            }
             let keep = self.policy.keep_alive();
             let keep_until = if keep > 0 { now + keep } else { 0 };
             if keep > 0 {
@@ -727,7 +812,7 @@ impl Scheduler {
             let held = self.held[id.index()];
             self.v.caches[device.0 as usize].release(state.request.function, held, now, keep_until);
             self.release_id(id);
-            return Some(Completed::Request);
+            return Some(if warmup { Completed::Warmup } else { Completed::Request });
         }
         self.requests[id.index()].phase = Phase::Continuing { device, kernel: next as u16 };
         let rank = self.ranks.get(id.index()).copied().unwrap_or(Rank::new(0, 0, 0));
@@ -747,6 +832,7 @@ impl Scheduler {
         self.backlog -= remaining_share(func, kernel) * func.best_runtime().unwrap_or(0) as f64;
         let held = self.held[id.index()];
         self.v.caches[device.0 as usize].release(state.request.function, held, now, 0);
+        self.end_warmup(id, state.request.function);
         self.release_id(id);
         Some(state.request)
     }
@@ -762,4 +848,5 @@ fn remaining_share(func: &Function, from: u16) -> f64 {
 
 // Declared after the `cx!` macro it uses (macros are scoped textually).
 mod control;
+mod predict;
 mod query;

@@ -81,23 +81,4 @@ impl Scheduler {
             .map(|(i, r)| (ReqId::new(i as u32, r.generation), r.request.function))
             .collect()
     }
-
-    /// Predicted completion of a request of `f` arriving now: the time the backlog of
-    /// admitted work takes on the healthy slots (zero when a device is free and nothing
-    /// waits), plus the load time if the function is resident nowhere, plus its runtime
-    /// on its fastest class. This is what `deadline` admission compares to the deadline.
-    pub fn predict_completion(&self, f: FunctionId, now: Nanos) -> Option<Nanos> {
-        let func = self.functions.get(f.0 as usize)?;
-        let run = func.best_runtime()?;
-        let fast_class = func.runtime.iter().enumerate().filter_map(|(c, r)| r.map(|r| (r, c))).min()?.1;
-        let idle_device = self.waiting == 0 && self.v.free.intersects(&self.v.runnable[f.0 as usize]);
-        let wait = if idle_device || self.capacity <= 0.0 {
-            0
-        } else {
-            (self.backlog.max(0.0) / self.capacity) as Nanos
-        };
-        let warm = self.v.resident[f.0 as usize].intersects(&self.v.healthy);
-        let load = if warm { 0 } else { func.load_time[fast_class] };
-        Some(now + wait + load + run)
-    }
 }

@@ -29,6 +29,10 @@ pub struct Dispatch {
     pub expected: Nanos,
     /// When it was dispatched.
     pub start: Nanos,
+    /// A warm-up, not a request: make the function resident on the device (it pays `load`
+    /// and runs no kernel), then report it with [`complete`](crate::Scheduler::complete).
+    /// Started by `deadline` admission for a function resident nowhere (scale from zero).
+    pub warmup: bool,
     /// The request's arrival.
     pub arrival: Nanos,
     /// The request's absolute deadline.
@@ -42,6 +46,8 @@ pub enum Completed {
     Request,
     /// More kernels follow; the next is queued on the same device.
     Kernel,
+    /// A warm-up finished: the function is resident on the device. Nobody is answered.
+    Warmup,
 }
 
 /// A request answered with an error without running: it can no longer meet its deadline.

@@ -67,6 +67,10 @@ impl Policy for Balance {
         self.queue.len()
     }
 
+    fn admission_scope(&self, _cx: &Cx, _f: FunctionId) -> super::AdmissionScope {
+        super::AdmissionScope::with(super::Ahead::All)
+    }
+
     fn work_conserving(&self) -> bool {
         true
     }

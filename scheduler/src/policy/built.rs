@@ -83,6 +83,14 @@ impl Policy for BuiltPolicy {
         each!(self, p => p.place_alone(cx, f))
     }
 
+    fn admission_scope(&self, cx: &Cx, f: FunctionId) -> super::AdmissionScope {
+        each!(self, p => p.admission_scope(cx, f))
+    }
+
+    fn exact_scope(&self) -> bool {
+        !matches!(self, BuiltPolicy::Custom(_))
+    }
+
     #[inline]
     fn refuse(&self, cx: &Cx, f: FunctionId) -> Option<String> {
         each!(self, p => p.refuse(cx, f))

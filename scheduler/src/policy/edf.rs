@@ -114,6 +114,10 @@ impl Policy for Edf {
         self.heap.len()
     }
 
+    fn admission_scope(&self, _cx: &Cx, _f: FunctionId) -> super::AdmissionScope {
+        super::AdmissionScope::with(super::Ahead::EarlierDeadline)
+    }
+
     fn work_conserving(&self) -> bool {
         true
     }

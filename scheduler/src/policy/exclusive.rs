@@ -137,6 +137,26 @@ impl Policy for Exclusive {
         Rank::new(0, req.arrival, req.seq)
     }
 
+    fn admission_scope(&self, _cx: &Cx, f: FunctionId) -> super::AdmissionScope {
+        // A function with workers runs on them (or on a free unowned device); one without
+        // takes any device, cold.
+        match self.owned(f).filter(|o| !o.is_empty()) {
+            Some(own) => {
+                let mut devices = own.clone();
+                if !self.unowned.is_empty() {
+                    for d in self.unowned.iter() {
+                        devices.insert(d);
+                    }
+                }
+                super::AdmissionScope {
+                    devices: Some(devices),
+                    ..super::AdmissionScope::with(super::Ahead::Flow)
+                }
+            }
+            None => super::AdmissionScope::with(super::Ahead::Flow),
+        }
+    }
+
     fn len(&self) -> usize {
         self.flows.len
     }

@@ -288,6 +288,49 @@ impl<'a> Cx<'a> {
     }
 }
 
+/// Which queued work runs before a new request under a policy: what `deadline`
+/// admission counts when it predicts the request's completion.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Ahead {
+    /// Everything queued (FIFO order, and the conservative default for policies that do
+    /// not say).
+    All,
+    /// Queued work with an earlier deadline (EDF order).
+    EarlierDeadline,
+    /// The function's own queued work, scaled by its share of the backlogged flows'
+    /// weights (fair queueing), but never more than everything queued.
+    FlowShare,
+    /// The function's own queued work only (a flow that has devices to itself).
+    Flow,
+}
+
+/// What a policy tells admission about a request of one function.
+#[derive(Clone, Debug)]
+pub struct AdmissionScope {
+    /// The work that runs first.
+    pub ahead: Ahead,
+    /// The devices the request may run on, when narrower than every device that can run
+    /// the function (a partition, owned workers).
+    pub devices: Option<DeviceSet>,
+    /// Whether the policy picks the class that meets the deadline (else the prediction
+    /// takes the class of the slot that frees first).
+    pub class_aware: bool,
+}
+
+impl AdmissionScope {
+    /// Everything queued runs first, on any device that can run the function, and the
+    /// request may land on its slowest class: never optimistic about a policy it does
+    /// not know.
+    pub fn conservative() -> Self {
+        AdmissionScope { ahead: Ahead::All, devices: None, class_aware: false }
+    }
+
+    /// A scope with `ahead` over every device that can run the function.
+    pub fn with(ahead: Ahead) -> Self {
+        AdmissionScope { ahead, devices: None, class_aware: false }
+    }
+}
+
 /// A scheduling policy. See the [module documentation](self) for an example.
 pub trait Policy: Send {
     /// Its configuration name.
@@ -316,6 +359,16 @@ pub trait Policy: Send {
     /// anything changes before it is dispatched.
     fn place_alone(&self, _cx: &Cx, _f: FunctionId) -> Option<DeviceId> {
         None
+    }
+    /// What admission should count ahead of a new request of `f`, and where it may run.
+    /// The default is [`AdmissionScope::conservative`].
+    fn admission_scope(&self, _cx: &Cx, _f: FunctionId) -> AdmissionScope {
+        AdmissionScope::conservative()
+    }
+    /// Whether the policy is one of the design's, whose [`admission_scope`](Self::admission_scope)
+    /// describes its order exactly (a custom policy's prediction also takes its slowest class).
+    fn exact_scope(&self) -> bool {
+        false
     }
     /// Why the policy can never run `f`, if so (checked at arrival).
     fn refuse(&self, _cx: &Cx, _f: FunctionId) -> Option<String> {

@@ -118,6 +118,13 @@ impl Policy for SloAware {
         Rank::new(req.priority, req.deadline, req.seq)
     }
 
+    fn admission_scope(&self, _cx: &Cx, _f: FunctionId) -> super::AdmissionScope {
+        super::AdmissionScope {
+            class_aware: true,
+            ..super::AdmissionScope::with(super::Ahead::EarlierDeadline)
+        }
+    }
+
     fn len(&self) -> usize {
         self.heap.len()
     }

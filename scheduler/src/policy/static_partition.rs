@@ -67,6 +67,22 @@ impl StaticPartition {
     }
 }
 
+impl StaticPartition {
+    /// The device range `[lo, hi)` of `f`'s share.
+    fn range(&self, cx: &Cx, f: FunctionId) -> (u32, u32) {
+        let name = &cx.function(f).name;
+        let mut next = 0u32;
+        let n = cx.cluster.devices.len() as u32;
+        match self.partitions.iter().find(|p| {
+            next += p.devices;
+            &p.function == name
+        }) {
+            Some(p) => ((next - p.devices).min(n), next.min(n)),
+            None => (self.partitions.iter().map(|p| p.devices).sum::<u32>().min(n), n),
+        }
+    }
+}
+
 impl Policy for StaticPartition {
     fn name(&self) -> &str {
         "static"
@@ -80,15 +96,8 @@ impl Policy for StaticPartition {
 
     fn refuse(&self, cx: &Cx, f: FunctionId) -> Option<String> {
         let name = &cx.function(f).name;
-        let mut next = 0u32;
         let n = cx.cluster.devices.len() as u32;
-        let (lo, hi) = match self.partitions.iter().find(|p| {
-            next += p.devices;
-            &p.function == name
-        }) {
-            Some(p) => ((next - p.devices).min(n), next.min(n)),
-            None => (self.partitions.iter().map(|p| p.devices).sum::<u32>().min(n), n),
-        };
+        let (lo, hi) = self.range(cx, f);
         let usable = (lo..hi).any(|d| cx.runnable(f).contains(crate::model::DeviceId(d)));
         (!usable).then(|| {
             format!(
@@ -97,6 +106,19 @@ impl Policy for StaticPartition {
                 self.partitions.len()
             )
         })
+    }
+
+    fn admission_scope(&self, cx: &Cx, f: FunctionId) -> super::AdmissionScope {
+        let (lo, hi) = self.range(cx, f);
+        let mut set = DeviceSet::new(cx.cluster.devices.len());
+        for d in lo..hi {
+            set.insert(crate::model::DeviceId(d));
+        }
+        // A function with a partition of its own waits only for its own requests; the
+        // functions sharing the leftover devices are counted all together.
+        let own = self.partitions.iter().any(|p| p.function == cx.function(f).name);
+        let ahead = if own { super::Ahead::Flow } else { super::Ahead::All };
+        super::AdmissionScope { devices: Some(set), ..super::AdmissionScope::with(ahead) }
     }
 
     fn peek(&mut self, cx: &Cx) -> Option<Pick> {

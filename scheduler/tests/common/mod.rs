@@ -19,6 +19,8 @@ pub enum Ev {
     Rejected { t: Nanos, req: usize, why: String },
     /// Request index dropped by the policy.
     Dropped { t: Nanos, req: usize },
+    /// A warm-up (scale from zero) of a function started on a device.
+    Warmup { t: Nanos, function: u32, device: u32 },
 }
 
 /// Called after every batch of dispatches at one instant.
@@ -62,6 +64,12 @@ pub fn run_checked(s: &mut Scheduler, arrivals: &[(Nanos, FunctionId)], check: &
             next += 1;
         }
         while let Some(d) = s.next_dispatch(now) {
+            if d.warmup {
+                trace.push(Ev::Warmup { t: now, function: d.function.0, device: d.device.0 });
+                seq += 1;
+                ends.push(Reverse((now + d.load, seq, d.id)));
+                continue;
+            }
             trace.push(Ev::Run {
                 t: now,
                 req: ids[&d.id],

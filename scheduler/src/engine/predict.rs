@@ -1,0 +1,287 @@
+//! `deadline` admission: when a request would complete under the active policy's own
+//! order, and scale from zero for functions resident nowhere.
+//!
+//! The prediction pours the work the policy runs first (see [`Ahead`]) into the slots of
+//! the devices the request may use, in the order those slots free up, each slot draining
+//! at its class's speed for this function (water-filling, the fluid limit of list
+//! scheduling). The level where the work ahead is used up is when the request starts;
+//! it then pays its load if it lands where it is not resident, and its runtime there.
+
+use super::backlog::Backlog;
+use super::*;
+use crate::model::ClassId;
+use crate::policy::{AdmissionScope, Ahead};
+
+/// Busy slots read one by one per class before the rest are taken in closed form.
+const SLOT_SCAN: usize = 64;
+
+/// What admission predicts for a request.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub struct Prediction {
+    /// Predicted completion.
+    pub completion: Nanos,
+    /// Predicted start.
+    pub start: Nanos,
+    /// The load it pays first (0 when it lands warm).
+    pub load: Nanos,
+    /// The class it is predicted to run on.
+    pub class: ClassId,
+}
+
+/// A group of slots that free up at the same time, draining `rate` work per ns each.
+#[derive(Copy, Clone, Debug)]
+struct Slots {
+    at: Nanos,
+    count: u64,
+    rate: f64,
+    class: u16,
+}
+
+impl Scheduler {
+    /// (Re)builds what deadline admission reads from the current state, or drops it when
+    /// admission is not `deadline`.
+    pub(crate) fn retrack(&mut self) {
+        if self.config.admission != AdmissionMode::Deadline {
+            self.track = None;
+            return;
+        }
+        self.track = Some(self.snapshot());
+    }
+
+    /// What deadline admission would keep, computed from scratch.
+    fn snapshot(&self) -> Backlog {
+        let horizon = self.functions.iter().map(|f| f.deadline).max().unwrap_or(0);
+        let mut t = Backlog::new(self.cluster.classes.len(), horizon.max(crate::model::SEC));
+        for (i, dev) in self.cluster.devices.iter().enumerate() {
+            let d = DeviceId(i as u32);
+            let class = &mut t.classes[dev.class.0 as usize];
+            if self.v.healthy.contains(d) {
+                class.free += self.free_slots[i] as u64;
+            }
+            for &(id, end) in &self.running[self.running_base[i]..self.running_base[i + 1]] {
+                if id != NOBODY {
+                    class.start(end);
+                }
+            }
+        }
+        let mut now = 0;
+        for (i, r) in self.requests.iter().enumerate() {
+            if r.phase == Phase::Queued {
+                now = now.max(r.request.arrival);
+                let hot = self.v.hot[r.request.function.0 as usize];
+                let work = if self.warmup_at(i) { self.min_load(r.request.function) } else { hot.best };
+                t.queue(0, i, r.request.function, hot.weight, work as i64, r.request.deadline);
+            }
+        }
+        t.by_deadline.advance(now);
+        t
+    }
+
+    fn min_load(&self, f: FunctionId) -> Nanos {
+        let classes = self.cluster.classes.len();
+        let fi = f.0 as usize;
+        (0..classes).map(|c| self.v.costs[fi * classes + c].load).min().unwrap_or(0)
+    }
+
+    /// Deadline admission of `request` (its function is known and can run somewhere).
+    pub(super) fn admit_by_deadline(&mut self, now: Nanos, request: &Request) -> Result<(), Rejection> {
+        let f = request.function;
+        let Some(p) = self.predict(f, request.deadline, now) else {
+            return Err(Rejection::NoCapacity);
+        };
+        let slack = (request.deadline.saturating_sub(request.arrival) as f64 * self.config.deadline_headroom)
+            as Nanos;
+        if p.completion.saturating_add(slack) <= request.deadline {
+            return Ok(());
+        }
+        let warm_in_time = p.load > 0 && p.completion - p.load + slack <= request.deadline;
+        if warm_in_time {
+            // The deadline cannot cover the load, but a warm run would meet it: load
+            // without it (scale from zero, or onto one more device), so that requests
+            // arriving once the load is done are served warm.
+            let ready_at = p.start + p.load;
+            if self.warmup_of[f.0 as usize].is_none() {
+                let warm = Request { function: f, arrival: now, deadline: request.deadline };
+                let id = self.enter(now, warm, true);
+                self.warmup_of[f.0 as usize] = Some(id);
+            }
+            return Err(Rejection::Warming { ready_at, retry_after: ready_at.saturating_sub(now) });
+        }
+        Err(Rejection::DeadlineUnmeetable { predicted: p.completion, deadline: request.deadline })
+    }
+
+    /// Predicted completion of a request of `f` with absolute `deadline` arriving now,
+    /// under the active policy: what `deadline` admission compares with the deadline.
+    pub fn predict_completion(&self, f: FunctionId, deadline: Nanos, now: Nanos) -> Option<Nanos> {
+        self.predict(f, deadline, now).map(|p| p.completion)
+    }
+
+    /// The whole prediction: start, load, class and completion. `None` when no healthy
+    /// device can run `f`.
+    pub fn predict(&self, f: FunctionId, deadline: Nanos, now: Nanos) -> Option<Prediction> {
+        let fi = f.0 as usize;
+        let hot = *self.v.hot.get(fi)?;
+        if hot.best == 0 {
+            return None;
+        }
+        let snapshot;
+        let t = match &self.track {
+            Some(t) => t,
+            None => {
+                snapshot = self.snapshot();
+                &snapshot
+            }
+        };
+        let cx = cx!(self, now);
+        let scope = self.policy.admission_scope(&cx, f);
+        let exact = self.policy.exact_scope();
+        let ahead = ahead_work(t, &scope, f, hot.weight, deadline).max(0) as f64;
+        let classes = self.cluster.classes.len();
+        let rate = |c: usize| {
+            let r = self.v.costs[fi * classes + c].runtime;
+            if r == NONE { 0.0 } else { hot.best as f64 / r as f64 }
+        };
+        // The slot groups the request may use, soonest first.
+        let mut groups: Vec<Slots> = Vec::new();
+        let mut rest: Vec<(u64, u128, f64, u16)> = Vec::new();
+        let scoped = scope.devices.is_some() || self.pinned.get(fi).copied().flatten().is_some();
+        if scoped {
+            let runnable = &self.v.runnable[fi];
+            let set = scope.devices.as_ref().unwrap_or(runnable);
+            let iter: Vec<DeviceId> = set.iter_common3(runnable, &self.v.healthy).collect();
+            for d in iter {
+                let di = d.0 as usize;
+                let c = self.cluster.devices[di].class.0 as usize;
+                let r = rate(c);
+                if self.free_slots[di] > 0 {
+                    groups.push(Slots {
+                        at: now,
+                        count: self.free_slots[di] as u64,
+                        rate: r,
+                        class: c as u16,
+                    });
+                }
+                for &(id, end) in &self.running[self.running_base[di]..self.running_base[di + 1]] {
+                    if id != NOBODY {
+                        groups.push(Slots { at: end.max(now), count: 1, rate: r, class: c as u16 });
+                    }
+                }
+            }
+        } else {
+            for c in 0..classes {
+                let r = rate(c);
+                if r == 0.0 || !self.v.runnable[fi].intersects(&self.v.class_sets[c]) {
+                    continue;
+                }
+                let slots = &t.classes[c];
+                if slots.free > 0 {
+                    groups.push(Slots { at: now, count: slots.free, rate: r, class: c as u16 });
+                }
+                let mut taken = 0u64;
+                let mut sum = 0u128;
+                for (&end, &n) in slots.ends.iter().take(SLOT_SCAN) {
+                    groups.push(Slots { at: end.max(now), count: n as u64, rate: r, class: c as u16 });
+                    taken += n as u64;
+                    sum += end as u128 * n as u128;
+                }
+                if taken < slots.busy {
+                    rest.push((slots.busy - taken, slots.end_sum - sum, r, c as u16));
+                }
+            }
+        }
+        groups.sort_unstable_by_key(|g| g.at);
+        let first = groups.first()?;
+        // Water-fill: find L with sum(rate × (L − at)) = ahead over the groups below L.
+        let (mut lambda, mut weighted) = (0.0f64, 0.0f64);
+        let mut level = first.at as f64;
+        let mut marginal = first.class;
+        let mut filled = true;
+        for (i, g) in groups.iter().enumerate() {
+            lambda += g.rate * g.count as f64;
+            weighted += g.rate * g.count as f64 * g.at as f64;
+            marginal = g.class;
+            level = (ahead + weighted) / lambda;
+            let next = groups.get(i + 1).map(|n| n.at as f64);
+            if next.is_none_or(|n| level <= n) {
+                filled = next.is_some() || rest.is_empty();
+                break;
+            }
+        }
+        if !filled {
+            // More busy slots than were read one by one: take them all in closed form.
+            for &(count, sum, r, c) in &rest {
+                lambda += r * count as f64;
+                weighted += r * (sum as f64).max(now as f64 * count as f64);
+                marginal = c;
+            }
+            level = level.max((ahead + weighted) / lambda);
+        }
+        let start = (level.max(first.at as f64)) as Nanos;
+        let run_on = |c: usize| self.v.costs[fi * classes + c].runtime;
+        let warm_in = |c: usize| {
+            self.v.resident[fi].iter_common3(&self.v.class_sets[c], &self.v.healthy).next().is_some()
+        };
+        let load_on = |c: usize| self.v.costs[fi * classes + c].load;
+        let finish = |c: usize, warm: bool| {
+            let load = if warm { 0 } else { load_on(c) };
+            Prediction { completion: start + load + run_on(c), start, load, class: ClassId(c as u16) }
+        };
+        // Nothing ahead and a slot free now: the device the policy itself would pick.
+        if start == now && ahead == 0.0 && exact {
+            if scope.class_aware {
+                return (0..classes)
+                    .filter(|&c| run_on(c) != NONE)
+                    .filter_map(|c| cx.first_free_in_class(f, ClassId(c as u16)).map(|(_, w)| finish(c, w)))
+                    .filter(|p| scope.devices.is_none() || p.start == now)
+                    .min_by_key(|p| p.completion)
+                    .or_else(|| Some(finish(marginal as usize, warm_in(marginal as usize))));
+            }
+            let device = match &scope.devices {
+                None => self.policy.place_alone(&cx, f).or_else(|| cx.best_free(f)),
+                Some(set) => {
+                    let res = &self.v.resident[fi];
+                    self.v.free.iter_common3(set, res).find(|&d| cx.fits(f, d)).or_else(|| {
+                        self.v.free.iter_common3(set, &self.v.runnable[fi]).find(|&d| cx.fits(f, d))
+                    })
+                }
+            };
+            if let Some(d) = device {
+                let c = self.cluster.devices[d.0 as usize].class.0 as usize;
+                return Some(finish(c, self.v.resident[fi].contains(d)));
+            }
+        }
+        let participating = |c: usize| groups.iter().any(|g| g.class as usize == c && (g.at as f64) <= level);
+        let p = if scope.class_aware && exact {
+            (0..classes)
+                .filter(|&c| run_on(c) != NONE && participating(c))
+                .map(|c| finish(c, warm_in(c)))
+                .min_by_key(|p| p.completion)
+        } else if exact {
+            let c = marginal as usize;
+            Some(finish(c, warm_in(c)))
+        } else {
+            // A policy kaas does not know may put the request on its slowest class.
+            (0..classes)
+                .filter(|&c| run_on(c) != NONE && participating(c))
+                .map(|c| finish(c, warm_in(c)))
+                .max_by_key(|p| p.completion)
+        };
+        p.or_else(|| Some(finish(marginal as usize, warm_in(marginal as usize))))
+    }
+}
+
+/// The queued work (ns on each request's fastest class) that runs before a new request.
+fn ahead_work(t: &Backlog, scope: &AdmissionScope, f: FunctionId, weight: u32, deadline: Nanos) -> i64 {
+    let own = t.work.get(f.0 as usize).copied().unwrap_or(0);
+    match scope.ahead {
+        Ahead::All => t.all,
+        Ahead::EarlierDeadline => t.by_deadline.before(deadline),
+        Ahead::Flow => own,
+        Ahead::FlowShare => {
+            let backlogged = t.count.get(f.0 as usize).is_some_and(|&c| c > 0);
+            let total = t.backlogged_weight + if backlogged { 0 } else { weight as u64 };
+            let scaled = (own as f64 + 1.0) * total as f64 / weight.max(1) as f64;
+            (scaled as i64).min(t.all)
+        }
+    }
+}
