@@ -389,4 +389,48 @@ mod scale_from_zero {
         let next = s.next_dispatch(msec(300)).unwrap();
         assert_eq!((next.id, next.cold), (id, false));
     }
+
+    /// Warm where a warm run is too slow: a function loaded on a CPU device, whose
+    /// deadline only a GPU run makes, is loaded onto the GPU (the warm-up goes to the
+    /// class where a warm run meets the deadline, not where the load is shortest), and
+    /// once it is warm there its requests are admitted and run there, for every policy.
+    #[test]
+    fn a_warm_up_goes_to_the_class_whose_warm_run_meets_the_deadline() {
+        for policy in ["balance", "edf", "slo-aware", "mqfq-sticky", "cfs-affinity"] {
+            let mut cluster = gpus(1, 1, 1 << 34);
+            cluster.add_class(
+                kaas_scheduler::model::AcceleratorClass {
+                    name: "cpu".into(),
+                    kind: kaas_scheduler::model::DeviceKind::Cpu,
+                    speed: 0.1,
+                    memory_bytes: 1 << 34,
+                    slots: 1,
+                    price_per_hour: 0.1,
+                },
+                1,
+            );
+            let mut config = SchedulerConfig::new(PolicyConfig::named(policy));
+            config.admission = AdmissionMode::Deadline;
+            let mut s = Scheduler::new(cluster, config).unwrap();
+            let mut f = Function::uniform("f", 2, msec(4), msec(500), msec(20));
+            f.runtime = vec![Some(msec(4)), Some(msec(40))];
+            f.load_time = vec![msec(500), msec(60)];
+            let f = s.add_function(f).unwrap();
+            let (gpu, cpu) = (kaas_scheduler::model::DeviceId(0), kaas_scheduler::model::DeviceId(1));
+            assert!(s.preload(0, f, cpu));
+            let err = s.submit(0, Request { function: f, arrival: 0, deadline: msec(20) }).unwrap_err();
+            assert!(
+                matches!(err, Rejection::Warming { retry_after, .. } if retry_after == msec(500)),
+                "{policy}: {err:?}"
+            );
+            let d = s.next_dispatch(0).expect("the warm-up starts");
+            assert!(d.warmup && d.device == gpu && d.load == msec(500), "{policy}: {d:?}");
+            assert_eq!(s.complete(msec(500), d.id), Some(Completed::Warmup));
+            let id = s
+                .submit(msec(600), Request { function: f, arrival: msec(600), deadline: msec(620) })
+                .unwrap();
+            let run = s.next_dispatch(msec(600)).expect("served warm");
+            assert_eq!((run.id, run.device, run.cold), (id, gpu, false), "{policy}");
+        }
+    }
 }

@@ -13,10 +13,12 @@ use crate::{ConfigError, Granularity, ReqId, SchedulerConfig};
 
 mod backlog;
 mod types;
+mod warmup;
 use backlog::Backlog;
 pub use predict::Prediction;
 pub(crate) use types::{ClassCost, Hot, NOBODY, NONE, View};
 pub use types::{Completed, Dispatch, Dropped, Lost};
+use warmup::WarmUp;
 
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
 enum Phase {
@@ -92,7 +94,10 @@ pub struct Scheduler {
     /// What deadline admission predicts from; kept only while it is on.
     track: Option<Backlog>,
     /// Per function: the warm-up started for it and not finished (scale from zero).
-    warmup_of: Vec<Option<ReqId>>,
+    warmup_of: Vec<Option<WarmUp>>,
+    /// Warm-ups waiting for a free slot on a device of their class (the engine places
+    /// them, not the policy).
+    pending_warmups: Vec<ReqId>,
     /// Per request slot: whether the request there is a warm-up.
     is_warmup: Vec<bool>,
     /// What policies read while deciding (borrowed whole by [`Cx`]).
@@ -198,6 +203,7 @@ impl Scheduler {
             pinned: Vec::new(),
             track: None,
             warmup_of: Vec::new(),
+            pending_warmups: Vec::new(),
             is_warmup: Vec::new(),
         };
         s.capacity = s.v.healthy.iter().map(|d| s.slot_capacity(d)).sum();
@@ -338,7 +344,8 @@ impl Scheduler {
     pub fn cancel(&mut self, id: ReqId) -> bool {
         self.settle();
         match self.state(id) {
-            Some(s) if s.phase == Phase::Queued => {
+            // A warm-up is the platform's own: nobody outside holds it to cancel.
+            Some(s) if s.phase == Phase::Queued && !self.warmup_at(id.index()) => {
                 let f = s.request.function;
                 self.backlog -= self.v.hot[f.0 as usize].best as f64;
                 self.left_queue(id, f);
@@ -438,6 +445,11 @@ impl Scheduler {
     }
 
     fn decide(&mut self, now: Nanos) -> Option<Dispatch> {
+        if !self.pending_warmups.is_empty()
+            && let Some(d) = self.start_warmup(now)
+        {
+            return Some(d);
+        }
         loop {
             let cont = if self.has_continuation.is_empty() { None } else { self.best_continuation() };
             let (pick, rank) = {
@@ -565,8 +577,10 @@ impl Scheduler {
                 "policy {} picked a device where the function does not fit",
                 self.policy.name()
             );
-            let cx = cx!(self, now);
-            self.policy.enqueue(&cx, req);
+            if !self.warmup_at(req.id.index()) {
+                let cx = cx!(self, now);
+                self.policy.enqueue(&cx, req);
+            }
             return None;
         };
         if acquired.cold {
@@ -584,7 +598,9 @@ impl Scheduler {
             Granularity::Request => (n, if whole == NONE { 0 } else { whole }),
             Granularity::Kernel => (1, self.functions[fi].kernel_runtime(class, 0).unwrap_or(0)),
         };
-        if let Some(t) = &mut self.track {
+        if let Some(t) = &mut self.track
+            && !warmup
+        {
             t.unqueue(slot, req.function);
         }
         self.take_slot(device);

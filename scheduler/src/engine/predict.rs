@@ -66,21 +66,15 @@ impl Scheduler {
         }
         let mut now = 0;
         for (i, r) in self.requests.iter().enumerate() {
-            if r.phase == Phase::Queued {
+            // Warm-ups wait outside the policy and hold no queued work until they run.
+            if r.phase == Phase::Queued && !self.warmup_at(i) {
                 now = now.max(r.request.arrival);
                 let hot = self.v.hot[r.request.function.0 as usize];
-                let work = if self.warmup_at(i) { self.min_load(r.request.function) } else { hot.best };
-                t.queue(0, i, r.request.function, hot.weight, work as i64, r.request.deadline);
+                t.queue(0, i, r.request.function, hot.weight, hot.best as i64, r.request.deadline);
             }
         }
         t.by_deadline.advance(now);
         t
-    }
-
-    fn min_load(&self, f: FunctionId) -> Nanos {
-        let classes = self.cluster.classes.len();
-        let fi = f.0 as usize;
-        (0..classes).map(|c| self.v.costs[fi * classes + c].load).min().unwrap_or(0)
     }
 
     /// Deadline admission of `request` (its function is known and can run somewhere).
@@ -91,20 +85,15 @@ impl Scheduler {
         };
         let slack = (request.deadline.saturating_sub(request.arrival) as f64 * self.config.deadline_headroom)
             as Nanos;
-        if p.completion.saturating_add(slack) <= request.deadline {
+        let latest = request.deadline.saturating_sub(slack);
+        if p.completion <= latest {
             return Ok(());
         }
-        let warm_in_time = p.load > 0 && p.completion - p.load + slack <= request.deadline;
-        if warm_in_time {
-            // The deadline cannot cover the load, but a warm run would meet it: load
-            // without it (scale from zero, or onto one more device), so that requests
-            // arriving once the load is done are served warm.
-            let ready_at = p.start + p.load;
-            if self.warmup_of[f.0 as usize].is_none() {
-                let warm = Request { function: f, arrival: now, deadline: request.deadline };
-                let id = self.enter(now, warm, true);
-                self.warmup_of[f.0 as usize] = Some(id);
-            }
+        // Would a warm run meet the deadline where the function is being loaded, or
+        // could be? Then load it (scale from zero, or onto one more device, of the class
+        // where a warm run makes the deadline), so that requests arriving once the load
+        // is done are served warm, and tell this one when to come back.
+        if let Some(ready_at) = self.warm_up_for(now, request, p.start, latest) {
             return Err(Rejection::Warming { ready_at, retry_after: ready_at.saturating_sub(now) });
         }
         Err(Rejection::DeadlineUnmeetable { predicted: p.completion, deadline: request.deadline })
@@ -226,16 +215,41 @@ impl Scheduler {
             let load = if warm { 0 } else { load_on(c) };
             Prediction { completion: start + load + run_on(c), start, load, class: ClassId(c as u16) }
         };
+        // A class-aware policy runs the request where it finishes first: on each class,
+        // as soon as the work ahead is done and a slot there frees (a slot where it is
+        // warm, if it is resident in the class, else any slot, paying the load).
+        if scope.class_aware && exact && scope.devices.is_none() {
+            let res = &self.v.resident[fi];
+            return (0..classes)
+                .filter(|&c| run_on(c) != NONE && self.v.runnable[fi].intersects(&self.v.class_sets[c]))
+                .flat_map(|c| {
+                    let warm = res
+                        .iter_common3(&self.v.class_sets[c], &self.v.healthy)
+                        .map(|d| cx.available_at(d))
+                        .min()
+                        .map(|at| (c, at, true));
+                    let slots = &t.classes[c];
+                    let any = if slots.free > 0 {
+                        Some(now)
+                    } else {
+                        slots.ends.keys().next().map(|&e| e.max(now))
+                    };
+                    warm.into_iter().chain(any.map(|at| (c, at, false)))
+                })
+                .map(|(c, at, warm)| {
+                    let begin = at.max(start);
+                    let load = if warm { 0 } else { load_on(c) };
+                    Prediction {
+                        completion: begin + load + run_on(c),
+                        start: begin,
+                        load,
+                        class: ClassId(c as u16),
+                    }
+                })
+                .min_by_key(|p| p.completion);
+        }
         // Nothing ahead and a slot free now: the device the policy itself would pick.
         if start == now && ahead == 0.0 && exact {
-            if scope.class_aware {
-                return (0..classes)
-                    .filter(|&c| run_on(c) != NONE)
-                    .filter_map(|c| cx.first_free_in_class(f, ClassId(c as u16)).map(|(_, w)| finish(c, w)))
-                    .filter(|p| scope.devices.is_none() || p.start == now)
-                    .min_by_key(|p| p.completion)
-                    .or_else(|| Some(finish(marginal as usize, warm_in(marginal as usize))));
-            }
             let device = match &scope.devices {
                 None => self.policy.place_alone(&cx, f).or_else(|| cx.best_free(f)),
                 Some(set) => {

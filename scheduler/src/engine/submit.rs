@@ -1,5 +1,4 @@
-//! Arrivals: admission at submit, and how admitted requests and warm-ups enter the
-//! policy's queue.
+//! Arrivals: admission at submit, and how admitted requests enter the policy's queue.
 
 use super::*;
 
@@ -32,20 +31,31 @@ impl Scheduler {
                 }
             }
         }
-        Ok(self.enter(now, request, false))
+        Ok(self.enter(now, request))
     }
 
-    /// Queues an admitted request (or a warm-up) and returns its handle.
-    pub(super) fn enter(&mut self, now: Nanos, request: Request, warmup: bool) -> ReqId {
-        let fi = request.function.0 as usize;
-        let hot = self.v.hot[fi];
-        let work = if warmup {
-            let classes = self.cluster.classes.len();
-            (0..classes).map(|c| self.v.costs[fi * classes + c].load).min().unwrap_or(0)
-        } else {
-            hot.best
-        };
-        self.backlog += hot.best as f64;
+    /// Queues an admitted request in the policy and returns its handle.
+    pub(super) fn enter(&mut self, now: Nanos, request: Request) -> ReqId {
+        let hot = self.v.hot[request.function.0 as usize];
+        let id = self.alloc(request, false);
+        let index = id.index();
+        if let Some(t) = &mut self.track {
+            t.queue(now, index, request.function, hot.weight, hot.best as i64, request.deadline);
+        }
+        let queued = self.queued_view(id);
+        let cx = cx!(self, now);
+        let alone = self.waiting == 0 && self.has_continuation.is_empty();
+        match alone.then(|| self.policy.place_alone(&cx, request.function)).flatten() {
+            Some(device) => self.offered = Some((now, queued, device)),
+            None => self.policy.enqueue(&cx, queued),
+        }
+        self.waiting += 1;
+        id
+    }
+
+    /// A fresh handle for `request`, in phase `Queued` (counted in `backlog`).
+    pub(super) fn alloc(&mut self, request: Request, warmup: bool) -> ReqId {
+        self.backlog += self.v.hot[request.function.0 as usize].best as f64;
         let index = self.free_ids.pop().unwrap_or_else(|| {
             self.requests.push(ReqState { generation: 0, phase: Phase::Free, request });
             self.v.queued.push(0);
@@ -65,45 +75,29 @@ impl Scheduler {
             }
             self.is_warmup[index as usize] = warmup;
         }
-        if let Some(t) = &mut self.track {
-            t.queue(now, index as usize, request.function, hot.weight, work as i64, request.deadline);
-        }
-        let queued = Queued {
+        id
+    }
+
+    /// What the policy sees of the request `id` (just allocated).
+    pub(super) fn queued_view(&self, id: ReqId) -> Queued {
+        let request = self.requests[id.index()].request;
+        Queued {
             id,
             function: request.function,
             arrival: request.arrival,
             deadline: request.deadline,
-            priority: hot.priority,
+            priority: self.v.hot[request.function.0 as usize].priority,
             seq: self.seq,
-        };
-        let cx = cx!(self, now);
-        let alone = self.waiting == 0 && self.has_continuation.is_empty();
-        match alone.then(|| self.policy.place_alone(&cx, request.function)).flatten() {
-            Some(device) => self.offered = Some((now, queued, device)),
-            None => self.policy.enqueue(&cx, queued),
         }
-        self.waiting += 1;
-        id
-    }
-
-    /// Whether the request in `slot` is a warm-up.
-    #[inline]
-    pub(super) fn warmup_at(&self, slot: usize) -> bool {
-        self.is_warmup.get(slot).copied().unwrap_or(false)
     }
 
     /// A request left the queue without running (cancelled or shed).
     pub(super) fn left_queue(&mut self, id: ReqId, f: FunctionId) {
-        if let Some(t) = &mut self.track {
+        if let Some(t) = &mut self.track
+            && !self.is_warmup.get(id.index()).copied().unwrap_or(false)
+        {
             t.unqueue(id.index(), f);
         }
         self.end_warmup(id, f);
-    }
-
-    /// Forgets `f`'s warm-up if `id` is it.
-    pub(super) fn end_warmup(&mut self, id: ReqId, f: FunctionId) {
-        if self.warmup_of.get(f.0 as usize).copied().flatten() == Some(id) {
-            self.warmup_of[f.0 as usize] = None;
-        }
     }
 }
