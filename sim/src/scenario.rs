@@ -56,6 +56,10 @@ pub struct Scenario {
     /// For `kaas-sim sweep`: the grid.
     #[serde(default)]
     pub sweep: Option<SweepSpec>,
+    /// Record what `deadline` admission predicted for each admitted request, to compare
+    /// with when it completed ([`RunResult::prediction_errors`](crate::simulate::RunResult)).
+    #[serde(skip)]
+    pub record_predictions: bool,
     /// Directory relative paths are resolved against (the scenario file's directory).
     #[serde(skip)]
     pub base_dir: PathBuf,

@@ -47,6 +47,10 @@ pub struct RunResult {
     /// Latency quantiles (ms) at [`CDF_QUANTILES`].
     #[serde(skip)]
     pub latency_cdf: Vec<f64>,
+    /// With [`Scenario::record_predictions`] under `deadline` admission: per admitted and
+    /// completed request, (actual − predicted completion) / its relative deadline.
+    #[serde(skip)]
+    pub prediction_errors: Vec<f64>,
 }
 
 /// What an event does.
@@ -115,6 +119,11 @@ struct Sim<'a> {
     last_arrival: Nanos,
     /// Time of the last event: the simulated makespan once the queue has drained.
     last_event: Nanos,
+    /// Whether to record admission's predictions (and then, per slot, the predicted
+    /// completion of the request there).
+    record: bool,
+    predicted: Vec<Nanos>,
+    prediction_errors: Vec<f64>,
 }
 
 impl Sim<'_> {
@@ -132,9 +141,17 @@ impl Sim<'_> {
         self.last_arrival = self.last_arrival.max(a.t);
         let f = FunctionId(a.function);
         let deadline = a.t + self.deadlines[a.function as usize];
+        let predicted = if self.record { self.s.predict_completion(f, deadline, a.t) } else { None };
         match self.s.submit(a.t, Request { function: f, arrival: a.t, deadline }) {
             Ok(id) => {
                 self.metrics.admitted(f);
+                if let Some(p) = predicted {
+                    let slot = id.slot();
+                    if slot >= self.predicted.len() {
+                        self.predicted.resize(slot + 1, 0);
+                    }
+                    self.predicted[slot] = p;
+                }
                 if self.needs_side {
                     let slot = id.slot();
                     if slot >= self.side.len() {
@@ -157,6 +174,11 @@ impl Sim<'_> {
         if let Some(Completed::Request) = self.s.complete(now, id) {
             let latency = now - r.arrival;
             self.metrics.completed(r.function, latency, now <= r.deadline);
+            if let Some(&p) = self.predicted.get(slot as usize).filter(|&&p| p > 0) {
+                let relative = r.deadline.saturating_sub(r.arrival).max(1) as f64;
+                self.prediction_errors.push((now as f64 - p as f64) / relative);
+                self.predicted[slot as usize] = 0;
+            }
             if self.side(slot as usize).client {
                 self.push(now + self.think, Kind::Issue(r.function.0));
             }
@@ -269,6 +291,9 @@ pub fn simulate(
         count: 0,
         last_arrival: 0,
         last_event: 0,
+        record: scenario.record_predictions && scenario.admission == kaas_scheduler::AdmissionMode::Deadline,
+        predicted: Vec::new(),
+        prediction_errors: Vec::new(),
     };
     if let Some(g) = closed {
         for (i, f) in scenario.functions.iter().enumerate() {
@@ -330,6 +355,7 @@ pub fn simulate(
         requests_per_s: report.requests as f64 / wall,
         per_function: sim.metrics.per_function(duration, slot_seconds),
         latency_cdf: sim.metrics.latency_quantiles(&CDF_QUANTILES),
+        prediction_errors: std::mem::take(&mut sim.prediction_errors),
         report,
     })
 }

