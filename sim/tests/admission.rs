@@ -171,3 +171,44 @@ fn admission_predicts_completions_within_a_tenth_of_the_deadline() {
     println!("{}", rows.join("\n"));
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
+
+/// Issue 13, point 4: on the heavy-tailed trace `mqfq-sticky` and `cfs-affinity` give the
+/// same rows, and that is what both designs say they should there: every device holds
+/// every function (prewarmed, 80 GB each) and every flow stays backlogged, so the
+/// affinity penalty never applies, no flow is throttled (any free slot can run the flow
+/// with the smallest tag), keep-alive protects nothing that would be evicted, and charging
+/// virtual time at dispatch (CFS) or tagging at arrival (MQFQ) order continuously
+/// backlogged flows alike. With devices that hold only two of the six functions and
+/// nothing prewarmed, the policies' mechanisms act and the runs must differ: MQFQ's
+/// keep-alive keeps a just-run function resident, CFS's penalty keeps a flow off cold devices.
+#[test]
+fn mqfq_and_cfs_differ_once_memory_is_scarce() {
+    let mut s = scenario("heavy-tailed.yaml", 6_000);
+    s.admission = kaas_scheduler::AdmissionMode::None;
+    for c in &mut s.cluster {
+        c.memory_bytes = 5 << 30;
+    }
+    for f in &mut s.functions {
+        f.prewarm = 0;
+        f.resident_bytes = 2 << 30;
+    }
+    let same = scenario("heavy-tailed.yaml", 6_000);
+    let run = |s: &Scenario, p: &str| kaas_sim::simulate::simulate(s, p, 1.0, None).unwrap().report;
+    let (warm_cfs, warm_mqfq) = (run(&same, "cfs-affinity"), run(&same, "mqfq-sticky"));
+    println!(
+        "all warm:  cfs slo {:.4} cold {}, mqfq slo {:.4} cold {}",
+        warm_cfs.slo_attainment, warm_cfs.cold_starts, warm_mqfq.slo_attainment, warm_mqfq.cold_starts
+    );
+    let (cfs, mqfq) = (run(&s, "cfs-affinity"), run(&s, "mqfq-sticky"));
+    println!(
+        "scarce:    cfs slo {:.4} cold {}, mqfq slo {:.4} cold {}",
+        cfs.slo_attainment, cfs.cold_starts, mqfq.slo_attainment, mqfq.cold_starts
+    );
+    assert_eq!(warm_cfs.cold_starts + warm_mqfq.cold_starts, 0, "everything was prewarmed");
+    assert!(cfs.cold_starts > 0 && mqfq.cold_starts > 0, "scarce memory must evict");
+    assert_ne!(
+        (cfs.cold_starts, cfs.slo_met),
+        (mqfq.cold_starts, mqfq.slo_met),
+        "affinity penalty and keep-alive must change what runs where"
+    );
+}
