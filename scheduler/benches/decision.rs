@@ -4,7 +4,9 @@
 //!
 //! Besides criterion's timing, the bench samples every decision and prints p50/p99 per
 //! policy, with the ratio to a baseline measured in the same run: the cheapest possible
-//! decision (pop a FIFO and take the lowest free device from the same bit set).
+//! decision (pop a FIFO and take the lowest free device from the same bit set). The
+//! `POLICY+deadline` rows run the same with `deadline` admission on and time the submit
+//! (admission's prediction over the 10k queued) together with the decision.
 //!
 //! Run: `cargo bench -p kaas-scheduler --bench decision`
 
@@ -27,6 +29,9 @@ struct Bench {
     running: VecDeque<ReqId>,
     next_fn: usize,
     samples: Vec<u32>,
+    /// With `deadline` admission: then the timed part is the submit (admission's
+    /// prediction) and the decision together.
+    admission: bool,
 }
 
 fn cluster() -> Cluster {
@@ -49,13 +54,17 @@ fn cluster() -> Cluster {
 }
 
 impl Bench {
-    fn new(policy: &str) -> Self {
+    fn new(policy: &str, admission: bool) -> Self {
         let mut cfg = PolicyConfig::named(policy);
         if policy == "static" {
             let parts = (0..50).map(|i| PartitionEntry { function: format!("f{i}"), devices: 10 }).collect();
             cfg.params.insert("partitions".into(), ParamValue::Partitions(parts));
         }
-        let mut s = Scheduler::new(cluster(), SchedulerConfig::new(cfg)).unwrap();
+        let mut config = SchedulerConfig::new(cfg);
+        if admission {
+            config.admission = kaas_scheduler::AdmissionMode::Deadline;
+        }
+        let mut s = Scheduler::new(cluster(), config).unwrap();
         for i in 0..FUNCTIONS {
             let base = MS + (i as u64 % 7) * MS;
             let mut f = Function::uniform(&format!("f{i}"), 3, base, 20 * MS, 3600 * SEC);
@@ -64,7 +73,7 @@ impl Bench {
             f.weight = 1 + (i % 3) as u32;
             s.add_function(f).unwrap();
         }
-        let mut b = Bench { s, now: 0, running: VecDeque::new(), next_fn: 0, samples: Vec::new() };
+        let mut b = Bench { s, now: 0, running: VecDeque::new(), next_fn: 0, samples: Vec::new(), admission };
         // Fill every slot (2,400), then the queue.
         let mut submitted = 0;
         while submitted - b.running.len() < QUEUED {
@@ -92,8 +101,14 @@ impl Bench {
         if let Some(id) = self.running.pop_front() {
             self.s.complete(self.now, id);
         }
-        self.submit();
-        let t = Instant::now();
+        let t = if self.admission {
+            let t = Instant::now();
+            self.submit();
+            t
+        } else {
+            self.submit();
+            Instant::now()
+        };
         let d = self.s.next_dispatch(self.now);
         let took = t.elapsed();
         if let Some(d) = d {
@@ -162,17 +177,24 @@ fn decisions(c: &mut Criterion) {
     });
     let mut rows = Vec::new();
     for policy in POLICY_NAMES {
-        let mut bench = Bench::new(policy);
+        let mut bench = Bench::new(policy, false);
         group.bench_function(policy, |b| b.iter_custom(|iters| (0..iters).map(|_| bench.cycle()).sum()));
-        rows.push((policy, bench.samples));
+        rows.push((policy.to_string(), bench.samples));
+    }
+    // With deadline admission: the submit (its prediction) is timed with the decision.
+    for policy in POLICY_NAMES {
+        let name = format!("{policy}+deadline");
+        let mut bench = Bench::new(policy, true);
+        group.bench_function(&name, |b| b.iter_custom(|iters| (0..iters).map(|_| bench.cycle()).sum()));
+        rows.push((name, bench.samples));
     }
     group.finish();
     let mut base_samples = base.samples;
     let base_p50 = pct(&mut base_samples, 0.5).max(1) as f64;
     println!("\nper-decision latency, 10k queued, 1k devices ({} baseline samples)", base_samples.len());
-    println!("{:<14} {:>9} {:>9} {:>12} {:>10}", "policy", "p50 ns", "p99 ns", "p50/base", "p99≤10µs");
+    println!("{:<24} {:>9} {:>9} {:>12} {:>10}", "policy", "p50 ns", "p99 ns", "p50/base", "p99≤10µs");
     println!(
-        "{:<14} {:>9} {:>9} {:>12} {:>10}",
+        "{:<24} {:>9} {:>9} {:>12} {:>10}",
         "baseline",
         base_p50,
         pct(&mut base_samples, 0.99),
@@ -183,7 +205,7 @@ fn decisions(c: &mut Criterion) {
         let p50 = pct(&mut samples, 0.5);
         let p99 = pct(&mut samples, 0.99);
         println!(
-            "{:<14} {:>9} {:>9} {:>12.1} {:>10}",
+            "{:<24} {:>9} {:>9} {:>12.1} {:>10}",
             policy,
             p50,
             p99,

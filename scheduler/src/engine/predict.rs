@@ -13,7 +13,7 @@ use crate::model::ClassId;
 use crate::policy::{AdmissionScope, Ahead};
 
 /// Busy slots read one by one per class before the rest are taken in closed form.
-const SLOT_SCAN: usize = 64;
+const SLOT_SCAN: usize = 16;
 
 /// What admission predicts for a request.
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
