@@ -5,6 +5,8 @@
 //!    every success carries the right output, and the survivor keeps serving.
 //! 2. Under 2× overload with `deadline` admission, ≥ 99 % of the admitted requests meet
 //!    their deadline; with `admission: none` they do not.
+//! 3. Scale from zero: a function with no prewarm whose profiled load is longer than its
+//!    deadline is answered 429 "warming" with a retry-after, loaded, and then served.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -41,7 +43,28 @@ struct Class {
     deadline_ms: u64,
 }
 
+impl Class {
+    /// The profile entry: the CPU runtime, and a load time when one is given.
+    fn profile(&self, load_ms: Option<u64>) -> String {
+        match load_ms {
+            Some(l) => format!("[{{ acceleratorClass: cpu, runtimeMs: {}, loadMs: {l} }}]", self.runtime_ms),
+            None => format!("[{{ acceleratorClass: cpu, runtimeMs: {} }}]", self.runtime_ms),
+        }
+    }
+}
+
 fn write_functions(dir: &Path, classes: &[Class], policy: &str, admission: &str) {
+    write_functions_loading(dir, classes, policy, admission, None)
+}
+
+/// As [`write_functions`], each function profiled with `load_ms` of load time if given.
+fn write_functions_loading(
+    dir: &Path,
+    classes: &[Class],
+    policy: &str,
+    admission: &str,
+    load_ms: Option<u64>,
+) {
     let mut y = String::from(
         "apiVersion: kaas.dev/v1alpha1\nkind: AcceleratorClass\nmetadata: { name: cpu }\nspec: { kind: CPU, model: e2e, memoryBytes: 1073741824, slotsPerDevice: 1 }\n",
     );
@@ -55,11 +78,11 @@ fn write_functions(dir: &Path, classes: &[Class], policy: &str, admission: &str)
     let wat: String = KERNEL.lines().map(|l| format!("            {l}\n")).collect();
     for c in classes {
         y += &format!(
-            "---\napiVersion: kaas.dev/v1alpha1\nkind: KernelFunction\nmetadata: {{ name: {name}, namespace: e2e }}\nspec:\n  modules:\n    - name: m\n      wasm:\n        inline: |\n{wat}  buffers:\n    - {{ name: in, size: 64, kind: Input }}\n    - {{ name: out, size: 64, kind: Output }}\n  kernels:\n    - {{ module: m, entry: work, grid: [1, 1, 1], block: [1, 1, 1], args: [{{ buffer: in }}, {{ buffer: out }}, {{ u32: {n} }}] }}\n  slo: {{ deadlineMs: {d} }}\n  profile: [{{ acceleratorClass: cpu, runtimeMs: {r} }}]\n",
+            "---\napiVersion: kaas.dev/v1alpha1\nkind: KernelFunction\nmetadata: {{ name: {name}, namespace: e2e }}\nspec:\n  modules:\n    - name: m\n      wasm:\n        inline: |\n{wat}  buffers:\n    - {{ name: in, size: 64, kind: Input }}\n    - {{ name: out, size: 64, kind: Output }}\n  kernels:\n    - {{ module: m, entry: work, grid: [1, 1, 1], block: [1, 1, 1], args: [{{ buffer: in }}, {{ buffer: out }}, {{ u32: {n} }}] }}\n  slo: {{ deadlineMs: {d} }}\n  profile: {p}\n",
             name = c.name,
             n = c.iterations,
             d = c.deadline_ms,
-            r = c.runtime_ms,
+            p = c.profile(load_ms),
         );
     }
     std::fs::write(dir.join("functions.yaml"), y).unwrap();
@@ -74,6 +97,10 @@ fn start_executor(bin: &Path, name: &str) -> (Proc, String) {
 }
 
 fn start_gateway(bin: &Path, dir: &Path, executors: &[String]) -> (Proc, String) {
+    start_gateway_with(bin, dir, executors, &[])
+}
+
+fn start_gateway_with(bin: &Path, dir: &Path, executors: &[String], extra: &[&str]) -> (Proc, String) {
     let mut cmd = Command::new(bin);
     cmd.args([
         "standalone",
@@ -88,6 +115,7 @@ fn start_gateway(bin: &Path, dir: &Path, executors: &[String]) -> (Proc, String)
     for e in executors {
         cmd.args(["--executor", e]);
     }
+    cmd.args(extra);
     cmd.env("RUST_LOG", "warn");
     let (p, line) = Proc::start(cmd, "HTTP on http://").unwrap();
     (p, addr_after(&line, "HTTP on http://").unwrap())
@@ -298,4 +326,49 @@ async fn gateway_and_two_executors_survive_a_kill_and_admission_protects_the_slo
     }
     assert!(results[0] >= 0.99, "deadline admission: {:.4} of admitted requests met the SLO", results[0]);
     assert!(results[1] < 0.99, "without admission the overload should miss deadlines: {:.4}", results[1]);
+}
+
+/// Issue 13, point 2, on the live path: a function with no prewarm, profiled with a
+/// 400 ms load and a 150 ms deadline, under `deadline` admission. Its first request
+/// cannot be served in time and is answered 429 saying it is warming, with a retry-after
+/// of about the load; the gateway loads it on the executor meanwhile; once the
+/// retry-after has passed, its requests are admitted and served in time. Before issue
+/// 13 such a function was rejected for ever (never loaded).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_function_with_no_prewarm_becomes_servable_under_deadline_admission() {
+    let exec_bin = binary("kaas-executor", "kaas-executor").unwrap();
+    let op_bin = binary("kaas-operator", "kaas-operator").unwrap();
+    let (_exec, e) = start_executor(&exec_bin, "node-cold");
+    let dir = tempfile::tempdir().unwrap();
+    let classes = [Class { name: "cold", iterations: 1_000, runtime_ms: 5.0, deadline_ms: 150 }];
+    write_functions_loading(dir.path(), &classes, "edf", "deadline", Some(400));
+    let (_gw, addr) = start_gateway_with(&op_bin, dir.path(), &[e], &["--no-prewarm"]);
+    let client = reqwest::Client::new();
+    let url = format!("http://{addr}/v1/namespaces/e2e/functions/cold:invoke");
+    let body = json!({ "inputs": { "in": STANDARD.encode([0u8; 64]) } });
+    let first = client.post(&url).json(&body).send().await.unwrap();
+    let status = first.status().as_u16();
+    let retry = first.headers().get("retry-after").and_then(|v| v.to_str().ok()).map(str::to_string);
+    let v: serde_json::Value = first.json().await.unwrap_or_default();
+    println!("first request: {status} {v} (Retry-After {retry:?})");
+    assert_eq!(status, 429, "a cold function's first request cannot make its deadline: {v}");
+    let why = v["error"].as_str().unwrap_or_default();
+    assert!(why.contains("warming"), "the rejection says the function is warming: {v}");
+    let after_ms = v["retryAfterMs"].as_u64().expect("retryAfterMs");
+    assert!((300..=1_000).contains(&after_ms), "retry-after is about the 400 ms load: {after_ms} ms");
+    assert!(retry.is_some(), "a Retry-After header");
+    tokio::time::sleep(Duration::from_millis(after_ms + 200)).await;
+    let mut statuses = BTreeMap::new();
+    let mut in_time = 0;
+    for i in 0..20u32 {
+        let (status, server_ms, correct, _) = invoke(&client, &addr, "cold", i).await;
+        *statuses.entry(status).or_insert(0) += 1;
+        if status == 200 {
+            assert!(correct, "a success carried a wrong output");
+            in_time += (server_ms <= 150.0) as u32;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    println!("after the warm-up: statuses {statuses:?}, {in_time} of 20 in time");
+    assert!(in_time >= 18, "once warm, the function is served in time: {statuses:?}, {in_time} in time");
 }
