@@ -15,6 +15,7 @@ pub mod metrics;
 pub mod model;
 pub mod runtime;
 pub mod service;
+pub mod signature;
 pub mod status;
 
 /// Generated gRPC types of `proto/executor.proto`.

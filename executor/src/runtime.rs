@@ -197,8 +197,13 @@ impl Executor {
     }
 
     /// Registers (or replaces) a function; returns the device kinds it can run on here.
+    /// Kernel signatures are checked first (off the actor: CUDA C is compiled for it).
     pub async fn put_function(&self, def: FunctionDef) -> Result<Vec<String>, ExecError> {
         let def = Arc::new(def);
+        let d = def.clone();
+        tokio::task::spawn_blocking(move || crate::signature::check(&d, crate::signature::nvrtc_present()))
+            .await
+            .map_err(|_| ExecError::BadFunction("the signature check panicked".into()))??;
         self.call(|reply| Msg::Put { def, reply }).await
     }
 

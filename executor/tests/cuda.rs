@@ -10,6 +10,7 @@ use std::time::Duration;
 use common::*;
 use kaas_executor::backend::Backend;
 use kaas_executor::backend::cuda::CudaBackend;
+use kaas_executor::error::ExecError;
 use kaas_executor::memory::{DeviceAllocator, Owner};
 use kaas_executor::model::sha256;
 use kaas_executor::{Executor, ExecutorConfig};
@@ -110,4 +111,70 @@ fn gpu_memory_consts_shared_evicted_and_zeroed() {
     assert_eq!(m.const_count(), 0, "the unpinned const made room");
     m.release(&owner("c/h"), more);
     m.release(&owner("c/h"), big);
+}
+
+/// A CUDA-only function of one kernel over one 4-byte output buffer.
+fn cuda_function(
+    name: &str,
+    src: &str,
+    entry: &str,
+    args: Vec<kaas_executor::proto::Arg>,
+) -> kaas_executor::proto::FunctionDef {
+    use kaas_executor::proto;
+    let mut f = wat_function(name, "(module)", &[("b", 4, proto::BufferKind::Output)], &[(entry, 1, &["b"])]);
+    f.modules[0].wasm = Vec::new();
+    f.modules[0].cuda =
+        Some(proto::CudaModule { format: proto::CudaFormat::CudaC as i32, source: src.as_bytes().to_vec() });
+    f.kernels[0].args = args;
+    f
+}
+
+fn gpu_executor(gpu: CudaBackend) -> Executor {
+    let config = ExecutorConfig {
+        node: "gpu".into(),
+        scheduler: SchedulerConfig::new(PolicyConfig::named("edf")),
+        shares: vec![],
+        health_interval: Duration::from_secs(1),
+    };
+    Executor::start(vec![Arc::new(gpu) as Arc<dyn Backend>], config).unwrap()
+}
+
+/// A kernel that executes `trap` fails its own invocation with a fault, and the executor
+/// keeps answering (the device then reports its context lost).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs a GPU: run scripts/test-cuda.sh (sets KAAS_TEST_CUDA=1)"]
+async fn a_trapping_kernel_fails_only_its_invocation() {
+    let ex = gpu_executor(gpus().remove(0));
+    let src = r#"extern "C" __global__ void boom(unsigned int* b) { if (threadIdx.x == 0) asm("trap;"); b[0] = 1; }"#;
+    let buf = kaas_executor::proto::Arg { value: Some(kaas_executor::proto::arg::Value::Buffer("b".into())) };
+    ex.put_function(def(cuda_function("boom", src, "boom", vec![buf]))).await.unwrap();
+    let r = tokio::time::timeout(Duration::from_secs(20), ex.execute("t/boom", inputs(&[]), None, None))
+        .await
+        .expect("the faulting invocation is answered");
+    let e = r.expect_err("a trap is a fault");
+    println!("trap: {e}; device health now: {:?}", ex.status().devices.first().map(|d| d.healthy));
+    assert!(matches!(e, ExecError::KernelFault { .. } | ExecError::Unavailable(_)), "{e:?}");
+}
+
+/// A kernel that runs past the time limit is answered with a timeout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs a GPU: run scripts/test-cuda.sh (sets KAAS_TEST_CUDA=1)"]
+async fn a_kernel_past_its_time_limit_times_out() {
+    assert_eq!(std::env::var("KAAS_TEST_CUDA").as_deref(), Ok("1"), "{GATE}");
+    let gpu = CudaBackend::discover(1, 256 << 20, Duration::from_millis(50)).expect("a CUDA GPU").remove(0);
+    let ex = gpu_executor(gpu);
+    // About a second of spinning on one thread (clock64 counts SM cycles, ~1-2 GHz).
+    let src = r#"extern "C" __global__ void spin(unsigned int* b) {
+        long long start = clock64();
+        while (clock64() - start < 2000000000LL) {}
+        b[0] = 1;
+    }"#;
+    let buf = kaas_executor::proto::Arg { value: Some(kaas_executor::proto::arg::Value::Buffer("b".into())) };
+    ex.put_function(def(cuda_function("spin", src, "spin", vec![buf]))).await.unwrap();
+    let r = tokio::time::timeout(Duration::from_secs(30), ex.execute("t/spin", inputs(&[]), None, None))
+        .await
+        .expect("answered");
+    let e = r.expect_err("past the 50 ms limit");
+    println!("time limit: {e}");
+    assert!(matches!(e, ExecError::Timeout { limit_ms: 50, .. }), "{e:?}");
 }

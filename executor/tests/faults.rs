@@ -29,9 +29,21 @@ async fn faults_fail_only_their_invocation() {
         &[("trap", 1, &["b"])],
     );
     ex.put_function(def(huge)).await.unwrap();
+    // Not WebAssembly at all: refused at registration (the signature check parses it).
+    let unparsable = wat_function(
+        "unparsable",
+        "(module (memory (export \"memory\") 1) (func (export \"copy\")",
+        &[("b", 4, Output)],
+        &[("copy", 1, &["b"])],
+    );
+    let e = ex.put_function(def(unparsable)).await.unwrap_err();
+    assert!(matches!(&e, ExecError::BadFunction(m) if m.contains("not WebAssembly")), "{e}");
+    // Valid, with the right signature, but it imports what no executor provides: it fails
+    // when a device loads it, and only its own invocations.
     let mut broken = wat_function(
         "broken",
-        "(module (memory (export \"memory\") 1) (func (export \"copy\")",
+        "(module (import \"env\" \"f\" (func)) (memory (export \"memory\") 1) \
+         (func (export \"copy\") (param i32 i32 i32 i32 i32 i32 i32)))",
         &[("b", 4, Output)],
         &[("copy", 1, &["b"])],
     );

@@ -195,7 +195,7 @@ pub fn function_def(
             *e = f64::min(*e, l);
         }
     }
-    Ok(proto::FunctionDef {
+    let def = proto::FunctionDef {
         namespace: ns,
         name: kf.name_any(),
         version: kf.metadata.generation.map_or_else(|| version_of(kf), |g| g.to_string()),
@@ -209,7 +209,20 @@ pub fn function_def(
         load_ms: load_ms.into_iter().collect(),
         memory_quota_bytes: 0,
         expected_rate: spec.expected_rate.unwrap_or(0.0),
-    })
+    };
+    check_signatures(&def)?;
+    Ok(def)
+}
+
+/// Refuses kernels whose `args` do not match their entry points (a PTX module's `.entry`
+/// parameters, a WebAssembly export's type, and CUDA C's NVRTC output where NVRTC is
+/// installed): on a GPU such a launch is an illegal-address fault that poisons the
+/// device's context for every tenant.
+fn check_signatures(def: &proto::FunctionDef) -> Result<(), ConvertError> {
+    let parsed = kaas_executor::model::FunctionDef::try_from(def.clone())
+        .map_err(|e| ConvertError::Invalid(e.to_string()))?;
+    kaas_executor::signature::check(&parsed, kaas_executor::signature::nvrtc_present())
+        .map_err(|e| ConvertError::Invalid(e.to_string()))
 }
 
 /// A content version for resources without a generation (standalone files).

@@ -138,6 +138,30 @@ fn a_missing_configmap_is_reported_with_its_name() {
     assert_eq!(cond(&d.status, "Ready").0, "False");
 }
 
+/// Issue 18, point 2: a kernel whose args do not match its entry point is refused as
+/// `Admitted=False, InvalidSpec`, naming the kernel and the argument (on a GPU it would be
+/// an illegal-address fault in a context shared with other tenants).
+#[test]
+fn a_kernel_whose_args_do_not_match_its_entry_is_an_invalid_spec() {
+    let mut kf = function("saxpy");
+    // alpha as an integer: the WebAssembly entry takes an f32 there.
+    let alpha = &mut kf.spec.kernels[0].args[3];
+    alpha.f32 = None;
+    alpha.u32 = Some(2);
+    let d = run(&kf, &world());
+    let (status, reason, message) = cond(&d.status, "Admitted");
+    assert_eq!((status, reason), ("False", "InvalidSpec"), "{message}");
+    assert!(message.contains("kernel 0 (saxpy)") && message.contains("argument 3 (u32 2)"), "{message}");
+    assert!(d.def.is_none(), "nothing is sent to the executors");
+    // The same with the argument missing.
+    let mut kf = function("saxpy");
+    kf.spec.kernels[0].args.pop();
+    let d = run(&kf, &world());
+    let (status, reason, message) = cond(&d.status, "Admitted");
+    assert_eq!((status, reason), ("False", "InvalidSpec"), "{message}");
+    assert!(message.contains("kernel 0 (saxpy)"), "{message}");
+}
+
 #[test]
 fn transition_times_move_only_on_transitions() {
     let mut kf = function("saxpy");

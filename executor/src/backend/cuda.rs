@@ -20,6 +20,12 @@ use crate::error::ExecError;
 use crate::memory::{Allocation, ConstEviction, DevPtr, DeviceAllocator, MemoryManager, Owner};
 use crate::model::{Arg, BufferKind, CudaFormat, FunctionDef};
 
+/// Whether NVRTC can be loaded here (cudarc's dynamic loading panics on first use otherwise).
+pub fn nvrtc_present() -> bool {
+    // SAFETY: tries to open the library under its candidate names, nothing more.
+    unsafe { cudarc::nvrtc::sys::is_culib_present() }
+}
+
 fn driver(e: impl std::fmt::Debug) -> ExecError {
     ExecError::Unavailable(format!("CUDA driver error: {e:?}"))
 }
@@ -164,9 +170,7 @@ impl CudaBackend {
             CudaFormat::CudaC => {
                 let src =
                     std::str::from_utf8(bytes).map_err(|e| load(format!("CUDA C is not UTF-8: {e}")))?;
-                // No FMA contraction: results then match the WebAssembly builds bit for bit.
-                let opts = cudarc::nvrtc::CompileOptions { fmad: Some(false), ..Default::default() };
-                cudarc::nvrtc::compile_ptx_with_opts(src, opts).map_err(|e| load(format!("NVRTC: {e:?}")))?
+                Ptx::from_src(crate::signature::compile_cuda_c(name, src)?)
             }
         };
         self.ctx.load_module(ptx).map_err(|e| load(format!("cuModuleLoadData: {e:?}")))
@@ -373,9 +377,10 @@ impl Invocation for CudaInvocation {
             }
         }
         start.record(&self.stream).map_err(driver)?;
-        // SAFETY: the argument list matches the kernel's declared parameters as the
-        // function definition states them (buffers by device pointer, literals by value);
-        // a mismatch is a user error the driver reports as a launch or memory fault.
+        // SAFETY: the argument list matches the kernel's declared parameters: registration
+        // checked `args` against the PTX `.entry` (crate::signature) for PTX and CUDA C
+        // builds (buffers as 64-bit device pointers, literals by value and size); a cubin
+        // is not checked, and a mismatch there is reported as a launch or memory fault.
         unsafe { builder.launch(cfg) }.map_err(|e| fault(format!("launch failed: {e:?}")))?;
         end.record(&self.stream).map_err(driver)?;
         drop(slices);
