@@ -50,7 +50,7 @@ echo "logs in $logs" >&2
 
 # The tests: every #[ignore]d GPU test of the executor, and the real NVRTC + ptxas
 # compiles (required here: KAAS_REQUIRE_NVRTC).
-KAAS_REQUIRE_NVRTC=1 timeout 420 cargo test --release --no-fail-fast -p kaas-executor --test cuda --test nvrtc \
+KAAS_REQUIRE_NVRTC=1 timeout 360 cargo test --release --no-fail-fast -p kaas-executor --test cuda --test nvrtc \
   -- --include-ignored --show-output --test-threads 1 >"$logs/tests.log" 2>&1
 status=$?
 results=$(grep -E '^test .* \.\.\. (ok|FAILED)$' "$logs/tests.log" | sed -E 's/^test (.*) \.\.\. (ok|FAILED)$/\1 \2/')
@@ -69,7 +69,7 @@ fi
 # The §11 GPU benchmarks: each prints a PASS or FAIL line against its target.
 # (the release profile, as the tests above built it: the bench profile's LTO would
 # rebuild everything.)
-timeout 240 cargo bench --profile release -p kaas-executor --bench cuda >"$logs/bench.log" 2>&1
+timeout 180 cargo bench --profile release -p kaas-executor --bench cuda >"$logs/bench.log" 2>&1
 status=$?
 lines=$(grep -E ' — (PASS|FAIL) ' "$logs/bench.log")
 if [ -z "$lines" ]; then
