@@ -7,6 +7,7 @@
 
 pub mod admission;
 pub mod heap;
+pub mod policy_report;
 pub mod report;
 pub mod rng;
 pub mod scenario;

@@ -5,6 +5,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use kaas_scheduler::POLICY_NAMES;
+use kaas_sim::policy_report;
 use kaas_sim::report::{self, Format};
 use kaas_sim::scenario::Scenario;
 use kaas_sim::simulate::simulate;
@@ -53,6 +54,29 @@ enum Command {
         #[arg(long, value_delimiter = ',')]
         load_factors: Vec<f64>,
         /// Policies, comma separated (default: the scenario's sweep policies, else all).
+        #[arg(long, value_delimiter = ',')]
+        policies: Vec<String>,
+        /// Worker threads (default: all cores).
+        #[arg(long, env = "KAAS_SIM_THREADS")]
+        threads: Option<usize>,
+        /// Hide the progress bar.
+        #[arg(long)]
+        quiet: bool,
+    },
+    /// Every policy with and without deadline admission over a range of loads: writes
+    /// report.md (the answers: fewest cold starts, least wait, fairest, what admission
+    /// buys at overload, what CPU fallback buys), report.csv and SVG plots.
+    Report {
+        /// Scenario YAML file (see examples/scenarios/).
+        #[arg(long, short)]
+        scenario: PathBuf,
+        /// Output directory.
+        #[arg(long, default_value = "report-out")]
+        out: PathBuf,
+        /// Load factors, comma separated (default: the scenario's sweep loads, else 0.5,1,1.5,2,3).
+        #[arg(long, value_delimiter = ',')]
+        load_factors: Vec<f64>,
+        /// Policies, comma separated (default: all).
         #[arg(long, value_delimiter = ',')]
         policies: Vec<String>,
         /// Worker threads (default: all cores).
@@ -138,6 +162,37 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 }
                 std::fs::write(dir.join("per-function.csv"), per)?;
                 eprintln!("wrote {}/results.csv, results.json, per-function.csv", dir.display());
+            }
+        }
+        Command::Report { scenario, out, load_factors, policies, threads, quiet } => {
+            let s = Scenario::load(&scenario)?;
+            if let Some(n) = threads {
+                rayon::ThreadPoolBuilder::new().num_threads(n).build_global()?;
+            }
+            let mut loads = if load_factors.is_empty() {
+                s.sweep
+                    .as_ref()
+                    .map(|g| g.load_factors.clone())
+                    .unwrap_or_else(|| vec![0.5, 1.0, 1.5, 2.0, 3.0])
+            } else {
+                load_factors
+            };
+            loads.sort_by(f64::total_cmp);
+            loads.dedup();
+            if loads.is_empty() {
+                anyhow::bail!("no load factors");
+            }
+            let policies = if policies.is_empty() {
+                POLICY_NAMES.iter().map(|s| s.to_string()).collect()
+            } else {
+                policies
+            };
+            let rows = policy_report::run(&s, &loads, &policies, !quiet)?;
+            let fallback = policy_report::cpu_fallback(&s, &rows, &loads)?;
+            let files = policy_report::write(&out, &s, &loads, &policies, &rows, fallback.as_ref())?;
+            print!("{}", policy_report::answers(&rows, &loads, fallback.as_ref()));
+            for f in files {
+                eprintln!("wrote {}", f.display());
             }
         }
         Command::Sweep { scenario, out, load_factors, policies, threads, quiet } => {

@@ -142,6 +142,52 @@ fn sweep_writes_csv_and_plots() {
     }
 }
 
+/// Issue 13, point 5: `kaas-sim report` runs loads x policies x admission modes and writes
+/// report.md with the answers and every plot, on a pool with GPUs and CPUs.
+#[test]
+fn report_writes_answers_table_and_plots() {
+    let dir = tempfile::tempdir().unwrap();
+    let scenario = concat!(env!("CARGO_MANIFEST_DIR"), "/../examples/scenarios/hetero-cold.yaml");
+    let out = ok(&[
+        "report",
+        "--scenario",
+        scenario,
+        "--out",
+        dir.path().to_str().unwrap(),
+        "--load-factors",
+        "1,3",
+        "--policies",
+        "edf,slo-aware",
+        "--quiet",
+    ]);
+    assert!(out.contains("| fewest cold starts"), "{out}");
+    assert!(out.contains("what `deadline` admission buys at load 3"), "{out}");
+    assert!(out.contains("what CPU fallback buys (`"), "the pool has CPUs next to its GPUs: {out}");
+    let md = std::fs::read_to_string(dir.path().join("report.md")).unwrap();
+    // 2 admission modes x 2 loads x 2 policies.
+    assert_eq!(md.lines().filter(|l| l.starts_with("| none |") || l.starts_with("| deadline |")).count(), 8);
+    let csv = std::fs::read_to_string(dir.path().join("report.csv")).unwrap();
+    assert_eq!(csv.lines().count(), 1 + 8);
+    assert!(csv.starts_with("admission,scenario,"), "{}", &csv[..40]);
+    for f in [
+        "slo-attainment-none.svg",
+        "slo-attainment-deadline.svg",
+        "rejection-rate-deadline.svg",
+        "cold-start-rate.svg",
+        "p99-latency-none.svg",
+        "p99-latency-deadline.svg",
+        "jain-fairness.svg",
+        "cost.svg",
+    ] {
+        let svg = std::fs::read_to_string(dir.path().join(f)).unwrap();
+        assert!(svg.starts_with("<svg") && svg.contains("polyline"), "{f}");
+        assert!(md.contains(&format!("]({f})")), "report.md links {f}");
+        for p in ["edf", "slo-aware"] {
+            assert!(svg.contains(p), "{f} lacks {p}");
+        }
+    }
+}
+
 fn scenario_with(trace: &str, format: &str) -> (tempfile::TempDir, PathBuf) {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("trace.csv"), trace).unwrap();
