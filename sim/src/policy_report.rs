@@ -98,7 +98,7 @@ pub fn cpu_fallback(s: &Scenario, rows: &[Row], loads: &[f64]) -> Result<Option<
     Ok(Some(Fallback { policy: best.result.policy.clone(), load, with: best.result.clone(), without }))
 }
 
-fn pick<'a>(rows: &'a [Row], mode: AdmissionMode, load: f64) -> impl Iterator<Item = &'a RunResult> {
+fn pick(rows: &[Row], mode: AdmissionMode, load: f64) -> impl Iterator<Item = &RunResult> {
     rows.iter().filter(move |r| r.admission == mode && r.result.load_factor == load).map(|r| &r.result)
 }
 
