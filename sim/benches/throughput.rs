@@ -8,7 +8,8 @@
 //! what the code does on its own. The spread is printed alongside.
 //!
 //! Run: `cargo bench -p kaas-sim --bench throughput` (add `-- --requests N` to change
-//! size, `-- --runs N` to change repetitions, `-- --policy NAME` for one policy).
+//! size, `-- --runs N` to change repetitions, `-- --policy NAME` for one policy,
+//! `-- --admission deadline` to run every policy with deadline admission on).
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, VecDeque};
@@ -93,11 +94,17 @@ fn main() {
         .and_then(|v| v.parse().ok())
         .unwrap_or(3);
     let runs = runs.max(1);
-    let s = scenario(requests);
+    let mut s = scenario(requests);
+    let admission = args.iter().position(|a| a == "--admission").and_then(|i| args.get(i + 1)).cloned();
+    if let Some(a) = &admission {
+        s.admission = serde_json::from_value(serde_json::Value::String(a.clone()))
+            .unwrap_or_else(|e| panic!("--admission {a}: {e} (none, deadline or token-bucket)"));
+    }
     let bases: Vec<f64> = (0..runs).map(|_| baseline(requests)).collect();
     let base = best(&bases);
     println!(
-        "simulator speed: {DEVICES} devices, {FUNCTIONS} functions, {requests} requests, Poisson at 80 % load, best of {runs}"
+        "simulator speed: {DEVICES} devices, {FUNCTIONS} functions, {requests} requests, Poisson at 80 % load, best of {runs}, admission {}",
+        admission.as_deref().unwrap_or("none")
     );
     println!(
         "{:<14} {:>14} {:>14} {:>10} {:>8}   all runs (M requests/s)",
