@@ -42,52 +42,59 @@ enum Command {
         #[arg(long)]
         no_timing: bool,
     },
-    /// Run a grid of load factors × policies × cluster variants in parallel; write CSV and SVG plots.
+    /// Run a grid of load factors × policies × cluster variants in parallel; write CSV and SVG
+    /// plots (default grid: the scenario's `sweep` section, else loads 0.5–2 and every policy).
     Sweep {
-        /// Scenario YAML file; its `sweep` section gives the grid unless flags override it.
-        #[arg(long, short)]
-        scenario: PathBuf,
+        #[command(flatten)]
+        grid: GridArgs,
         /// Output directory for sweep.csv and the plots.
         #[arg(long, default_value = "sweep-out")]
         out: PathBuf,
-        /// Load factors, comma separated.
-        #[arg(long, value_delimiter = ',')]
-        load_factors: Vec<f64>,
-        /// Policies, comma separated (default: the scenario's sweep policies, else all).
-        #[arg(long, value_delimiter = ',')]
-        policies: Vec<String>,
-        /// Worker threads (default: all cores).
-        #[arg(long, env = "KAAS_SIM_THREADS")]
-        threads: Option<usize>,
-        /// Hide the progress bar.
-        #[arg(long)]
-        quiet: bool,
     },
     /// Every policy with and without deadline admission over a range of loads: writes
     /// report.md (the answers: fewest cold starts, least wait, fairest, what admission
-    /// buys at overload, what CPU fallback buys), report.csv and SVG plots.
+    /// buys at overload, what CPU fallback buys), report.csv and SVG plots (default loads:
+    /// the scenario's sweep loads, else 0.5,1,1.5,2,3; default policies: all).
     Report {
-        /// Scenario YAML file (see examples/scenarios/).
-        #[arg(long, short)]
-        scenario: PathBuf,
+        #[command(flatten)]
+        grid: GridArgs,
         /// Output directory.
         #[arg(long, default_value = "report-out")]
         out: PathBuf,
-        /// Load factors, comma separated (default: the scenario's sweep loads, else 0.5,1,1.5,2,3).
-        #[arg(long, value_delimiter = ',')]
-        load_factors: Vec<f64>,
-        /// Policies, comma separated (default: all).
-        #[arg(long, value_delimiter = ',')]
-        policies: Vec<String>,
-        /// Worker threads (default: all cores).
-        #[arg(long, env = "KAAS_SIM_THREADS")]
-        threads: Option<usize>,
-        /// Hide the progress bar.
-        #[arg(long)]
-        quiet: bool,
     },
     /// List the policy names.
     Policies,
+}
+
+/// The grid flags `sweep` and `report` share.
+#[derive(clap::Args, Debug)]
+struct GridArgs {
+    /// Scenario YAML file (see examples/scenarios/); its `sweep` section gives the default grid.
+    #[arg(long, short)]
+    scenario: PathBuf,
+    /// Load factors, comma separated.
+    #[arg(long, value_delimiter = ',')]
+    load_factors: Vec<f64>,
+    /// Policies, comma separated.
+    #[arg(long, value_delimiter = ',')]
+    policies: Vec<String>,
+    /// Worker threads (default: all cores).
+    #[arg(long, env = "KAAS_SIM_THREADS")]
+    threads: Option<usize>,
+    /// Hide the progress bar.
+    #[arg(long)]
+    quiet: bool,
+}
+
+impl GridArgs {
+    /// Loads the scenario and sizes the thread pool.
+    fn start(&self) -> anyhow::Result<Scenario> {
+        let s = Scenario::load(&self.scenario)?;
+        if let Some(n) = self.threads {
+            rayon::ThreadPoolBuilder::new().num_threads(n).build_global()?;
+        }
+        Ok(s)
+    }
 }
 
 fn main() -> ExitCode {
@@ -164,11 +171,9 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 eprintln!("wrote {}/results.csv, results.json, per-function.csv", dir.display());
             }
         }
-        Command::Report { scenario, out, load_factors, policies, threads, quiet } => {
-            let s = Scenario::load(&scenario)?;
-            if let Some(n) = threads {
-                rayon::ThreadPoolBuilder::new().num_threads(n).build_global()?;
-            }
+        Command::Report { grid, out } => {
+            let s = grid.start()?;
+            let GridArgs { load_factors, policies, quiet, .. } = grid;
             let mut loads = if load_factors.is_empty() {
                 s.sweep
                     .as_ref()
@@ -195,11 +200,9 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 eprintln!("wrote {}", f.display());
             }
         }
-        Command::Sweep { scenario, out, load_factors, policies, threads, quiet } => {
-            let s = Scenario::load(&scenario)?;
-            if let Some(n) = threads {
-                rayon::ThreadPoolBuilder::new().num_threads(n).build_global()?;
-            }
+        Command::Sweep { grid, out } => {
+            let s = grid.start()?;
+            let GridArgs { load_factors, policies, quiet, .. } = grid;
             let spec = s.sweep.clone();
             let mut loads = if load_factors.is_empty() {
                 spec.as_ref()

@@ -298,16 +298,17 @@ struct WasmInvocation {
     failed: bool,
 }
 
-fn expected_params(f: &FunctionDef, args: &[Arg]) -> Vec<ValType> {
-    let _ = f;
-    let mut v = vec![ValType::I32; 6];
-    v.extend(args.iter().map(|a| match a {
-        Arg::Buffer(_) | Arg::I32(_) | Arg::U32(_) => ValType::I32,
-        Arg::I64(_) | Arg::U64(_) => ValType::I64,
-        Arg::F32(_) => ValType::F32,
-        Arg::F64(_) => ValType::F64,
-    }));
-    v
+/// The ABI's parameter types (checked at registration too, by `crate::signature`).
+fn expected_params(args: &[Arg]) -> Vec<ValType> {
+    crate::signature::wasm_abi(args)
+        .into_iter()
+        .map(|t| match t {
+            wasmparser::ValType::I64 => ValType::I64,
+            wasmparser::ValType::F32 => ValType::F32,
+            wasmparser::ValType::F64 => ValType::F64,
+            _ => ValType::I32,
+        })
+        .collect()
 }
 
 impl WasmInvocation {
@@ -344,7 +345,7 @@ impl Invocation for WasmInvocation {
                 f.modules[kernel.module].name, kernel.entry
             ))
         })?;
-        let want = expected_params(&f, &kernel.args);
+        let want = expected_params(&kernel.args);
         let ty = func.ty(&set.store);
         let have: Vec<ValType> = ty.params().collect();
         let same = have.len() == want.len() && have.iter().zip(&want).all(|(a, b)| ValType::eq(a, b));
