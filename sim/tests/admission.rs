@@ -137,6 +137,11 @@ fn admission_predicts_completions_within_a_tenth_of_the_deadline() {
                     abs.len() as u64 * 10 >= r.report.completed * 9,
                     "{policy}: too few predictions recorded"
                 );
+                // Rejecting nearly everything would make the error of the rest easy.
+                assert!(
+                    abs.len() as u64 * 10 >= r.report.requests,
+                    "{policy} at {load}: admitted too few to judge"
+                );
                 abs.sort_by(f64::total_cmp);
                 let q = |p: f64| abs.get(((abs.len() as f64 - 1.0) * p) as usize).copied().unwrap_or(0.0);
                 let mean = r.prediction_errors.iter().sum::<f64>() / abs.len().max(1) as f64;
