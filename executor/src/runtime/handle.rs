@@ -1,0 +1,131 @@
+//! The executor's handle: starts the actor and turns each call into a message to it.
+
+use super::*;
+
+/// A handle to a running executor. Cheap to clone.
+#[derive(Clone)]
+pub struct Executor {
+    tx: mpsc::UnboundedSender<Msg>,
+    status: watch::Receiver<NodeSnapshot>,
+    metrics: Arc<ExecutorMetrics>,
+    devices: Arc<Vec<Arc<dyn Backend>>>,
+}
+
+impl Executor {
+    /// Starts an executor over `devices` on the current tokio runtime.
+    pub fn start(devices: Vec<Arc<dyn Backend>>, config: ExecutorConfig) -> Result<Self, ExecError> {
+        if devices.is_empty() {
+            return Err(ExecError::Unavailable("no devices".into()));
+        }
+        let mut cluster = Cluster::default();
+        for d in &devices {
+            let info = d.info();
+            let kind = if info.kind == "gpu" { DeviceKind::Gpu } else { DeviceKind::Cpu };
+            // One class per device: runtimes are looked up per device kind anyway.
+            cluster.add_class(
+                AcceleratorClass {
+                    name: info.id.clone(),
+                    kind,
+                    speed: if kind == DeviceKind::Gpu { 1.0 } else { 0.05 },
+                    memory_bytes: info.memory_bytes,
+                    slots: info.slots,
+                    price_per_hour: if kind == DeviceKind::Gpu { 1.0 } else { 0.05 },
+                },
+                1,
+            );
+        }
+        let sched = Scheduler::new(cluster, config.scheduler.clone())
+            .map_err(|e| ExecError::BadFunction(e.to_string()))?;
+        let metrics = Arc::new(ExecutorMetrics::default());
+        let devices = Arc::new(devices);
+        let (tx, rx) = mpsc::unbounded_channel();
+        let snapshot = NodeSnapshot::new(&config.node, &devices);
+        let (status_tx, status) = watch::channel(snapshot);
+        let actor = Actor {
+            sched,
+            devices: devices.clone(),
+            config,
+            functions: HashMap::new(),
+            defs: Vec::new(),
+            ids: HashMap::new(),
+            pending: HashMap::new(),
+            epoch: Instant::now(),
+            tx: tx.clone(),
+            metrics: metrics.clone(),
+            status: status_tx,
+            invocations: 0,
+            published: Instant::now() - Duration::from_secs(1),
+            runtime_ewma: HashMap::new(),
+        };
+        let interval = actor.config.health_interval;
+        tokio::spawn(actor.run(rx));
+        tokio::spawn(probe_devices(devices.clone(), interval, tx.clone()));
+        Ok(Executor { tx, status, metrics, devices })
+    }
+
+    async fn call<T>(
+        &self,
+        msg: impl FnOnce(oneshot::Sender<Result<T, ExecError>>) -> Msg,
+    ) -> Result<T, ExecError> {
+        let (reply, rx) = oneshot::channel();
+        self.tx.send(msg(reply)).map_err(|_| ExecError::ShuttingDown)?;
+        rx.await.map_err(|_| ExecError::ShuttingDown)?
+    }
+
+    /// Registers (or replaces) a function; returns the device kinds it can run on here.
+    /// Kernel signatures are checked first (off the actor: CUDA C is compiled for it).
+    pub async fn put_function(&self, def: FunctionDef) -> Result<Vec<String>, ExecError> {
+        let def = Arc::new(def);
+        let d = def.clone();
+        tokio::task::spawn_blocking(move || crate::signature::check(&d, crate::signature::nvrtc_present()))
+            .await
+            .map_err(|_| ExecError::BadFunction("the signature check panicked".into()))??;
+        self.call(|reply| Msg::Put { def, reply }).await
+    }
+
+    /// Runs an invocation of `namespace/name`.
+    pub async fn execute(
+        &self,
+        key: &str,
+        inputs: Outputs,
+        deadline: Option<Duration>,
+        share: Option<String>,
+    ) -> Result<Executed, ExecError> {
+        self.call(|reply| Msg::Execute { key: key.to_string(), inputs, deadline, share, reply }).await
+    }
+
+    /// Makes a function resident on one device (by ID) or on every device that can run it.
+    pub async fn preload(&self, key: &str, device: Option<String>) -> Result<Vec<String>, ExecError> {
+        self.call(|reply| Msg::Preload { key: key.to_string(), device, reply }).await
+    }
+
+    /// Evicts a function everywhere and forgets it.
+    pub async fn evict(&self, key: &str) -> Result<Vec<String>, ExecError> {
+        self.call(|reply| Msg::Evict { key: key.to_string(), reply }).await
+    }
+
+    /// Switches policy, admission, eviction or granularity live.
+    pub async fn set_scheduler(&self, config: SchedulerConfig) -> Result<(), ExecError> {
+        self.call(|reply| Msg::SetScheduler { config, reply }).await
+    }
+
+    /// The latest node status; changes are announced on [`watch`](Self::watch).
+    pub fn status(&self) -> NodeSnapshot {
+        self.status.borrow().clone()
+    }
+
+    /// A receiver that sees every status change.
+    pub fn watch(&self) -> watch::Receiver<NodeSnapshot> {
+        self.status.clone()
+    }
+
+    /// Prometheus metrics of this executor.
+    pub fn metrics(&self) -> &Arc<ExecutorMetrics> {
+        &self.metrics
+    }
+
+    /// The devices.
+    pub fn devices(&self) -> &[Arc<dyn Backend>] {
+        &self.devices
+    }
+}

@@ -1,0 +1,66 @@
+//! The actor's device health checks and the node status it publishes.
+
+use super::*;
+
+impl Actor {
+    pub(super) fn check_health(&mut self) {
+        for (i, d) in self.devices.clone().iter().enumerate() {
+            let healthy = d.health().is_ok();
+            let dev = DeviceId(i as u32);
+            if healthy == self.sched.is_healthy(dev) {
+                continue;
+            }
+            warn!(device = %d.info().id, healthy, "device health changed");
+            for lost in self.sched.set_device_health(dev, healthy) {
+                if let Some(p) = self.pending.remove(&lost.id) {
+                    self.answer(p, Err(ExecError::Unavailable(format!("device {} failed", d.info().id))));
+                }
+            }
+        }
+    }
+
+    pub(super) fn publish(&mut self) {
+        self.published = Instant::now();
+        let devices: Vec<DeviceSnapshot> = self
+            .devices
+            .iter()
+            .enumerate()
+            .map(|(i, d)| {
+                let info = d.info();
+                let dev = DeviceId(i as u32);
+                let health = d.health();
+                let free = d.free_memory();
+                self.metrics.memory_in_use(&info.id, info.memory_bytes.saturating_sub(free));
+                DeviceSnapshot {
+                    running: info.slots - self.sched.free_slots(dev).min(info.slots),
+                    healthy: health.is_ok() && self.sched.is_healthy(dev),
+                    message: health.err().unwrap_or_default(),
+                    free_memory_bytes: free,
+                    queue_depth: 0,
+                    resident: self
+                        .sched
+                        .residents(dev)
+                        .into_iter()
+                        .map(|f| self.defs[f.0 as usize].0.key())
+                        .collect(),
+                    info,
+                }
+            })
+            .collect();
+        let queued = self.sched.queued() as u32;
+        self.status.send_if_modified(|s| {
+            let mut next = s.clone();
+            next.devices = devices;
+            for d in &mut next.devices {
+                d.queue_depth = queued;
+            }
+            next.invocations_total = self.invocations;
+            if next.same_state(s) {
+                return false;
+            }
+            next.sequence = s.sequence + 1;
+            *s = next;
+            true
+        });
+    }
+}
