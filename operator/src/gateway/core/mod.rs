@@ -17,6 +17,14 @@ use super::metrics::GatewayMetrics;
 use super::node::{NodeClient, NodeFailure};
 use super::{GatewayError, Invoked};
 
+mod cluster_model;
+mod handle;
+mod nodes;
+mod refuse;
+use cluster_model::Measured;
+pub use handle::Gateway;
+use refuse::{check_inputs, rejection};
+
 /// How the gateway runs.
 #[derive(Clone, Debug)]
 pub struct GatewayConfig {
@@ -101,102 +109,6 @@ struct Pending {
     attempts: u32,
 }
 
-/// A handle to the gateway. Cheap to clone.
-#[derive(Clone)]
-pub struct Gateway {
-    tx: mpsc::UnboundedSender<Msg>,
-    metrics: Arc<GatewayMetrics>,
-    ready: watch::Receiver<bool>,
-}
-
-impl Gateway {
-    /// Starts a gateway with no nodes and no functions.
-    pub fn start(config: GatewayConfig) -> Result<Self, GatewayError> {
-        let metrics = Arc::new(GatewayMetrics::default());
-        let (tx, rx) = mpsc::unbounded_channel();
-        let (ready_tx, ready) = watch::channel(false);
-        let mut actor = Actor {
-            config,
-            sched: None,
-            generation: 0,
-            slots: Vec::new(),
-            nodes: Vec::new(),
-            functions: BTreeMap::new(),
-            fids: HashMap::new(),
-            pending: HashMap::new(),
-            by_req: HashMap::new(),
-            next_gid: 0,
-            measured: HashMap::new(),
-            epoch: Instant::now(),
-            tx: tx.clone(),
-            metrics: metrics.clone(),
-            ready: ready_tx,
-        };
-        actor.rebuild()?;
-        tokio::spawn(actor.run(rx));
-        Ok(Gateway { tx, metrics, ready })
-    }
-
-    fn send(&self, msg: Msg) {
-        let _ = self.tx.send(msg);
-    }
-
-    /// Invokes `namespace/name`.
-    pub async fn invoke(
-        &self,
-        key: &str,
-        inputs: BTreeMap<String, Vec<u8>>,
-        deadline: Option<Duration>,
-    ) -> Result<Invoked, GatewayError> {
-        let (reply, rx) = oneshot::channel();
-        self.send(Msg::Invoke { key: key.to_string(), inputs, deadline, reply });
-        rx.await.map_err(|_| GatewayError::Unavailable("gateway shutting down".into()))?
-    }
-
-    /// Registers or updates a function (it is pushed to nodes when first needed there).
-    pub fn put_function(&self, def: proto::FunctionDef) {
-        self.send(Msg::PutFunction { def });
-    }
-
-    /// Removes a function and evicts it from every node.
-    pub fn remove_function(&self, key: &str) {
-        self.send(Msg::RemoveFunction { key: key.to_string() });
-    }
-
-    /// Adds a node executor and follows its status stream.
-    pub fn add_node(&self, name: &str, client: NodeClient) {
-        self.send(Msg::AddNode { name: name.to_string(), client });
-    }
-
-    /// Removes a node (its in-flight requests are retried elsewhere when they fail).
-    pub fn remove_node(&self, name: &str) {
-        self.send(Msg::RemoveNode { name: name.to_string() });
-    }
-
-    /// Switches policy, admission or eviction live.
-    pub async fn set_scheduler(&self, config: SchedulerConfig) -> Result<(), GatewayError> {
-        let (reply, rx) = oneshot::channel();
-        self.send(Msg::SetScheduler { config, reply });
-        rx.await.map_err(|_| GatewayError::Unavailable("gateway shutting down".into()))?
-    }
-
-    /// Metrics.
-    pub fn metrics(&self) -> &Arc<GatewayMetrics> {
-        &self.metrics
-    }
-
-    /// Whether at least one healthy device is known.
-    pub fn is_ready(&self) -> bool {
-        *self.ready.borrow()
-    }
-
-    /// Waits until at least one healthy device is known, up to `timeout`.
-    pub async fn wait_ready(&self, timeout: Duration) -> bool {
-        let mut rx = self.ready.clone();
-        tokio::time::timeout(timeout, rx.wait_for(|r| *r)).await.is_ok_and(|r| r.is_ok())
-    }
-}
-
 struct Actor {
     config: GatewayConfig,
     sched: Option<Scheduler>,
@@ -247,134 +159,6 @@ impl Actor {
 
     fn sched(&mut self) -> &mut Scheduler {
         self.sched.as_mut().expect("scheduler built at start")
-    }
-
-    /// The scheduler's function model for a definition.
-    fn model(&self, def: &proto::FunctionDef) -> Function {
-        let runtime = self
-            .slots
-            .iter()
-            .map(|(n, dev)| {
-                let d = self.nodes[*n].devices.iter().find(|d| &d.id == dev)?;
-                let buildable = match d.kind.as_str() {
-                    "gpu" => def.modules.iter().all(|m| m.cuda.is_some()),
-                    _ => def.modules.iter().all(|m| !m.wasm.is_empty()),
-                };
-                let key = (format!("{}/{}", def.namespace, def.name), d.kind.clone());
-                let declared = def.runtime_ms.get(&d.kind).copied().unwrap_or(1.0);
-                let runtime = self
-                    .measured
-                    .get(&key)
-                    .filter(|m| m.samples >= 8)
-                    .map_or(declared, |m| m.mean + 2.0 * m.deviation);
-                buildable.then(|| ms(runtime))
-            })
-            .collect();
-        let load_time = self
-            .slots
-            .iter()
-            .map(|(n, dev)| {
-                let kind =
-                    self.nodes[*n].devices.iter().find(|d| &d.id == dev).map_or("cpu", |d| d.kind.as_str());
-                ms(def.load_ms.get(kind).copied().unwrap_or(10.0))
-            })
-            .collect();
-        let consts: u64 =
-            def.buffers.iter().filter(|b| b.kind == proto::BufferKind::Const as i32).map(|b| b.size).sum();
-        let working: u64 =
-            def.buffers.iter().filter(|b| b.kind != proto::BufferKind::Const as i32).map(|b| b.size).sum();
-        Function {
-            name: format!("{}/{}", def.namespace, def.name),
-            tenant: def.namespace.clone(),
-            runtime,
-            load_time,
-            resident_bytes: consts,
-            working_bytes: working,
-            deadline: ms(def.deadline_ms as f64),
-            weight: def.weight.max(1),
-            priority: def.priority,
-            kernel_shares: vec![1.0],
-            reserved_rate: (def.expected_rate > 0.0).then_some(def.expected_rate),
-        }
-    }
-
-    /// Rebuilds the scheduler over the current healthy devices. Queued requests move to
-    /// the new one; requests in flight finish against the old generation.
-    fn rebuild(&mut self) -> Result<(), GatewayError> {
-        let mut cluster = Cluster::default();
-        self.slots.clear();
-        for (ni, n) in self.nodes.iter().enumerate() {
-            if !n.up {
-                continue;
-            }
-            for d in n.devices.iter().filter(|d| d.healthy) {
-                let kind = if d.kind == "gpu" { DeviceKind::Gpu } else { DeviceKind::Cpu };
-                cluster.add_class(
-                    AcceleratorClass {
-                        name: format!("{}/{}", n.name, d.id),
-                        kind,
-                        speed: if kind == DeviceKind::Gpu { 1.0 } else { 0.05 },
-                        memory_bytes: d.memory_bytes.max(1),
-                        slots: d.slots.max(1),
-                        price_per_hour: self.config.prices.get(&d.kind).copied().unwrap_or(1.0),
-                    },
-                    1,
-                );
-                self.slots.push((ni, d.id.clone()));
-            }
-        }
-        let mut config = self.config.scheduler.clone();
-        config.granularity = kaas_scheduler::Granularity::Request;
-        let mut sched = Scheduler::new(cluster, config).map_err(|e| GatewayError::BadInput(e.to_string()))?;
-        self.fids.clear();
-        let defs: Vec<Arc<proto::FunctionDef>> = self.functions.values().cloned().collect();
-        for def in defs {
-            let id =
-                sched.add_function(self.model(&def)).map_err(|e| GatewayError::BadInput(e.to_string()))?;
-            self.fids.insert(format!("{}/{}", def.namespace, def.name), id);
-        }
-        self.generation += 1;
-        self.sched = Some(sched);
-        // Requests in flight finish without the new scheduler knowing them; queued ones
-        // move to it.
-        self.by_req.clear();
-        for p in self.pending.values_mut() {
-            p.req = None;
-        }
-        let now = self.now();
-        let queued: Vec<u64> =
-            self.pending.iter().filter(|(_, p)| !p.dispatched).map(|(gid, _)| *gid).collect();
-        for gid in queued {
-            let p = self.pending.remove(&gid).expect("listed");
-            self.resubmit(gid, p, now);
-        }
-        let healthy = self.slots.len();
-        self.metrics.healthy_devices.set(healthy as i64);
-        self.ready.send_replace(healthy > 0);
-        debug!(devices = healthy, generation = self.generation, "scheduler rebuilt");
-        Ok(())
-    }
-
-    fn resubmit(&mut self, gid: u64, mut p: Pending, now: Nanos) {
-        let Some(&fid) = self.fids.get(&p.key) else {
-            let e = GatewayError::NotFound(format!("function {} was removed", p.key));
-            self.answer(p, Err(e));
-            return;
-        };
-        let left = p.deadline.saturating_duration_since(Instant::now());
-        let req = Request { function: fid, arrival: now, deadline: now + left.as_nanos() as Nanos };
-        match self.sched().submit(now, req) {
-            Ok(id) => {
-                p.req = Some(id);
-                p.dispatched = false;
-                self.by_req.insert(id, gid);
-                self.pending.insert(gid, p);
-            }
-            Err(r) => {
-                let e = rejection(r);
-                self.answer(p, Err(e));
-            }
-        }
     }
 
     fn handle(&mut self, msg: Msg) {
@@ -451,58 +235,6 @@ impl Actor {
                 }
                 let _ = reply.send(r);
             }
-        }
-    }
-
-    fn node_status(&mut self, name: &str, status: Option<proto::NodeStatus>) {
-        let Some(ni) = self.nodes.iter().position(|n| n.name == name) else { return };
-        let changed = match status {
-            None => {
-                let was = self.nodes[ni].up;
-                self.nodes[ni].up = false;
-                // A restarted executor has forgotten its functions.
-                self.nodes[ni].registered.clear();
-                if was {
-                    warn!(node = name, "node executor unreachable");
-                    self.metrics.node_failures.inc();
-                }
-                was
-            }
-            Some(s) => {
-                let n = &mut self.nodes[ni];
-                let shape = |d: &[proto::DeviceStatus]| -> Vec<(String, bool, u32)> {
-                    d.iter().map(|x| (x.id.clone(), x.healthy, x.slots)).collect()
-                };
-                let changed = !n.up || shape(&n.devices) != shape(&s.devices);
-                if !n.up {
-                    info!(node = name, devices = s.devices.len(), "node executor up");
-                }
-                n.up = true;
-                n.devices = s.devices;
-                // What the node says is resident is warm in the model.
-                let resident: Vec<(String, String)> = s
-                    .resident
-                    .iter()
-                    .map(|r| (format!("{}/{}", r.namespace, r.name), r.device.clone()))
-                    .collect();
-                if changed {
-                    let _ = self.rebuild();
-                }
-                let now = self.now();
-                for (key, dev) in resident {
-                    let Some(&fid) = self.fids.get(&key) else { continue };
-                    if let Some(slot) = self.slots.iter().position(|(n2, d)| *n2 == ni && *d == dev) {
-                        let sched = self.sched.as_mut().expect("built");
-                        if !sched.is_resident(fid, DeviceId(slot as u32)) {
-                            sched.preload(now, fid, DeviceId(slot as u32));
-                        }
-                    }
-                }
-                false
-            }
-        };
-        if changed {
-            let _ = self.rebuild();
         }
     }
 
@@ -709,30 +441,6 @@ impl Actor {
         }
     }
 
-    /// Folds a measured service time into the function's model (EWMA), refreshing the
-    /// scheduler's view every 16 samples.
-    fn learn(&mut self, key: &str, kind: &str, took: Duration) {
-        let ms = took.as_secs_f64() * 1000.0;
-        let e = self.measured.entry((key.to_string(), kind.to_string())).or_insert(Measured {
-            mean: ms,
-            deviation: 0.0,
-            samples: 0,
-        });
-        if e.samples > 0 {
-            e.deviation = 0.9 * e.deviation + 0.1 * (ms - e.mean).abs();
-            e.mean = 0.9 * e.mean + 0.1 * ms;
-        }
-        e.samples += 1;
-        if e.samples % 16 == 8
-            && let (Some(def), Some(&fid)) = (self.functions.get(key).cloned(), self.fids.get(key))
-        {
-            let model = self.model(&def);
-            if let Err(e) = self.sched().update_function(fid, model) {
-                warn!(function = key, "updating the model: {e}");
-            }
-        }
-    }
-
     fn expire(&mut self) {
         let now = Instant::now();
         let late: Vec<u64> = self
@@ -767,37 +475,6 @@ impl Actor {
         }
         let _ = p.reply.send(result);
     }
-}
-
-#[derive(Clone, Copy, Debug)]
-struct Measured {
-    mean: f64,
-    deviation: f64,
-    samples: u64,
-}
-
-fn rejection(r: Rejection) -> GatewayError {
-    match r {
-        Rejection::RateLimited { retry_after } => GatewayError::Rejected {
-            reason: format!("reserved rate exceeded; {}", Rejection::RateLimited { retry_after }),
-            retry_after_ms: (retry_after / 1_000_000).max(1),
-        },
-        Rejection::Warming { retry_after, .. } => {
-            GatewayError::Rejected { reason: r.to_string(), retry_after_ms: (retry_after / 1_000_000).max(1) }
-        }
-        Rejection::DeadlineUnmeetable { .. } => {
-            GatewayError::Rejected { reason: r.to_string(), retry_after_ms: 100 }
-        }
-        Rejection::NoCapacity => GatewayError::Unavailable("no healthy device can run this function".into()),
-        Rejection::Refused(why) => GatewayError::Unavailable(why),
-        Rejection::UnknownFunction => GatewayError::NotFound("unknown function".into()),
-    }
-}
-
-fn check_inputs(def: &proto::FunctionDef, inputs: &BTreeMap<String, Vec<u8>>) -> Result<(), GatewayError> {
-    let buffers =
-        def.buffers.iter().map(|b| (b.name.as_str(), b.kind == proto::BufferKind::Input as i32, b.size));
-    kaas_executor::model::check_inputs(buffers, inputs).map_err(GatewayError::BadInput)
 }
 
 /// Follows a node's status stream, reporting every update and `None` when it breaks;
