@@ -7,7 +7,6 @@ use std::collections::BTreeMap;
 use std::fmt::Write;
 use std::path::{Path, PathBuf};
 
-use indicatif::{ProgressBar, ProgressStyle};
 use kaas_scheduler::AdmissionMode;
 use rayon::prelude::*;
 
@@ -56,11 +55,7 @@ pub fn run(s: &Scenario, loads: &[f64], policies: &[String], progress: bool) -> 
             }
         }
     }
-    let bar = if progress { ProgressBar::new(tasks.len() as u64) } else { ProgressBar::hidden() };
-    bar.set_style(
-        ProgressStyle::with_template("{elapsed_precise} [{bar:40}] {pos}/{len} runs  {msg}")
-            .unwrap_or_else(|_| ProgressStyle::default_bar()),
-    );
+    let bar = crate::sweep::progress_bar(tasks.len(), progress);
     let rows: Vec<Result<Row, SimError>> = tasks
         .par_iter()
         .map(|(mode, load, policy)| {

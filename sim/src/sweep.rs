@@ -33,11 +33,7 @@ pub fn run(s: &Scenario, grid: &Grid, progress: bool) -> Result<Vec<RunResult>, 
             }
         }
     }
-    let bar = if progress { ProgressBar::new(tasks.len() as u64) } else { ProgressBar::hidden() };
-    bar.set_style(
-        ProgressStyle::with_template("{elapsed_precise} [{bar:40}] {pos}/{len} runs  {msg}")
-            .unwrap_or_else(|_| ProgressStyle::default_bar()),
-    );
+    let bar = progress_bar(tasks.len(), progress);
     let results: Vec<Result<RunResult, SimError>> = tasks
         .par_iter()
         .map(|(_, v, load, policy)| {
@@ -53,6 +49,16 @@ pub fn run(s: &Scenario, grid: &Grid, progress: bool) -> Result<Vec<RunResult>, 
         .collect();
     bar.finish_and_clear();
     results.into_iter().collect()
+}
+
+/// A progress bar over `runs` simulation runs (hidden unless `show`).
+pub fn progress_bar(runs: usize, show: bool) -> ProgressBar {
+    let bar = if show { ProgressBar::new(runs as u64) } else { ProgressBar::hidden() };
+    bar.set_style(
+        ProgressStyle::with_template("{elapsed_precise} [{bar:40}] {pos}/{len} runs  {msg}")
+            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+    );
+    bar
 }
 
 /// Writes `sweep.csv` and the plots into `out`; returns the files written.
