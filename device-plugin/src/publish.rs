@@ -260,6 +260,7 @@ mod tests {
             queue_depth: 3,
             running: 1,
             resident: resident.iter().map(|s| s.to_string()).collect(),
+            backlog_ms: 0.0,
         }
     }
 

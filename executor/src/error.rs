@@ -46,8 +46,13 @@ pub enum ExecError {
     #[error("out of memory: {0}")]
     OutOfMemory(String),
     /// Admission control rejected the request.
-    #[error("rejected: {0}")]
-    Rejected(String),
+    #[error("rejected: {reason}")]
+    Rejected {
+        /// Why (the scheduler's rejection, e.g. the predicted miss or the warm-up).
+        reason: String,
+        /// When a retry can expect to be admitted, in ms.
+        retry_after_ms: u64,
+    },
     /// No device here can run the function.
     #[error("no capacity: {0}")]
     NoCapacity(String),
@@ -71,7 +76,7 @@ impl ExecError {
             ExecError::Timeout { .. } => "timeout",
             ExecError::DeadlineExceeded { .. } => "deadline",
             ExecError::OutOfMemory(_) => "out_of_memory",
-            ExecError::Rejected(_) => "rejected",
+            ExecError::Rejected { .. } => "rejected",
             ExecError::NoCapacity(_) => "no_capacity",
             ExecError::Unavailable(_) => "unavailable",
             ExecError::ShuttingDown => "shutting_down",
@@ -87,7 +92,7 @@ impl From<ExecError> for tonic::Status {
             ExecError::UnknownFunction(_) => Code::NotFound,
             ExecError::ModuleLoad { .. } | ExecError::KernelFault { .. } => Code::Aborted,
             ExecError::Timeout { .. } | ExecError::DeadlineExceeded { .. } => Code::DeadlineExceeded,
-            ExecError::OutOfMemory(_) | ExecError::Rejected(_) => Code::ResourceExhausted,
+            ExecError::OutOfMemory(_) | ExecError::Rejected { .. } => Code::ResourceExhausted,
             ExecError::NoCapacity(_) | ExecError::Unavailable(_) | ExecError::ShuttingDown => {
                 Code::Unavailable
             }
@@ -95,6 +100,11 @@ impl From<ExecError> for tonic::Status {
         let mut status = tonic::Status::new(code, e.to_string());
         if let Ok(v) = e.category().parse() {
             status.metadata_mut().insert("kaas-error", v);
+        }
+        if let ExecError::Rejected { retry_after_ms, .. } = &e
+            && let Ok(v) = retry_after_ms.to_string().parse()
+        {
+            status.metadata_mut().insert("kaas-retry-after-ms", v);
         }
         status
     }

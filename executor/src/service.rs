@@ -97,6 +97,17 @@ impl ExecutorApi for ExecutorService {
         Ok(Response::new(proto::EvictResponse { devices }))
     }
 
+    async fn set_policy(
+        &self,
+        req: Request<proto::PolicyUpdate>,
+    ) -> Result<Response<proto::PolicyAck>, Status> {
+        let config: kaas_scheduler::SchedulerConfig = serde_json::from_str(&req.into_inner().config_json)
+            .map_err(|e| Status::invalid_argument(format!("scheduler configuration: {e}")))?;
+        let policy = config.policy.name.clone();
+        self.executor.set_scheduler(config).await?;
+        Ok(Response::new(proto::PolicyAck { policy }))
+    }
+
     type WatchStatusStream = Pin<Box<dyn Stream<Item = Result<proto::NodeStatus, Status>> + Send>>;
 
     async fn watch_status(

@@ -22,6 +22,8 @@ pub struct DeviceSnapshot {
     pub running: u32,
     /// Functions resident (`namespace/name`).
     pub resident: Vec<String>,
+    /// Predicted wait before a new request could start here, ms (see the proto).
+    pub backlog_ms: f64,
 }
 
 /// The node's state.
@@ -53,6 +55,7 @@ impl NodeSnapshot {
                         queue_depth: 0,
                         running: 0,
                         resident: Vec::new(),
+                        backlog_ms: 0.0,
                     }
                 })
                 .collect(),
@@ -94,6 +97,7 @@ impl From<&NodeSnapshot> for proto::NodeStatus {
                     slots: d.info.slots,
                     queue_depth: d.queue_depth,
                     running: d.running,
+                    backlog_ms: d.backlog_ms,
                 }
             })
             .collect();

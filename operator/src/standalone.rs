@@ -129,7 +129,8 @@ pub async fn run(opts: StandaloneOptions) -> anyhow::Result<()> {
             devices,
             ExecutorConfig {
                 node: "local".into(),
-                scheduler: kaas_scheduler::SchedulerConfig::new(kaas_scheduler::PolicyConfig::named("edf")),
+                // The gateway pushes the cluster's policy on connect; start with it too.
+                scheduler: config.scheduler.clone(),
                 shares: Vec::new(),
                 health_interval: Duration::from_secs(1),
             },

@@ -15,6 +15,7 @@ mod engine;
 pub mod metrics;
 pub mod model;
 pub mod policy;
+pub mod route;
 pub mod sketch;
 
 pub use admission::{AdmissionMode, Rejection};

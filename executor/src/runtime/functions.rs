@@ -15,8 +15,8 @@ impl Actor {
                     let ms = self
                         .runtime_ewma
                         .get(&(f.key(), kind.clone()))
-                        .or(f.runtime_ms.get(kind))
-                        .copied()
+                        .map(|m| m.predicted())
+                        .or(f.runtime_ms.get(kind).copied())
                         .unwrap_or(1.0);
                     kaas_scheduler::ms(ms)
                 })

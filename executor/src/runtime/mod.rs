@@ -23,6 +23,7 @@ use crate::status::{DeviceSnapshot, NodeSnapshot};
 mod functions;
 mod handle;
 mod health;
+mod learn;
 mod step;
 pub use handle::Executor;
 pub use step::inputs_from;
@@ -152,8 +153,8 @@ struct Actor {
     invocations: u64,
     /// When status was last published; it is rebuilt at most every 20 ms under load.
     published: Instant,
-    /// Measured runtime per (function key, device kind), ms.
-    runtime_ewma: HashMap<(String, String), f64>,
+    /// Measured runtime per (function key, device kind).
+    runtime_ewma: HashMap<(String, String), learn::Measured>,
 }
 
 /// Probes every device on a blocking thread each `interval` (one probe per device in
@@ -235,17 +236,37 @@ impl Actor {
                 let _ = reply.send(r);
             }
             Msg::SetScheduler { config, reply } => {
-                let now = self.now();
-                let r = self
-                    .sched
-                    .set_policy(now, config.policy.clone())
-                    .map_err(|e| ExecError::BadFunction(e.to_string()));
-                self.sched.set_admission(config.admission, config.token_bucket_burst);
-                self.sched.set_eviction(config.eviction);
-                self.sched.set_granularity(config.granularity);
-                let _ = reply.send(r);
+                let _ = reply.send(self.set_scheduler(config));
             }
         }
+    }
+
+    /// Applies a scheduling policy live. What did not change is left alone: gateways push
+    /// the policy on every (re)connect, and a policy switch resets its fair-share state.
+    fn set_scheduler(&mut self, config: SchedulerConfig) -> Result<(), ExecError> {
+        let now = self.now();
+        let current = self.sched.config().clone();
+        if config.policy != current.policy {
+            self.sched
+                .set_policy(now, config.policy.clone())
+                .map_err(|e| ExecError::BadFunction(e.to_string()))?;
+            info!(policy = %config.policy.name, "scheduling policy switched");
+        }
+        if config.admission != current.admission || config.token_bucket_burst != current.token_bucket_burst {
+            self.sched.set_admission(config.admission, config.token_bucket_burst);
+        }
+        if config.deadline_headroom != current.deadline_headroom {
+            self.sched
+                .set_deadline_headroom(config.deadline_headroom)
+                .map_err(|e| ExecError::BadFunction(e.to_string()))?;
+        }
+        if config.eviction != current.eviction {
+            self.sched.set_eviction(config.eviction);
+        }
+        if config.granularity != current.granularity {
+            self.sched.set_granularity(config.granularity);
+        }
+        Ok(())
     }
 
     fn submit(
@@ -268,7 +289,15 @@ impl Actor {
                 kaas_scheduler::Rejection::NoCapacity => {
                     ExecError::NoCapacity(format!("no healthy device can run {key}"))
                 }
-                other => ExecError::Rejected(other.to_string()),
+                other => {
+                    let retry_after_ms = match &other {
+                        kaas_scheduler::Rejection::Warming { retry_after, .. }
+                        | kaas_scheduler::Rejection::RateLimited { retry_after } => retry_after / 1_000_000,
+                        _ => 100,
+                    }
+                    .max(1);
+                    ExecError::Rejected { reason: other.to_string(), retry_after_ms }
+                }
             })?;
             let owner = Owner {
                 function: def.key(),
@@ -334,7 +363,21 @@ impl Actor {
             let id = d.id;
             let metrics = self.metrics.clone();
             tokio::task::spawn_blocking(move || {
-                let result = run_step(&*backend, &f, owner, inputs, invocation, kernels, last, &metrics);
+                // A panicking backend answers like a faulting kernel and frees the slot.
+                let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                    run_step(&*backend, &f, owner, inputs, invocation, kernels, last, &metrics)
+                }))
+                .unwrap_or_else(|panic| {
+                    let message = panic
+                        .downcast_ref::<&str>()
+                        .map(|s| s.to_string())
+                        .or_else(|| panic.downcast_ref::<String>().cloned())
+                        .unwrap_or_else(|| "unknown panic".into());
+                    Err(ExecError::KernelFault {
+                        entry: f.name.clone(),
+                        message: format!("the backend panicked: {message}"),
+                    })
+                });
                 let _ = tx.send(Msg::Done { id, device, result });
             });
         }
@@ -409,12 +452,9 @@ impl Actor {
                     p.cold = Some(p.cold.unwrap_or_default() + c);
                 }
                 p.exec += step.exec;
-                let kind = self.devices[device].info().kind;
-                let ms = step.exec.as_secs_f64() * 1000.0;
-                let e = self.runtime_ewma.entry((p.f.key(), kind)).or_insert(ms);
-                *e = 0.8 * *e + 0.2 * ms;
                 match self.sched.complete(now, id) {
                     Some(Completed::Request) => {
+                        self.learn(p.f.key(), self.devices[device].info().kind, p.exec);
                         let outputs = step.outputs.unwrap_or_default();
                         let started = p.started.unwrap_or(p.arrival);
                         let executed = Executed {
@@ -441,19 +481,25 @@ impl Actor {
         }
     }
 
-    /// Answers queued requests whose deadline passed before they started.
+    /// Answers queued requests whose deadline passed before they started, and drops
+    /// queued requests whose caller has gone (a gateway's dispatch timer fired, a client
+    /// hung up): they would only take a slot from work someone still waits for.
     fn expire(&mut self) {
         let now = Instant::now();
-        let late: Vec<ReqId> = self
+        let late: Vec<(ReqId, bool)> = self
             .pending
             .iter()
-            .filter(|(_, p)| p.started.is_none() && now > p.deadline)
-            .map(|(id, _)| *id)
+            .filter(|(_, p)| p.started.is_none() && (now > p.deadline || p.reply.is_closed()))
+            .map(|(id, p)| (*id, p.reply.is_closed()))
             .collect();
-        for id in late {
+        for (id, gone) in late {
             if self.sched.cancel(id)
                 && let Some(p) = self.pending.remove(&id)
             {
+                if gone {
+                    self.metrics.outcome("cancelled");
+                    continue;
+                }
                 let waited = p.arrival.elapsed().as_secs_f64() * 1000.0;
                 self.answer(p, Err(ExecError::DeadlineExceeded { waited_ms: waited }));
             }

@@ -24,8 +24,8 @@ pub struct GatewayMetrics {
     pub retries: Counter,
     /// Node failures seen.
     pub node_failures: Counter,
-    /// Requests waiting in the gateway queue.
-    pub queued: Gauge,
+    /// Requests sent to executors and not answered yet (the gateway does not queue).
+    pub in_flight: Gauge,
     /// Healthy devices across nodes.
     pub healthy_devices: Gauge,
 }
@@ -37,7 +37,7 @@ impl Default for GatewayMetrics {
             latency_seconds: Histogram::new(exponential_buckets(2e-5, 2.0, 24)),
             retries: Counter::default(),
             node_failures: Counter::default(),
-            queued: Gauge::default(),
+            in_flight: Gauge::default(),
             healthy_devices: Gauge::default(),
         }
     }
@@ -55,7 +55,11 @@ impl GatewayMetrics {
         );
         r.register("retries", "Requests retried on another node", self.retries.clone());
         r.register("node_failures", "Node executor failures seen", self.node_failures.clone());
-        r.register("queued_requests", "Requests waiting in the gateway queue", self.queued.clone());
+        r.register(
+            "in_flight_requests",
+            "Requests sent to executors and not answered yet",
+            self.in_flight.clone(),
+        );
         r.register("healthy_devices", "Healthy devices across nodes", self.healthy_devices.clone());
     }
 

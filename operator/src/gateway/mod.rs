@@ -1,6 +1,6 @@
-//! The invocation gateway: admission control, queueing under the active policy across
-//! every device of every node, dispatch to node executors, retries when a node dies.
-//! Every accepted request ends in exactly one answer.
+//! The invocation gateway: input checks, routing to node executors (which queue and
+//! admit under the cluster's policy), spillback to the next node on a refusal, retries
+//! when a node dies. Every accepted request ends in exactly one answer.
 
 mod core;
 pub mod grpc;

@@ -53,6 +53,20 @@ impl NodeClient {
         }
     }
 
+    /// Sets the node's scheduling policy (the cluster's, pushed by the gateway).
+    pub async fn set_policy(&self, config: &kaas_scheduler::SchedulerConfig) -> Result<(), NodeFailure> {
+        match self {
+            NodeClient::Local(ex) => {
+                ex.set_scheduler(config.clone()).await.map_err(|e| NodeFailure::Answer(from_exec(e)))
+            }
+            NodeClient::Remote(c) => {
+                let config_json = serde_json::to_string(config)
+                    .map_err(|e| NodeFailure::Answer(GatewayError::BadInput(e.to_string())))?;
+                c.clone().set_policy(proto::PolicyUpdate { config_json }).await.map(drop).map_err(from_status)
+            }
+        }
+    }
+
     /// Runs an invocation.
     pub async fn execute(&self, req: proto::ExecuteRequest) -> Result<proto::ExecuteResponse, NodeFailure> {
         match self {
@@ -134,9 +148,8 @@ pub fn from_exec(e: ExecError) -> GatewayError {
         ExecError::Timeout { .. } | ExecError::DeadlineExceeded { .. } => {
             GatewayError::DeadlineExceeded(e.to_string())
         }
-        ExecError::OutOfMemory(_) | ExecError::Rejected(_) => {
-            GatewayError::Rejected { reason: e.to_string(), retry_after_ms: 1000 }
-        }
+        ExecError::Rejected { reason, retry_after_ms } => GatewayError::Rejected { reason, retry_after_ms },
+        ExecError::OutOfMemory(_) => GatewayError::Rejected { reason: e.to_string(), retry_after_ms: 1000 },
         ExecError::NoCapacity(_) | ExecError::Unavailable(_) | ExecError::ShuttingDown => {
             GatewayError::Unavailable(e.to_string())
         }
@@ -152,11 +165,13 @@ fn from_status(s: tonic::Status) -> NodeFailure {
     }
     use tonic::Code;
     let m = s.message().to_string();
+    let retry_after_ms =
+        s.metadata().get("kaas-retry-after-ms").and_then(|v| v.to_str().ok()?.parse().ok()).unwrap_or(1000);
     NodeFailure::Answer(match s.code() {
         Code::InvalidArgument => GatewayError::BadInput(m),
         Code::NotFound => GatewayError::NotFound(m),
         Code::DeadlineExceeded => GatewayError::DeadlineExceeded(m),
-        Code::ResourceExhausted => GatewayError::Rejected { reason: m, retry_after_ms: 1000 },
+        Code::ResourceExhausted => GatewayError::Rejected { reason: m, retry_after_ms },
         Code::Unavailable => GatewayError::Unavailable(m),
         _ => GatewayError::Failed(m),
     })

@@ -134,6 +134,16 @@ impl Scheduler {
         self.retrack();
     }
 
+    /// Changes the share of each deadline `deadline` admission keeps free, for requests
+    /// admitted from now on.
+    pub fn set_deadline_headroom(&mut self, headroom: f64) -> Result<(), ConfigError> {
+        if !(0.0..1.0).contains(&headroom) {
+            return Err(ConfigError::Model(format!("deadline headroom must be in [0, 1), got {headroom}")));
+        }
+        self.config.deadline_headroom = headroom;
+        Ok(())
+    }
+
     /// Changes granularity for dispatches from now on (requests mid-graph keep going).
     pub fn set_granularity(&mut self, granularity: Granularity) {
         self.settle();

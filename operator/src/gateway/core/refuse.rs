@@ -1,25 +1,12 @@
-//! What the gateway answers for a request it does not send: admission's rejections as
-//! errors, and inputs that do not match the function's buffers.
+//! What the gateway refuses before routing: inputs that do not match the function's
+//! buffers, and deadlines outside what it will hold a request for.
 
 use super::*;
 
-pub(super) fn rejection(r: Rejection) -> GatewayError {
-    match r {
-        Rejection::RateLimited { retry_after } => GatewayError::Rejected {
-            reason: format!("reserved rate exceeded; {}", Rejection::RateLimited { retry_after }),
-            retry_after_ms: (retry_after / 1_000_000).max(1),
-        },
-        Rejection::Warming { retry_after, .. } => {
-            GatewayError::Rejected { reason: r.to_string(), retry_after_ms: (retry_after / 1_000_000).max(1) }
-        }
-        Rejection::DeadlineUnmeetable { .. } => {
-            GatewayError::Rejected { reason: r.to_string(), retry_after_ms: 100 }
-        }
-        Rejection::NoCapacity => GatewayError::Unavailable("no healthy device can run this function".into()),
-        Rejection::Refused(why) => GatewayError::Unavailable(why),
-        Rejection::UnknownFunction => GatewayError::NotFound("unknown function".into()),
-    }
-}
+/// The longest relative deadline a request may ask for. Longer ones are refused rather
+/// than held: nothing serverless waits an hour, and deadline arithmetic stays far from
+/// overflow.
+pub const MAX_DEADLINE: Duration = Duration::from_secs(3600);
 
 pub(super) fn check_inputs(
     def: &proto::FunctionDef,
@@ -28,4 +15,26 @@ pub(super) fn check_inputs(
     let buffers =
         def.buffers.iter().map(|b| (b.name.as_str(), b.kind == proto::BufferKind::Input as i32, b.size));
     kaas_executor::model::check_inputs(buffers, inputs).map_err(GatewayError::BadInput)
+}
+
+/// The request's relative deadline: as asked (0 or none: the function's), at most
+/// [`MAX_DEADLINE`].
+pub(super) fn relative_deadline(
+    def: &proto::FunctionDef,
+    asked: Option<Duration>,
+) -> Result<Duration, GatewayError> {
+    let rel = asked.filter(|d| !d.is_zero()).unwrap_or(Duration::from_millis(def.deadline_ms as u64));
+    if rel > MAX_DEADLINE {
+        return Err(GatewayError::BadInput(format!(
+            "deadline of {} ms exceeds the maximum of {} ms",
+            rel.as_millis(),
+            MAX_DEADLINE.as_millis()
+        )));
+    }
+    if rel.is_zero() {
+        return Err(GatewayError::BadInput(
+            "the function declares no deadline and the request gives none".into(),
+        ));
+    }
+    Ok(rel)
 }

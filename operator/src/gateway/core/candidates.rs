@@ -1,0 +1,111 @@
+//! The routing model: where a request of a function could go, predicted from each
+//! executor's last report, what this gateway sent since, and runtimes it measured.
+
+use kaas_scheduler::route::{Candidate, rank};
+
+use super::*;
+
+/// A routing choice: a node and the device on it the prediction was for.
+#[derive(Clone)]
+pub(crate) struct Choice {
+    pub(crate) node: String,
+    pub(crate) incarnation: u64,
+    pub(crate) client: NodeClient,
+    pub(crate) kind: String,
+    /// Whether the node has this version of the function.
+    pub(crate) registered: bool,
+    /// Whether the node has the current policy.
+    pub(crate) has_policy: bool,
+}
+
+/// Whether a device kind has a build of every module of the function.
+pub(crate) fn buildable(def: &proto::FunctionDef, kind: &str) -> bool {
+    match kind {
+        "gpu" => def.modules.iter().all(|m| m.cuda.is_some()),
+        _ => def.modules.iter().all(|m| !m.wasm.is_empty()),
+    }
+}
+
+impl Measured {
+    fn predicted(&self) -> f64 {
+        self.mean + 2.0 * self.deviation
+    }
+}
+
+impl State {
+    /// The function's runtime on a node's device kind: measured here once there are
+    /// enough samples, else the declared profile.
+    fn run_ms(&self, def: &proto::FunctionDef, key: &str, node: &str, kind: &str) -> f64 {
+        self.measured
+            .get(&(key.to_string(), node.to_string(), kind.to_string()))
+            .filter(|m| m.samples >= 8)
+            .map(Measured::predicted)
+            .or_else(|| def.runtime_ms.get(kind).copied())
+            .unwrap_or(1.0)
+    }
+
+    /// The best node for a request, not counting `tried`, charged with the request.
+    pub(crate) fn route(
+        &mut self,
+        def: &proto::FunctionDef,
+        key: &str,
+        deadline_ms: f64,
+        tried: &[String],
+    ) -> Option<Choice> {
+        let mut places: Vec<(String, usize)> = Vec::new();
+        let mut cands: Vec<Candidate> = Vec::new();
+        for (name, n) in self.nodes.iter().filter(|(name, n)| n.up && !tried.contains(name)) {
+            for (i, d) in n.devices.iter().enumerate() {
+                let s = &d.status;
+                if !s.healthy || !buildable(def, &s.kind) {
+                    continue;
+                }
+                let run_ms = self.run_ms(def, key, name, &s.kind);
+                let slots = s.slots.max(1);
+                let free = slots.saturating_sub(s.running);
+                let wait_ms = if s.backlog_ms <= 0.0 && free > d.charged {
+                    0.0
+                } else {
+                    s.backlog_ms + d.charged_ms / slots as f64
+                };
+                let cold_ms = if n.resident.contains(&(key.to_string(), s.id.clone())) {
+                    0.0
+                } else {
+                    def.load_ms.get(&s.kind).copied().unwrap_or(10.0)
+                };
+                let price_per_hour = self.config.prices.get(&s.kind).copied().unwrap_or(1.0);
+                places.push((name.clone(), i));
+                cands.push(Candidate { wait_ms, cold_ms, run_ms, price_per_hour });
+            }
+        }
+        let best = *rank(&self.config.scheduler.policy.name, deadline_ms, &cands).first()?;
+        let (name, i) = places.swap_remove(best);
+        let run_ms = cands[best].run_ms;
+        let version = self.policy_version;
+        let n = self.nodes.get_mut(&name).expect("listed above");
+        let d = &mut n.devices[i];
+        d.charged += 1;
+        d.charged_ms += run_ms;
+        Some(Choice {
+            kind: d.status.kind.clone(),
+            incarnation: n.incarnation,
+            client: n.client.clone(),
+            registered: n.registered.get(key) == Some(&def.version),
+            has_policy: n.policy_sent == version,
+            node: name,
+        })
+    }
+
+    /// Folds an executor-measured runtime into the routing model.
+    pub(crate) fn learn(&mut self, key: &str, node: &str, kind: &str, exec_ms: f64) {
+        let e = self
+            .measured
+            .entry((key.to_string(), node.to_string(), kind.to_string()))
+            .or_insert(Measured { mean: exec_ms, deviation: 0.0, samples: 0 });
+        if e.samples > 0 {
+            e.deviation = 0.9 * e.deviation + 0.1 * (exec_ms - e.mean).abs();
+            e.mean = 0.9 * e.mean + 0.1 * exec_ms;
+        }
+        e.samples += 1;
+    }
+}
