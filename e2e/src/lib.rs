@@ -9,6 +9,8 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 
+pub mod standalone;
+
 /// The directory cargo puts this profile's binaries in.
 fn bin_dir() -> PathBuf {
     // The test binary lives in <target>/<profile>/deps/.
