@@ -1,6 +1,7 @@
 //! Device backends behind one trait: [`wasm`] (CPU, wasmtime) and [`cuda`] (GPU, cudarc).
 
 pub mod cuda;
+pub mod fault;
 pub mod wasm;
 
 use std::collections::BTreeMap;

@@ -1,0 +1,112 @@
+//! A fault-injection backend: wraps a real one and makes chosen functions' kernels panic,
+//! hang (until a time limit stops them, as the real backends' limits do) or run slowly.
+//! For tests of what the executor and gateway promise when kernels misbehave: every
+//! request answered within its deadline plus a grace, the slot freed, the next request on
+//! it served.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use super::{Backend, DeviceInfo, Invocation, Outputs};
+use crate::error::ExecError;
+use crate::memory::Owner;
+use crate::model::FunctionDef;
+
+/// What a function's kernels do instead of (or before) running.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Fault {
+    /// The kernel panics inside the backend.
+    Panic,
+    /// The kernel does not return for this long, then fails as a time limit would.
+    Hang(Duration),
+    /// The kernel takes this much longer, then runs normally.
+    Slow(Duration),
+}
+
+/// A backend whose kernels fail as told, per function key (`namespace/name`).
+pub struct FaultBackend {
+    inner: Arc<dyn Backend>,
+    plan: Arc<Mutex<HashMap<String, Fault>>>,
+}
+
+impl FaultBackend {
+    /// Wraps `inner`; no faults until [`inject`](Self::inject).
+    pub fn new(inner: Arc<dyn Backend>) -> Self {
+        FaultBackend { inner, plan: Arc::default() }
+    }
+
+    /// Makes `key`'s kernels misbehave from now on.
+    pub fn inject(&self, key: &str, fault: Fault) {
+        self.plan.lock().unwrap_or_else(|p| p.into_inner()).insert(key.to_string(), fault);
+    }
+
+    /// Stops injecting faults into `key`.
+    pub fn clear(&self, key: &str) {
+        self.plan.lock().unwrap_or_else(|p| p.into_inner()).remove(key);
+    }
+}
+
+impl Backend for FaultBackend {
+    fn info(&self) -> DeviceInfo {
+        self.inner.info()
+    }
+    fn free_memory(&self) -> u64 {
+        self.inner.free_memory()
+    }
+    fn can_run(&self, f: &FunctionDef) -> bool {
+        self.inner.can_run(f)
+    }
+    fn is_resident(&self, f: &FunctionDef) -> bool {
+        self.inner.is_resident(f)
+    }
+    fn load(&self, f: &Arc<FunctionDef>) -> Result<(), ExecError> {
+        self.inner.load(f)
+    }
+    fn unload(&self, key: &str) {
+        self.inner.unload(key)
+    }
+    fn begin(
+        &self,
+        f: &Arc<FunctionDef>,
+        owner: Owner,
+        inputs: Outputs,
+    ) -> Result<Box<dyn Invocation>, ExecError> {
+        let fault = self.plan.lock().unwrap_or_else(|p| p.into_inner()).get(&f.key()).copied();
+        let inner = self.inner.begin(f, owner, inputs)?;
+        let entries = f.kernels.iter().map(|k| k.entry.clone()).collect();
+        Ok(Box::new(Faulty { inner, fault, entries }))
+    }
+    fn health(&self) -> Result<(), String> {
+        self.inner.health()
+    }
+    fn probe(&self) {
+        self.inner.probe()
+    }
+}
+
+struct Faulty {
+    inner: Box<dyn Invocation>,
+    fault: Option<Fault>,
+    entries: Vec<String>,
+}
+
+impl Invocation for Faulty {
+    fn run_kernel(&mut self, k: usize) -> Result<Duration, ExecError> {
+        match self.fault {
+            Some(Fault::Panic) => panic!("injected fault in kernel {}", self.entries[k]),
+            Some(Fault::Hang(d)) => {
+                std::thread::sleep(d);
+                Err(ExecError::Timeout { entry: self.entries[k].clone(), limit_ms: d.as_millis() as u64 })
+            }
+            Some(Fault::Slow(d)) => {
+                std::thread::sleep(d);
+                self.inner.run_kernel(k).map(|t| t + d)
+            }
+            None => self.inner.run_kernel(k),
+        }
+    }
+    fn finish(self: Box<Self>) -> Result<Outputs, ExecError> {
+        self.inner.finish()
+    }
+}

@@ -1,0 +1,165 @@
+//! Issue 14, point 5: every dispatched request is bounded. Through the gateway and an
+//! executor over a fault-injection backend (one slot): a kernel that hangs is answered
+//! 504 within its deadline + 1 s and cancelled; one that panics is answered 500 and frees
+//! its slot; a slow one is answered; and after each, the next request on the same slot
+//! is served.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use kaas_executor::backend::Backend;
+use kaas_executor::backend::fault::{Fault, FaultBackend};
+use kaas_executor::backend::wasm::WasmBackend;
+use kaas_executor::proto;
+use kaas_executor::{Executor, ExecutorConfig};
+use kaas_operator::gateway::{Gateway, GatewayConfig, GatewayError, NodeClient};
+use kaas_scheduler::{PolicyConfig, SchedulerConfig};
+
+const WAT: &str = r#"(module
+  (memory (export "memory") 1)
+  (func (export "inc") (param i32 i32 i32 i32 i32 i32) (param $in i32) (param $out i32)
+    (i32.store (local.get $out) (i32.add (i32.load (local.get $in)) (i32.const 1)))))"#;
+
+fn function(name: &str) -> proto::FunctionDef {
+    let buffer = |n: &str, kind: proto::BufferKind| proto::Buffer {
+        name: n.into(),
+        size: 4,
+        kind: kind as i32,
+        content: vec![],
+    };
+    proto::FunctionDef {
+        namespace: "t".into(),
+        name: name.into(),
+        version: "1".into(),
+        modules: vec![proto::Module { name: "m".into(), wasm: WAT.as_bytes().to_vec(), cuda: None }],
+        buffers: vec![buffer("in", proto::BufferKind::Input), buffer("out", proto::BufferKind::Output)],
+        kernels: vec![proto::Kernel {
+            module: "m".into(),
+            entry: "inc".into(),
+            grid: vec![1, 1, 1],
+            block: vec![1, 1, 1],
+            shared_mem_bytes: 0,
+            args: ["in", "out"]
+                .iter()
+                .map(|b| proto::Arg { value: Some(proto::arg::Value::Buffer(b.to_string())) })
+                .collect(),
+        }],
+        deadline_ms: 5_000,
+        weight: 1,
+        priority: 0,
+        runtime_ms: [("cpu".to_string(), 1.0)].into(),
+        load_ms: Default::default(),
+        memory_quota_bytes: 0,
+        expected_rate: 0.0,
+    }
+}
+
+async fn setup() -> (Gateway, Arc<FaultBackend>, Executor) {
+    let wasm: Arc<dyn Backend> = Arc::new(WasmBackend::new(64 << 20, 1, Duration::from_secs(10)).unwrap());
+    let faults = Arc::new(FaultBackend::new(wasm));
+    let scheduler = SchedulerConfig::new(PolicyConfig::named("edf"));
+    let ex = Executor::start(
+        vec![faults.clone() as Arc<dyn Backend>],
+        ExecutorConfig {
+            node: "n".into(),
+            scheduler: scheduler.clone(),
+            shares: vec![],
+            health_interval: Duration::from_millis(200),
+        },
+    )
+    .unwrap();
+    let gw = Gateway::start(GatewayConfig { scheduler, ..GatewayConfig::default() }).unwrap();
+    gw.add_node("n", NodeClient::Local(ex.clone()));
+    assert!(gw.wait_ready(Duration::from_secs(5)).await, "the node comes up");
+    for f in ["ok", "hang", "panic", "slow"] {
+        gw.put_function(function(f));
+    }
+    faults.inject("t/hang", Fault::Hang(Duration::from_millis(1500)));
+    faults.inject("t/panic", Fault::Panic);
+    faults.inject("t/slow", Fault::Slow(Duration::from_millis(300)));
+    (gw, faults, ex)
+}
+
+async fn call(gw: &Gateway, f: &str, deadline_ms: u64) -> (Result<u32, GatewayError>, Duration) {
+    let start = Instant::now();
+    let inputs: BTreeMap<String, Vec<u8>> = [("in".to_string(), 41u32.to_le_bytes().to_vec())].into();
+    let r = gw
+        .invoke(&format!("t/{f}"), inputs, Some(Duration::from_millis(deadline_ms)))
+        .await
+        .map(|i| u32::from_le_bytes(i.outputs["out"][..4].try_into().unwrap()));
+    (r, start.elapsed())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hanging_kernel_is_answered_504_in_time_and_the_slot_serves_again() {
+    let (gw, _faults, _ex) = setup().await;
+    assert_eq!(call(&gw, "ok", 5_000).await.0, Ok(42));
+    let (r, took) = call(&gw, "hang", 200).await;
+    println!("hang: {r:?} after {took:?}");
+    assert!(matches!(r, Err(GatewayError::DeadlineExceeded(_))), "{r:?}");
+    assert!(took <= Duration::from_millis(1200), "answered within the deadline + 1 s: {took:?}");
+    // The slot is the hung kernel's until its limit stops it (1.5 s); then it serves.
+    let (r, took) = call(&gw, "ok", 5_000).await;
+    println!("next on the slot: {r:?} after {took:?}");
+    assert_eq!(r, Ok(42), "the next request on the same slot is served");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_panicking_kernel_is_answered_500_and_frees_its_slot() {
+    let (gw, _faults, ex) = setup().await;
+    for _ in 0..3 {
+        let (r, took) = call(&gw, "panic", 1_000).await;
+        assert!(matches!(&r, Err(GatewayError::Failed(m)) if m.contains("panicked")), "{r:?}");
+        assert!(took < Duration::from_secs(1), "{took:?}");
+        // One slot: served only if the panic freed it.
+        let (r, took) = call(&gw, "ok", 1_000).await;
+        assert_eq!(r, Ok(42), "after a panic the slot serves ({took:?})");
+    }
+    // Status is published every 20 ms.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let status = ex.status();
+    assert_eq!(status.devices[0].running, 0, "no slot leaked: {:?}", status.devices[0]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_kernel_is_answered_and_a_hang_does_not_stop_other_functions_later() {
+    let (gw, faults, _ex) = setup().await;
+    let (r, took) = call(&gw, "slow", 2_000).await;
+    assert_eq!(r, Ok(42));
+    assert!(took >= Duration::from_millis(300), "{took:?}");
+    // Slower than its deadline: answered by the executor's result or the gateway's
+    // timer, within the deadline + 1 s either way.
+    let (r, took) = call(&gw, "slow", 100).await;
+    println!("slow past its deadline: {r:?} after {took:?}");
+    assert!(took <= Duration::from_millis(1100), "{took:?}");
+    // A fault cleared is a function that works again.
+    faults.clear("t/hang");
+    assert_eq!(call(&gw, "hang", 1_000).await.0, Ok(42));
+    let m = gw.metrics().in_flight.get();
+    assert_eq!(m, 0, "nothing left in flight");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_whose_caller_gave_up_is_dropped_from_the_executor_queue() {
+    let (gw, faults, ex) = setup().await;
+    faults.inject("t/slow", Fault::Slow(Duration::from_millis(400)));
+    let busy = {
+        let gw = gw.clone();
+        tokio::spawn(async move { call(&gw, "slow", 5_000).await })
+    };
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    // Queued behind the slow kernel on the one slot; its caller goes away after 50 ms.
+    let gave_up = tokio::time::timeout(Duration::from_millis(50), call(&gw, "ok", 5_000)).await;
+    assert!(gave_up.is_err(), "still queued when the caller left");
+    assert_eq!(busy.await.unwrap().0, Ok(42));
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let label = |o: &str| kaas_executor::metrics::OutcomeLabel { outcome: o.into() };
+    let m = ex.metrics();
+    assert_eq!(
+        m.invocations.get_or_create(&label("cancelled")).get(),
+        1,
+        "the abandoned request was cancelled"
+    );
+    assert_eq!(m.invocations.get_or_create(&label("ok")).get(), 1, "and never ran: only the slow one did");
+}
