@@ -105,6 +105,7 @@ impl Daemon {
                 scheduler: cfg.scheduler.clone(),
                 shares,
                 health_interval: cfg.health_interval,
+                accelerator_classes: Default::default(),
             },
         )?;
         let (stop, stop_rx) = watch::channel(false);

@@ -261,6 +261,7 @@ mod tests {
             running: 1,
             resident: resident.iter().map(|s| s.to_string()).collect(),
             backlog_ms: 0.0,
+            accelerator_class: String::new(),
         }
     }
 

@@ -64,6 +64,19 @@ pub fn write_functions_loading(
     admission: &str,
     load_ms: Option<u64>,
 ) {
+    write_functions_with(dir, classes, policy, admission, load_ms, 0.25)
+}
+
+/// As [`write_functions_loading`], with deadline admission keeping `headroom` of each
+/// deadline in reserve.
+pub fn write_functions_with(
+    dir: &Path,
+    classes: &[Class],
+    policy: &str,
+    admission: &str,
+    load_ms: Option<u64>,
+    headroom: f64,
+) {
     let mut y = String::from(
         "apiVersion: kaas.dev/v1alpha1\nkind: AcceleratorClass\nmetadata: { name: cpu }\nspec: { kind: CPU, model: e2e, memoryBytes: 1073741824, slotsPerDevice: 1 }\n",
     );
@@ -72,7 +85,7 @@ pub fn write_functions_loading(
     // are common (with the default 10 % an occasional burst of slow-class requests
     // finished 15–40 ms late).
     y += &format!(
-        "---\napiVersion: kaas.dev/v1alpha1\nkind: SchedulingPolicy\nmetadata: {{ name: default }}\nspec: {{ policy: {policy}, admission: {admission}, granularity: request, parameters: {{ deadlineHeadroom: 0.25 }} }}\n"
+        "---\napiVersion: kaas.dev/v1alpha1\nkind: SchedulingPolicy\nmetadata: {{ name: default }}\nspec: {{ policy: {policy}, admission: {admission}, granularity: request, parameters: {{ deadlineHeadroom: {headroom} }} }}\n"
     );
     let wat: String = KERNEL.lines().map(|l| format!("            {l}\n")).collect();
     for c in classes {
@@ -89,8 +102,14 @@ pub fn write_functions_loading(
 
 /// Starts a `kaas-executor` with one WASM slot; returns it and its URL.
 pub fn start_executor(bin: &Path, name: &str) -> (Proc, String) {
+    start_executor_with(bin, name, &[])
+}
+
+/// As [`start_executor`] with extra arguments.
+pub fn start_executor_with(bin: &Path, name: &str, extra: &[&str]) -> (Proc, String) {
     let mut cmd = Command::new(bin);
     cmd.args(["--listen", "127.0.0.1:0", "--backend", "wasm", "--cpu-slots", "1", "--node-name", name]);
+    cmd.args(extra);
     let (p, line) = Proc::start(cmd, "listening on").unwrap();
     let addr = addr_after(&line, "listening on ").unwrap();
     (p, format!("http://{addr}"))
@@ -153,6 +172,10 @@ pub async fn invoke(
     let status = resp.status().as_u16();
     let v: serde_json::Value = resp.json().await.unwrap_or_default();
     if status != 200 {
+        // KAAS_E2E_DEBUG=1 prints the body of every request not served.
+        if std::env::var_os("KAAS_E2E_DEBUG").is_some() {
+            eprintln!("{status}: {v}");
+        }
         return (status, 0.0, false, String::new());
     }
     let out = STANDARD.decode(v["outputs"]["out"].as_str().unwrap_or_default()).unwrap_or_default();

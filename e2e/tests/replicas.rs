@@ -1,7 +1,10 @@
 //! Issue 14, point 4: gateway replicas cannot overbook an executor.
 //!
-//! One executor with one CPU slot, a ~5 ms kernel, a 60 ms deadline, `edf` with
-//! `deadline` admission, offered twice its capacity. First through one gateway, then the
+//! One executor with one CPU slot, a ~10 ms kernel, a 120 ms deadline, `edf` with
+//! `deadline` admission, offered twice its capacity. (The issue's report used 5 ms and
+//! 60 ms; in CI's debug build on two shared cores, 400 HTTP requests a second through
+//! debug gateways stall the machine for more than the 15 ms of headroom a 60 ms deadline
+//! keeps, and about 1.5 % of admitted requests came in late even through one gateway.) First through one gateway, then the
 //! same load split over two gateway processes in front of the same executor. The
 //! executor's scheduler is the one place requests queue and the one place admission
 //! decides, so the split changes nothing: admitted requests keep their SLO (≥ 99 %) and
@@ -25,18 +28,29 @@ fn statuses(outcomes: &[Outcome]) -> BTreeMap<u16, usize> {
 async fn two_gateways_in_front_of_one_executor_do_not_overbook_it() {
     let exec_bin = binary("kaas-executor", "kaas-executor").unwrap();
     let op_bin = binary("kaas-operator", "kaas-operator").unwrap();
-    let (_exec, e) = start_executor(&exec_bin, "node-shared");
+    // The kernel spins ~1 ms and the executor stretches it to ~10 ms (sleeping the rest,
+    // --emulate-slowdown): the slot is held as long as a 10 ms kernel would hold it, but
+    // what the executor can serve no longer depends on how many processes compete for
+    // this machine's two cores, which is not what this test is about.
+    let (_exec, e) = start_executor_with(&exec_bin, "node-shared", &["--emulate-slowdown", "10"]);
     let dir = tempfile::tempdir().unwrap();
-    let ms_per_million = calibrate(&op_bin, dir.path(), std::slice::from_ref(&e)).await;
-    println!("calibration: {ms_per_million:.3} ms per million iterations");
-    let iterations = ((5.0 / ms_per_million) * 1e6) as u64;
-    let classes = [Class { name: "tight", iterations, runtime_ms: 5.0 * 1.3, deadline_ms: 60 }];
-    write_functions(dir.path(), &classes, "edf", "deadline");
-    // One slot, ~5 ms per request: capacity ≈ 200 requests/s.
-    let capacity = 1000.0 / 5.0;
+    let ms_per_million = calibrate(&op_bin, dir.path(), std::slice::from_ref(&e)).await / 10.0;
+    println!("calibration: {ms_per_million:.3} ms per million iterations (before the slowdown)");
+    let iterations = ((1.0 / ms_per_million) * 1e6) as u64;
+    let classes = [Class { name: "tight", iterations, runtime_ms: 10.0 * 1.3, deadline_ms: 120 }];
+    // 35 % of each deadline in reserve: two gateways, the load generator and the
+    // executor share two cores here; with the 25 % the other suites keep, 1.5 % of the
+    // admitted requests of a run came in 1-12 ms past 120 ms, through one gateway as
+    // through two (the machine stalling, not the replicas).
+    write_functions_with(dir.path(), &classes, "edf", "deadline", None, 0.35);
+    // One slot, ~10 ms per request: capacity ≈ 100 requests/s.
+    let capacity = 1000.0 / 10.0;
 
-    let mut runs = Vec::new();
-    for gateways in [1usize, 2] {
+    // In the order 1, 2, 2, 1 (so that a drift of the machine's speed over the run, which
+    // changes what is servable at all, falls on both alike), summed per configuration:
+    // (in time, admitted, total).
+    let mut sums = [(0usize, 0usize, 0usize); 3];
+    for gateways in [1usize, 2, 2, 1] {
         let procs: Vec<_> =
             (0..gateways).map(|_| start_gateway(&op_bin, dir.path(), std::slice::from_ref(&e))).collect();
         let addrs: Vec<String> = procs.iter().map(|(_, a)| a.clone()).collect();
@@ -54,17 +68,35 @@ async fn two_gateways_in_front_of_one_executor_do_not_overbook_it() {
         let st = statuses(&outcomes);
         assert!(st.keys().all(|s| [200, 429, 504].contains(s)), "only served, rejected or late: {st:?}");
         let (admitted_att, admitted, total) = attainment(&outcomes, &classes);
-        let in_time = (admitted_att * admitted as f64) / total as f64;
+        let met = (admitted_att * admitted as f64).round() as usize;
+        let mut late: Vec<f64> = outcomes
+            .iter()
+            .filter(|o| o.status == 200 && o.server_ms > classes[0].deadline_ms as f64)
+            .map(|o| o.server_ms)
+            .collect();
+        late.sort_by(f64::total_cmp);
         println!(
             "{gateways} gateway(s): statuses {st:?}; {admitted} of {total} admitted; \
-             {:.2} % of admitted and {:.2} % of all in time",
+             {:.2} % of admitted and {:.2} % of all in time; late successes (ms) {late:.0?}",
             admitted_att * 100.0,
-            in_time * 100.0
+            met as f64 / total as f64 * 100.0
         );
-        runs.push((admitted_att, in_time));
+        let s = &mut sums[gateways];
+        *s = (s.0 + met, s.1 + admitted, s.2 + total);
     }
-    let (one_admitted, one_all) = runs[0];
-    let (two_admitted, two_all) = runs[1];
+    let ratio = |(met, admitted, total): (usize, usize, usize)| {
+        (met as f64 / admitted.max(1) as f64, met as f64 / total.max(1) as f64)
+    };
+    let (one_admitted, one_all) = ratio(sums[1]);
+    let (two_admitted, two_all) = ratio(sums[2]);
+    println!(
+        "over both runs: one gateway {:.2} % of admitted, {:.2} % of all in time; \
+         two gateways {:.2} % of admitted, {:.2} % of all",
+        one_admitted * 100.0,
+        one_all * 100.0,
+        two_admitted * 100.0,
+        two_all * 100.0
+    );
     assert!(one_admitted >= 0.99, "one gateway: {:.4} of admitted in time", one_admitted);
     assert!(two_admitted >= 0.99, "two gateways: {:.4} of admitted in time", two_admitted);
     assert!(

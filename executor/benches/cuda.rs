@@ -122,6 +122,7 @@ async fn main() -> anyhow::Result<()> {
         scheduler: SchedulerConfig::new(PolicyConfig::named("edf")),
         shares: vec![],
         health_interval: Duration::from_secs(5),
+        accelerator_classes: Default::default(),
     };
     let ex = Executor::start(vec![Arc::new(gpu) as Arc<dyn Backend>], config)?;
     ex.put_function(FunctionDef::try_from(function("copy", 0))?).await?;

@@ -100,6 +100,7 @@ fn main() {
         scheduler: SchedulerConfig::new(PolicyConfig::named("edf")),
         shares: vec![],
         health_interval: Duration::from_secs(1),
+        accelerator_classes: Default::default(),
     };
     let (in_proc, grpc) = rt.block_on(async {
         let ex = Executor::start(

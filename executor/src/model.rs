@@ -117,6 +117,10 @@ pub struct FunctionDef {
     pub runtime_ms: BTreeMap<String, f64>,
     /// Expected cold start per device kind, ms.
     pub load_ms: BTreeMap<String, f64>,
+    /// Expected runtime per AcceleratorClass, ms (wins over the kind's where known).
+    pub class_runtime_ms: BTreeMap<String, f64>,
+    /// Expected cold start per AcceleratorClass, ms.
+    pub class_load_ms: BTreeMap<String, f64>,
     /// Memory quota in bytes (0 = none).
     pub memory_quota: u64,
 }
@@ -287,6 +291,8 @@ impl TryFrom<proto::FunctionDef> for FunctionDef {
             priority: p.priority,
             runtime_ms: p.runtime_ms.into_iter().collect(),
             load_ms: p.load_ms.into_iter().collect(),
+            class_runtime_ms: p.class_runtime_ms.into_iter().collect(),
+            class_load_ms: p.class_load_ms.into_iter().collect(),
             memory_quota: p.memory_quota_bytes,
         })
     }

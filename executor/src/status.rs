@@ -24,6 +24,8 @@ pub struct DeviceSnapshot {
     pub resident: Vec<String>,
     /// Predicted wait before a new request could start here, ms (see the proto).
     pub backlog_ms: f64,
+    /// Its AcceleratorClass, if the node was told.
+    pub accelerator_class: String,
 }
 
 /// The node's state.
@@ -56,6 +58,7 @@ impl NodeSnapshot {
                         running: 0,
                         resident: Vec::new(),
                         backlog_ms: 0.0,
+                        accelerator_class: String::new(),
                     }
                 })
                 .collect(),
@@ -98,6 +101,7 @@ impl From<&NodeSnapshot> for proto::NodeStatus {
                     queue_depth: d.queue_depth,
                     running: d.running,
                     backlog_ms: d.backlog_ms,
+                    accelerator_class: d.accelerator_class.clone(),
                 }
             })
             .collect();

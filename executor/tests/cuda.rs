@@ -55,6 +55,7 @@ async fn examples_on_the_gpu_match_the_wasm_results() {
         scheduler: SchedulerConfig::new(PolicyConfig::named("edf")),
         shares: vec![],
         health_interval: Duration::from_secs(1),
+        accelerator_classes: Default::default(),
     };
     let on_gpu = Executor::start(vec![gpu], config("gpu")).unwrap();
     let on_cpu = Executor::start(vec![cpu(1 << 30, 2)], config("cpu")).unwrap();
@@ -135,6 +136,7 @@ fn gpu_executor(gpu: CudaBackend) -> Executor {
         scheduler: SchedulerConfig::new(PolicyConfig::named("edf")),
         shares: vec![],
         health_interval: Duration::from_secs(1),
+        accelerator_classes: Default::default(),
     };
     Executor::start(vec![Arc::new(gpu) as Arc<dyn Backend>], config).unwrap()
 }

@@ -197,6 +197,7 @@ async fn probes_mark_a_lost_device_unhealthy_and_a_recovered_one_healthy() {
             scheduler: kaas_scheduler::SchedulerConfig::new(kaas_scheduler::PolicyConfig::named("edf")),
             shares: vec![],
             health_interval: Duration::from_millis(30),
+            accelerator_classes: Default::default(),
         },
     )
     .unwrap();

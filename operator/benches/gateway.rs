@@ -104,6 +104,7 @@ fn main() {
                 scheduler: SchedulerConfig::new(PolicyConfig::named("edf")),
                 shares: vec![],
                 health_interval: Duration::from_secs(1),
+                accelerator_classes: Default::default(),
             },
         )
         .unwrap();

@@ -120,6 +120,34 @@ fn kind_of(classes: &[AcceleratorClass], name: &str) -> Option<&'static str> {
     })
 }
 
+/// Runtime per class: as profiled, and for each class not profiled, a profiled class of
+/// the same kind scaled by their `relativeSpeed` (the fastest such estimate).
+fn class_runtimes(
+    profile: &[kaas_crds::ProfileEntry],
+    classes: &[AcceleratorClass],
+) -> BTreeMap<String, f64> {
+    let mut out: BTreeMap<String, f64> =
+        profile.iter().map(|p| (p.accelerator_class.clone(), p.runtime_ms)).collect();
+    for c in classes {
+        let name = c.name_any();
+        if out.contains_key(&name) || c.spec.relative_speed <= 0.0 {
+            continue;
+        }
+        let scaled = profile
+            .iter()
+            .filter_map(|p| {
+                let pc = classes.iter().find(|x| x.name_any() == p.accelerator_class)?;
+                (pc.spec.kind == c.spec.kind && pc.spec.relative_speed > 0.0)
+                    .then(|| p.runtime_ms * pc.spec.relative_speed / c.spec.relative_speed)
+            })
+            .min_by(f64::total_cmp);
+        if let Some(r) = scaled {
+            out.insert(name, r);
+        }
+    }
+    out
+}
+
 /// The executor definition of a function. `version` changes with the resource.
 pub fn function_def(
     kf: &KernelFunction,
@@ -186,6 +214,11 @@ pub fn function_def(
         .collect();
     let mut runtime_ms = BTreeMap::new();
     let mut load_ms = BTreeMap::new();
+    // Per class as profiled (nodes that report their class use these), and per kind the
+    // fastest profiled class (for nodes that do not).
+    let class_runtime_ms = class_runtimes(&spec.profile, classes);
+    let class_load_ms =
+        spec.profile.iter().filter_map(|p| Some((p.accelerator_class.clone(), p.load_ms?))).collect();
     for p in &spec.profile {
         let Some(kind) = kind_of(classes, &p.accelerator_class) else { continue };
         let r = runtime_ms.entry(kind.to_string()).or_insert(p.runtime_ms);
@@ -209,6 +242,8 @@ pub fn function_def(
         load_ms: load_ms.into_iter().collect(),
         memory_quota_bytes: 0,
         expected_rate: spec.expected_rate.unwrap_or(0.0),
+        class_runtime_ms: class_runtime_ms.into_iter().collect(),
+        class_load_ms,
     };
     check_signatures(&def)?;
     Ok(def)

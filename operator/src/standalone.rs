@@ -18,7 +18,7 @@ use tracing::{info, warn};
 
 use crate::convert::{InlineOnly, function_def};
 use crate::gateway::http::{HttpState, router};
-use crate::gateway::{Gateway, GatewayConfig, NodeClient, grpc::GatewayService};
+use crate::gateway::{ClassModel, Gateway, GatewayConfig, NodeClient, grpc::GatewayService};
 use crate::policy::scheduler_config;
 
 /// The kaas resources found in a directory.
@@ -99,6 +99,18 @@ pub struct StandaloneOptions {
     pub prewarm: bool,
 }
 
+/// Kind → class name, for each kind exactly one AcceleratorClass declares.
+fn single_class_per_kind(
+    classes: &[kaas_crds::AcceleratorClass],
+) -> std::collections::BTreeMap<String, String> {
+    let mut by_kind: std::collections::BTreeMap<String, Vec<String>> = Default::default();
+    for c in classes {
+        let kind = if c.spec.kind == DeviceKind::Gpu { "gpu" } else { "cpu" };
+        by_kind.entry(kind.into()).or_default().push(c.name_any());
+    }
+    by_kind.into_iter().filter(|(_, v)| v.len() == 1).map(|(k, mut v)| (k, v.remove(0))).collect()
+}
+
 /// Runs standalone mode until SIGINT or SIGTERM.
 pub async fn run(opts: StandaloneOptions) -> anyhow::Result<()> {
     let res = load_dir(&opts.functions)?;
@@ -112,6 +124,14 @@ pub async fn run(opts: StandaloneOptions) -> anyhow::Result<()> {
     for class in &res.classes {
         let kind = if class.spec.kind == DeviceKind::Gpu { "gpu" } else { "cpu" };
         config.prices.insert(kind.into(), class.spec.cost_per_hour);
+        config.classes.insert(
+            class.name_any(),
+            ClassModel {
+                kind: kind.into(),
+                relative_speed: class.spec.relative_speed,
+                price_per_hour: class.spec.cost_per_hour,
+            },
+        );
     }
     let gateway = Gateway::start(config.clone())?;
     let mut registry = Registry::default();
@@ -133,6 +153,8 @@ pub async fn run(opts: StandaloneOptions) -> anyhow::Result<()> {
                 scheduler: config.scheduler.clone(),
                 shares: Vec::new(),
                 health_interval: Duration::from_secs(1),
+                // With one AcceleratorClass of a kind, this node's devices of that kind are it.
+                accelerator_classes: single_class_per_kind(&res.classes),
             },
         )?;
         executor.metrics().register(&mut registry);

@@ -271,6 +271,7 @@ async fn the_finalizer_evicts_from_live_executors() {
             scheduler: kaas_scheduler::SchedulerConfig::new(kaas_scheduler::PolicyConfig::named("edf")),
             shares: Vec::new(),
             health_interval: Duration::from_millis(50),
+            accelerator_classes: Default::default(),
         },
     )
     .unwrap();

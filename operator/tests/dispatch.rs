@@ -52,6 +52,8 @@ fn function(name: &str) -> proto::FunctionDef {
         load_ms: Default::default(),
         memory_quota_bytes: 0,
         expected_rate: 0.0,
+        class_runtime_ms: Default::default(),
+        class_load_ms: Default::default(),
     }
 }
 
@@ -66,6 +68,7 @@ async fn setup() -> (Gateway, Arc<FaultBackend>, Executor) {
             scheduler: scheduler.clone(),
             shares: vec![],
             health_interval: Duration::from_millis(200),
+            accelerator_classes: Default::default(),
         },
     )
     .unwrap();

@@ -28,12 +28,20 @@ pub enum Fault {
 pub struct FaultBackend {
     inner: Arc<dyn Backend>,
     plan: Arc<Mutex<HashMap<String, Fault>>>,
+    /// Every kernel takes this many times as long (1 = as the device runs it).
+    slowdown: Arc<Mutex<f64>>,
 }
 
 impl FaultBackend {
     /// Wraps `inner`; no faults until [`inject`](Self::inject).
     pub fn new(inner: Arc<dyn Backend>) -> Self {
-        FaultBackend { inner, plan: Arc::default() }
+        FaultBackend { inner, plan: Arc::default(), slowdown: Arc::new(Mutex::new(1.0)) }
+    }
+
+    /// Makes every kernel take `factor` (≥ 1) times as long: a slower device class
+    /// emulated on this one.
+    pub fn slow_down(&self, factor: f64) {
+        *self.slowdown.lock().unwrap_or_else(|p| p.into_inner()) = factor.max(1.0);
     }
 
     /// Makes `key`'s kernels misbehave from now on.
@@ -75,7 +83,8 @@ impl Backend for FaultBackend {
         let fault = self.plan.lock().unwrap_or_else(|p| p.into_inner()).get(&f.key()).copied();
         let inner = self.inner.begin(f, owner, inputs)?;
         let entries = f.kernels.iter().map(|k| k.entry.clone()).collect();
-        Ok(Box::new(Faulty { inner, fault, entries }))
+        let slowdown = *self.slowdown.lock().unwrap_or_else(|p| p.into_inner());
+        Ok(Box::new(Faulty { inner, fault, entries, slowdown }))
     }
     fn health(&self) -> Result<(), String> {
         self.inner.health()
@@ -89,6 +98,7 @@ struct Faulty {
     inner: Box<dyn Invocation>,
     fault: Option<Fault>,
     entries: Vec<String>,
+    slowdown: f64,
 }
 
 impl Invocation for Faulty {
@@ -102,6 +112,12 @@ impl Invocation for Faulty {
             Some(Fault::Slow(d)) => {
                 std::thread::sleep(d);
                 self.inner.run_kernel(k).map(|t| t + d)
+            }
+            None if self.slowdown > 1.0 => {
+                let t = self.inner.run_kernel(k)?;
+                let extra = t.mul_f64(self.slowdown - 1.0);
+                std::thread::sleep(extra);
+                Ok(t + extra)
             }
             None => self.inner.run_kernel(k),
         }

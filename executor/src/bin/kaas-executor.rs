@@ -39,14 +39,38 @@ struct Args {
     /// Kernel time limit in milliseconds.
     #[arg(long, default_value_t = 10_000)]
     kernel_timeout_ms: u64,
-    /// Policy of the per-device queues.
+    /// Policy of the per-device queues until a gateway pushes the cluster's.
     #[arg(long, default_value = "edf")]
     policy: String,
+    /// The AcceleratorClass of this node's devices of a kind, as `KIND=CLASS` (for
+    /// example `gpu=h100`); repeatable. Reported in status so that gateways route by the
+    /// class's profile, speed and price.
+    #[arg(long = "accelerator-class", value_name = "KIND=CLASS", value_parser = kind_class)]
+    accelerator_classes: Vec<(String, String)>,
+    /// Testing: make every kernel take FACTOR times as long (the executor sleeps the
+    /// difference after each kernel), to emulate a slower device class on one machine.
+    #[arg(long, value_name = "FACTOR", default_value_t = 1.0)]
+    emulate_slowdown: f64,
+}
+
+fn kind_class(s: &str) -> Result<(String, String), String> {
+    let (kind, class) = s.split_once('=').ok_or_else(|| format!("expected KIND=CLASS, got {s:?}"))?;
+    if kind != "gpu" && kind != "cpu" {
+        return Err(format!("kind must be gpu or cpu, got {kind:?}"));
+    }
+    if class.is_empty() {
+        return Err("the class name is empty".into());
+    }
+    Ok((kind.to_string(), class.to_string()))
 }
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    tracing_subscriber::fmt().with_env_filter(tracing_subscriber::EnvFilter::from_default_env()).init();
+    // Logs go to stderr: stdout carries the one "listening on" line that starters read.
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .init();
     let args = Args::parse();
     let defaults = DeviceOptions::default();
     let devices = discover(&DeviceOptions {
@@ -57,6 +81,21 @@ async fn main() -> anyhow::Result<()> {
         kernel_timeout: Duration::from_millis(args.kernel_timeout_ms),
         ..defaults
     })?;
+    if !(1.0..=1000.0).contains(&args.emulate_slowdown) {
+        anyhow::bail!("--emulate-slowdown must be between 1 and 1000, got {}", args.emulate_slowdown);
+    }
+    let devices = if args.emulate_slowdown > 1.0 {
+        devices
+            .into_iter()
+            .map(|d| {
+                let slowed = kaas_executor::backend::fault::FaultBackend::new(d);
+                slowed.slow_down(args.emulate_slowdown);
+                std::sync::Arc::new(slowed) as std::sync::Arc<dyn kaas_executor::backend::Backend>
+            })
+            .collect()
+    } else {
+        devices
+    };
     let executor = Executor::start(
         devices,
         ExecutorConfig {
@@ -64,6 +103,7 @@ async fn main() -> anyhow::Result<()> {
             scheduler: SchedulerConfig::new(PolicyConfig::named(&args.policy)),
             shares: Vec::new(),
             health_interval: Duration::from_secs(1),
+            accelerator_classes: args.accelerator_classes.into_iter().collect(),
         },
     )?;
     let listener = service::bind(args.listen).await?;

@@ -12,18 +12,28 @@ impl Actor {
             .zip(&kinds)
             .map(|(d, kind)| {
                 d.can_run(f).then(|| {
+                    // Measured here, else the profile of this node's class, else the kind's.
+                    let class = self.config.accelerator_classes.get(kind);
                     let ms = self
                         .runtime_ewma
                         .get(&(f.key(), kind.clone()))
                         .map(|m| m.predicted())
+                        .or_else(|| class.and_then(|c| f.class_runtime_ms.get(c)).copied())
                         .or(f.runtime_ms.get(kind).copied())
                         .unwrap_or(1.0);
                     kaas_scheduler::ms(ms)
                 })
             })
             .collect();
-        let load_time =
-            kinds.iter().map(|k| kaas_scheduler::ms(f.load_ms.get(k).copied().unwrap_or(10.0))).collect();
+        let load_time = kinds
+            .iter()
+            .map(|k| {
+                let class = self.config.accelerator_classes.get(k);
+                let ms =
+                    class.and_then(|c| f.class_load_ms.get(c)).or(f.load_ms.get(k)).copied().unwrap_or(10.0);
+                kaas_scheduler::ms(ms)
+            })
+            .collect();
         let module_bytes: u64 = f
             .modules
             .iter()

@@ -100,6 +100,12 @@ impl Actor {
                     free_memory_bytes: free,
                     queue_depth: 0,
                     backlog_ms: backlogs[i],
+                    accelerator_class: self
+                        .config
+                        .accelerator_classes
+                        .get(&info.kind)
+                        .cloned()
+                        .unwrap_or_default(),
                     resident: self
                         .sched
                         .residents(dev)

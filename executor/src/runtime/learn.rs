@@ -15,6 +15,9 @@ pub(super) struct Measured {
 /// Samples before the measurement replaces the declared profile.
 const TRUSTED: u64 = 8;
 
+/// A sample above this many times the mean counts as this many times the mean.
+pub(super) const OUTLIER: f64 = 3.0;
+
 impl Measured {
     /// What the model uses: the mean plus two deviations (a margin for variance), once
     /// there are enough samples; before that the mean so far.
@@ -34,6 +37,9 @@ impl Actor {
             samples: 0,
         });
         if e.samples > 0 {
+            // Winsorised: one stall of the machine (a sample many times the mean) must not
+            // make the model call every tight request hopeless for the next few hundred.
+            let ms = ms.min(OUTLIER * e.mean.max(0.01));
             e.deviation = 0.9 * e.deviation + 0.1 * (ms - e.mean).abs();
             e.mean = 0.9 * e.mean + 0.1 * ms;
         }
@@ -47,6 +53,7 @@ impl Actor {
             .filter(|((k, _), _)| *k == key)
             .map(|((_, share), fid)| (*fid, self.defs[fid.0 as usize].0.clone(), share.clone()))
             .collect();
+        debug!(function = %key, mean_ms = e.mean, deviation_ms = e.deviation, "learned runtime");
         for (fid, def, share) in ids {
             let weight = self.share(&share).filter(|s| s.weight > 0).map_or(def.weight, |s| s.weight);
             let model = self.model(&def, weight);

@@ -53,6 +53,10 @@ pub struct ExecutorConfig {
     pub shares: Vec<Share>,
     /// How often device health is probed.
     pub health_interval: Duration,
+    /// The `AcceleratorClass` this node's devices of each kind (`gpu`, `cpu`) belong to,
+    /// reported in status so that routing can use the class's profile, speed and price;
+    /// a kind not listed is reported without a class.
+    pub accelerator_classes: std::collections::BTreeMap<String, String>,
 }
 
 /// A completed invocation.
@@ -383,6 +387,11 @@ impl Actor {
         }
         for dr in self.sched.take_dropped() {
             if let Some(p) = self.pending.remove(&dr.id) {
+                debug!(
+                    function = %p.f.key(),
+                    left_ms = p.deadline.saturating_duration_since(Instant::now()).as_secs_f64() * 1000.0,
+                    "dropped: the policy judged it can no longer meet its deadline"
+                );
                 self.answer(p, Err(ExecError::DeadlineExceeded { waited_ms: 0.0 }));
             }
         }

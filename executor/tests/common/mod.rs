@@ -29,6 +29,7 @@ pub fn executor(memory: u64, slots: u32, policy: &str, shares: Vec<Share>) -> Ex
             scheduler: SchedulerConfig::new(PolicyConfig::named(policy)),
             shares,
             health_interval: Duration::from_millis(200),
+            accelerator_classes: Default::default(),
         },
     )
     .unwrap()
@@ -127,6 +128,8 @@ pub fn example(name: &str) -> proto::FunctionDef {
         load_ms: Default::default(),
         memory_quota_bytes: 0,
         expected_rate: 0.0,
+        class_runtime_ms: Default::default(),
+        class_load_ms: Default::default(),
     }
 }
 
@@ -209,6 +212,8 @@ pub fn wat_function(
         load_ms: Default::default(),
         memory_quota_bytes: 0,
         expected_rate: 0.0,
+        class_runtime_ms: Default::default(),
+        class_load_ms: Default::default(),
     }
 }
 

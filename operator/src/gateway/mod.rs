@@ -11,7 +11,7 @@ pub mod node;
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-pub use self::core::{Gateway, GatewayConfig};
+pub use self::core::{ClassModel, Gateway, GatewayConfig};
 pub use node::NodeClient;
 
 /// Why an invocation was not served; each maps to one HTTP status and gRPC code.

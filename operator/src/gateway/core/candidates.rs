@@ -12,6 +12,8 @@ pub(crate) struct Choice {
     pub(crate) incarnation: u64,
     pub(crate) client: NodeClient,
     pub(crate) kind: String,
+    /// The device charged, the node's report count then, and the work charged (ms).
+    pub(crate) charge: (usize, u64, f64),
     /// Whether the node has this version of the function.
     pub(crate) registered: bool,
     /// Whether the node has the current policy.
@@ -33,14 +35,51 @@ impl Measured {
 }
 
 impl State {
-    /// The function's runtime on a node's device kind: measured here once there are
-    /// enough samples, else the declared profile.
-    fn run_ms(&self, def: &proto::FunctionDef, key: &str, node: &str, kind: &str) -> f64 {
-        self.measured
-            .get(&(key.to_string(), node.to_string(), kind.to_string()))
-            .filter(|m| m.samples >= 8)
-            .map(Measured::predicted)
-            .or_else(|| def.runtime_ms.get(kind).copied())
+    /// The function's runtime on a node's device: measured here once there are enough
+    /// samples; else its class's profile; else a profiled class of the same kind scaled
+    /// by relative speeds; else the kind's profile.
+    fn run_ms(&self, def: &proto::FunctionDef, key: &str, node: &str, device: &proto::DeviceStatus) -> f64 {
+        let kind = &device.kind;
+        if let Some(m) =
+            self.measured.get(&(key.to_string(), node.to_string(), kind.clone())).filter(|m| m.samples >= 8)
+        {
+            return m.predicted();
+        }
+        let class = &device.accelerator_class;
+        if let Some(r) = def.class_runtime_ms.get(class) {
+            return *r;
+        }
+        let classes = &self.config.classes;
+        if let Some(c) = classes.get(class).filter(|c| c.relative_speed > 0.0) {
+            let scaled = def
+                .class_runtime_ms
+                .iter()
+                .filter_map(|(p, r)| {
+                    let p = classes.get(p).filter(|p| p.kind == *kind && p.relative_speed > 0.0)?;
+                    Some(r * p.relative_speed / c.relative_speed)
+                })
+                .min_by(f64::total_cmp);
+            if let Some(r) = scaled {
+                return r;
+            }
+        }
+        def.runtime_ms.get(kind).copied().unwrap_or(1.0)
+    }
+
+    fn load_ms(&self, def: &proto::FunctionDef, device: &proto::DeviceStatus) -> f64 {
+        def.class_load_ms
+            .get(&device.accelerator_class)
+            .or_else(|| def.load_ms.get(&device.kind))
+            .copied()
+            .unwrap_or(10.0)
+    }
+
+    fn price(&self, device: &proto::DeviceStatus) -> f64 {
+        self.config
+            .classes
+            .get(&device.accelerator_class)
+            .map(|c| c.price_per_hour)
+            .or_else(|| self.config.prices.get(&device.kind).copied())
             .unwrap_or(1.0)
     }
 
@@ -60,7 +99,7 @@ impl State {
                 if !s.healthy || !buildable(def, &s.kind) {
                     continue;
                 }
-                let run_ms = self.run_ms(def, key, name, &s.kind);
+                let run_ms = self.run_ms(def, key, name, s);
                 let slots = s.slots.max(1);
                 let free = slots.saturating_sub(s.running);
                 let wait_ms = if s.backlog_ms <= 0.0 && free > d.charged {
@@ -71,9 +110,9 @@ impl State {
                 let cold_ms = if n.resident.contains(&(key.to_string(), s.id.clone())) {
                     0.0
                 } else {
-                    def.load_ms.get(&s.kind).copied().unwrap_or(10.0)
+                    self.load_ms(def, s)
                 };
-                let price_per_hour = self.config.prices.get(&s.kind).copied().unwrap_or(1.0);
+                let price_per_hour = self.price(s);
                 places.push((name.clone(), i));
                 cands.push(Candidate { wait_ms, cold_ms, run_ms, price_per_hour });
             }
@@ -87,6 +126,7 @@ impl State {
         d.charged += 1;
         d.charged_ms += run_ms;
         Some(Choice {
+            charge: (i, n.reports, run_ms),
             kind: d.status.kind.clone(),
             incarnation: n.incarnation,
             client: n.client.clone(),
@@ -96,6 +136,21 @@ impl State {
         })
     }
 
+    /// Takes a request's charge back once it is answered, unless a report came since
+    /// (which reset the charges): charges stand only for requests sent and not yet seen
+    /// in a report, so a node whose status does not change still looks free.
+    pub(crate) fn uncharge(&mut self, choice: &Choice) {
+        let (i, reports, run_ms) = choice.charge;
+        let Some(n) = self.nodes.get_mut(&choice.node) else { return };
+        if n.incarnation != choice.incarnation || n.reports != reports {
+            return;
+        }
+        if let Some(d) = n.devices.get_mut(i) {
+            d.charged = d.charged.saturating_sub(1);
+            d.charged_ms = (d.charged_ms - run_ms).max(0.0);
+        }
+    }
+
     /// Folds an executor-measured runtime into the routing model.
     pub(crate) fn learn(&mut self, key: &str, node: &str, kind: &str, exec_ms: f64) {
         let e = self
@@ -103,6 +158,8 @@ impl State {
             .entry((key.to_string(), node.to_string(), kind.to_string()))
             .or_insert(Measured { mean: exec_ms, deviation: 0.0, samples: 0 });
         if e.samples > 0 {
+            // Winsorised at 3× the mean, as the executor does: a stall is not a trend.
+            let exec_ms = exec_ms.min(3.0 * e.mean.max(0.01));
             e.deviation = 0.9 * e.deviation + 0.1 * (exec_ms - e.mean).abs();
             e.mean = 0.9 * e.mean + 0.1 * exec_ms;
         }

@@ -64,7 +64,9 @@ impl Gateway {
             let Some(choice) = choice else { break };
             tried.push(choice.node.clone());
             let _in_flight = InFlight::new(&self.inner.metrics);
-            match self.run_on(&def, &choice, inputs.clone(), due, arrival).await {
+            let outcome = self.run_on(&def, &choice, inputs.clone(), due, arrival).await;
+            self.state().uncharge(&choice);
+            match outcome {
                 Ok(invoked) => return Ok(invoked),
                 Err(Ok(answer)) => return Err(answer),
                 Err(Err(Tried::Refused(e))) => {

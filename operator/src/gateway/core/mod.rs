@@ -32,8 +32,23 @@ mod refuse;
 pub struct GatewayConfig {
     /// The cluster's scheduling policy, pushed to every executor.
     pub scheduler: SchedulerConfig,
-    /// Price per device-hour by device kind, for cost-aware routing.
+    /// Price per device-hour by device kind, for devices whose class is not known.
     pub prices: BTreeMap<String, f64>,
+    /// The `AcceleratorClass` model by class name: what routing uses for devices that
+    /// report their class.
+    pub classes: BTreeMap<String, ClassModel>,
+}
+
+/// What routing knows of an `AcceleratorClass`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ClassModel {
+    /// `gpu` or `cpu`.
+    pub kind: String,
+    /// Speed relative to the reference class: an unprofiled class's runtime is a profiled
+    /// class's of the same kind scaled by their speeds.
+    pub relative_speed: f64,
+    /// Price of one device-hour.
+    pub price_per_hour: f64,
 }
 
 impl Default for GatewayConfig {
@@ -41,6 +56,7 @@ impl Default for GatewayConfig {
         GatewayConfig {
             scheduler: SchedulerConfig::new(kaas_scheduler::PolicyConfig::named("slo-aware")),
             prices: [("gpu".to_string(), 1.0), ("cpu".to_string(), 0.05)].into(),
+            classes: BTreeMap::new(),
         }
     }
 }
@@ -77,6 +93,8 @@ pub(crate) struct NodeEntry {
     pub(crate) registered: HashMap<String, String>,
     /// The policy version this node has been sent.
     pub(crate) policy_sent: u64,
+    /// Counts status reports: a charge made before the latest report is in it.
+    pub(crate) reports: u64,
     /// The status follower; aborted when the node is removed or replaced.
     pub(crate) follower: Option<tokio::task::AbortHandle>,
 }
@@ -203,6 +221,11 @@ impl Gateway {
             }
         }
         Ok(())
+    }
+
+    /// Replaces the `AcceleratorClass` model (classes added, changed or removed).
+    pub fn set_classes(&self, classes: BTreeMap<String, ClassModel>) {
+        self.state().config.classes = classes;
     }
 
     /// Metrics.

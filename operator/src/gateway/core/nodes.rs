@@ -22,6 +22,7 @@ impl Gateway {
                 up: false,
                 registered: HashMap::new(),
                 policy_sent: 0,
+                reports: 0,
                 follower: Some(follower.abort_handle()),
             },
         );
@@ -63,6 +64,7 @@ impl Gateway {
                     .map(|r| (format!("{}/{}", r.namespace, r.name), r.device.clone()))
                     .collect();
                 // The report includes what was routed there before it: charges start over.
+                n.reports += 1;
                 n.devices = s
                     .devices
                     .into_iter()
