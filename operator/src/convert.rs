@@ -231,7 +231,8 @@ pub fn function_def(
     let def = proto::FunctionDef {
         namespace: ns,
         name: kf.name_any(),
-        version: kf.metadata.generation.map_or_else(|| version_of(kf), |g| g.to_string()),
+        // Filled below, from what the definition resolved to.
+        version: String::new(),
         modules,
         buffers,
         kernels,
@@ -245,8 +246,50 @@ pub fn function_def(
         class_runtime_ms: class_runtime_ms.into_iter().collect(),
         class_load_ms,
     };
+    let mut def = def;
+    def.version = version(kf, &def);
     check_signatures(&def)?;
     Ok(def)
+}
+
+/// A function's version: the resource's generation (any spec edit), its UID (a deleted
+/// and re-created function never matches what executors still hold of the old one), and
+/// a hash of what its sources resolved to (an edited ConfigMap or Secret changes the
+/// version although the resource did not). Deterministic: maps are left out of the hash
+/// (their encoding order is not fixed) and covered by the generation.
+fn version(kf: &KernelFunction, def: &proto::FunctionDef) -> String {
+    use prost::Message;
+    let mut h = Fnv::default();
+    for m in &def.modules {
+        h.write(&m.encode_to_vec());
+    }
+    for b in &def.buffers {
+        h.write(&b.encode_to_vec());
+    }
+    for k in &def.kernels {
+        h.write(&k.encode_to_vec());
+    }
+    let generation = kf.metadata.generation.map_or_else(|| version_of(kf), |g| g.to_string());
+    let uid: String = kf.metadata.uid.as_deref().unwrap_or("-").chars().take(8).collect();
+    format!("{generation}-{uid}-{:016x}", h.0)
+}
+
+/// FNV-1a, 64 bits: a version tag, not a security boundary (sources with a digest are
+/// checked against it when fetched).
+struct Fnv(u64);
+
+impl Default for Fnv {
+    fn default() -> Self {
+        Fnv(0xcbf2_9ce4_8422_2325)
+    }
+}
+
+impl Fnv {
+    fn write(&mut self, bytes: &[u8]) {
+        for b in (bytes.len() as u64).to_le_bytes().iter().chain(bytes) {
+            self.0 = (self.0 ^ *b as u64).wrapping_mul(0x0100_0000_01b3);
+        }
+    }
 }
 
 /// Refuses kernels whose `args` do not match their entry points (a PTX module's `.entry`

@@ -198,3 +198,35 @@ fn class_status_counts_live_healthy_devices() {
     let s = class_status(h100, &w);
     assert_eq!((s.devices, s.conditions[0].reason.as_str()), (0, "NoHealthyDevice"));
 }
+
+/// Issue 14, point 7: a function's version covers what its sources resolved to and which
+/// object it is, not only `metadata.generation`.
+#[test]
+fn the_version_changes_with_resolved_content_and_with_a_recreated_object() {
+    use kaas_crds::{KeyRef, Source};
+    use kaas_operator::convert::Prefetched;
+    let w = world();
+    let mut kf = function("dense-relu");
+    kf.metadata.generation = Some(3);
+    kf.metadata.uid = Some("0b6f1f6e-1111-4c3a-9d2e-000000000001".into());
+    let bias = kf.spec.buffers.iter_mut().find(|b| b.name == "bias").unwrap();
+    bias.source = Some(Source {
+        config_map_ref: Some(KeyRef { name: "weights".into(), key: "bias".into() }),
+        ..Default::default()
+    });
+    let ns = kf.metadata.namespace.clone().unwrap_or_else(|| "default".into());
+    let with = |bytes: u8| {
+        let mut p = Prefetched::default();
+        p.config_maps.insert((ns.clone(), "weights".into(), "bias".into()), vec![bytes; 128]);
+        p
+    };
+    let v = |kf: &KernelFunction, bytes: u8| function_def(kf, &with(bytes), &w.classes).unwrap().version;
+    let first = v(&kf, 1);
+    assert_eq!(first, v(&kf, 1), "the same content gives the same version (no reload on every reconcile)");
+    assert_ne!(first, v(&kf, 2), "an edited ConfigMap changes the version at the same generation");
+    assert!(first.starts_with("3-"), "the generation leads: {first}");
+    let mut again = kf.clone();
+    again.metadata.uid = Some("0b6f1f6e-2222-4c3a-9d2e-000000000002".into());
+    again.metadata.generation = Some(3);
+    assert_ne!(first, v(&again, 1), "a deleted and re-created function does not reuse the old one's version");
+}

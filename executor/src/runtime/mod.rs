@@ -123,6 +123,8 @@ struct Step {
     outputs: Option<Outputs>,
     exec: Duration,
     cold: Option<Duration>,
+    /// Wall time of the whole step on its blocking thread (begin, kernels, finish).
+    wall: Duration,
 }
 
 struct Pending {
@@ -136,6 +138,8 @@ struct Pending {
     started: Option<Instant>,
     cold: Option<Duration>,
     exec: Duration,
+    /// Wall time its steps held a slot, cold starts excluded: what the model learns.
+    busy: Duration,
     device: Option<usize>,
 }
 
@@ -322,6 +326,7 @@ impl Actor {
                     started: None,
                     cold: None,
                     exec: Duration::ZERO,
+                    busy: Duration::ZERO,
                     device: None,
                 },
             ))
@@ -461,9 +466,12 @@ impl Actor {
                     p.cold = Some(p.cold.unwrap_or_default() + c);
                 }
                 p.exec += step.exec;
+                p.busy += step.wall.saturating_sub(step.cold.unwrap_or_default());
                 match self.sched.complete(now, id) {
                     Some(Completed::Request) => {
-                        self.learn(p.f.key(), self.devices[device].info().kind, p.exec);
+                        // The slot time, not only the kernels': buffers, instances and
+                        // output copies take a slot too, and admission must count them.
+                        self.learn(p.f.key(), self.devices[device].info().kind, p.busy.max(p.exec));
                         let outputs = step.outputs.unwrap_or_default();
                         let started = p.started.unwrap_or(p.arrival);
                         let executed = Executed {

@@ -24,6 +24,7 @@ pub(super) fn run_step(
     last: bool,
     metrics: &ExecutorMetrics,
 ) -> Result<Step, ExecError> {
+    let started = Instant::now();
     let mut cold = None;
     let mut inv = match invocation {
         Some(inv) => inv,
@@ -48,9 +49,9 @@ pub(super) fn run_step(
     }
     if last {
         let outputs = inv.finish()?;
-        Ok(Step { invocation: None, outputs: Some(outputs), exec, cold })
+        Ok(Step { invocation: None, outputs: Some(outputs), exec, cold, wall: started.elapsed() })
     } else {
-        Ok(Step { invocation: Some(inv), outputs: None, exec, cold })
+        Ok(Step { invocation: Some(inv), outputs: None, exec, cold, wall: started.elapsed() })
     }
 }
 
