@@ -37,6 +37,8 @@ pub struct RunOptions {
     pub identity: String,
     /// Heartbeat age that takes a node out of placement.
     pub node_stale_after: Duration,
+    /// Keep per-function gateway metrics (labels `namespace`, `function`).
+    pub function_metrics: bool,
 }
 
 /// A reflector store kept current by a background watch.
@@ -68,7 +70,10 @@ where
 pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
     let client =
         Client::try_default().await.context("no Kubernetes API configuration (in-cluster or kubeconfig)")?;
-    let gateway = Gateway::start(GatewayConfig::default())?;
+    let gateway = Gateway::start(GatewayConfig {
+        function_metrics: opts.function_metrics,
+        ..GatewayConfig::default()
+    })?;
     let mut registry = Registry::default();
     gateway.metrics().register(&mut registry);
     let state = HttpState { gateway: gateway.clone(), registry: Arc::new(registry) };

@@ -269,9 +269,9 @@ fn version(kf: &KernelFunction, def: &proto::FunctionDef) -> String {
     for k in &def.kernels {
         h.write(&k.encode_to_vec());
     }
+    h.write(kf.metadata.uid.as_deref().unwrap_or_default().as_bytes());
     let generation = kf.metadata.generation.map_or_else(|| version_of(kf), |g| g.to_string());
-    let uid: String = kf.metadata.uid.as_deref().unwrap_or("-").chars().take(8).collect();
-    format!("{generation}-{uid}-{:016x}", h.0)
+    format!("{generation}-{:016x}", h.0)
 }
 
 /// FNV-1a, 64 bits: a version tag, not a security boundary (sources with a digest are

@@ -47,6 +47,10 @@ enum Command {
         /// gateway (for example 30s, 2m).
         #[arg(long, env = "KAAS_NODE_STALE_AFTER", default_value = "30s", value_parser = parse_duration)]
         node_stale_after: std::time::Duration,
+        /// Drop the per-function gateway metrics (`kaas_gateway_function_*`, labelled by
+        /// namespace and function), for clusters with very many functions.
+        #[arg(long, env = "KAAS_NO_FUNCTION_METRICS")]
+        no_function_metrics: bool,
     },
     /// Serve the functions in a directory of YAML with no Kubernetes: the gateway plus an
     /// in-process executor (WebAssembly on the CPU, CUDA when a GPU is present).
@@ -97,6 +101,7 @@ async fn main() -> anyhow::Result<()> {
             lease_name,
             identity,
             node_stale_after,
+            no_function_metrics,
         } => {
             let identity = identity.filter(|i| !i.is_empty()).unwrap_or_else(|| {
                 std::fs::read_to_string("/proc/sys/kernel/hostname")
@@ -112,6 +117,7 @@ async fn main() -> anyhow::Result<()> {
                 lease_name,
                 identity,
                 node_stale_after,
+                function_metrics: !no_function_metrics,
             })
             .await
         }

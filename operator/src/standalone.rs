@@ -18,7 +18,7 @@ use tracing::{info, warn};
 
 use crate::convert::{InlineOnly, function_def};
 use crate::gateway::http::{HttpState, router};
-use crate::gateway::{ClassModel, Gateway, GatewayConfig, NodeClient, grpc::GatewayService};
+use crate::gateway::{Gateway, GatewayConfig, NodeClient, grpc::GatewayService};
 use crate::policy::scheduler_config;
 
 /// The kaas resources found in a directory.
@@ -124,15 +124,8 @@ pub async fn run(opts: StandaloneOptions) -> anyhow::Result<()> {
     for class in &res.classes {
         let kind = if class.spec.kind == DeviceKind::Gpu { "gpu" } else { "cpu" };
         config.prices.insert(kind.into(), class.spec.cost_per_hour);
-        config.classes.insert(
-            class.name_any(),
-            ClassModel {
-                kind: kind.into(),
-                relative_speed: class.spec.relative_speed,
-                price_per_hour: class.spec.cost_per_hour,
-            },
-        );
     }
+    config.classes = crate::controller::sync::class_model(&res.classes);
     let gateway = Gateway::start(config.clone())?;
     let mut registry = Registry::default();
     gateway.metrics().register(&mut registry);

@@ -166,3 +166,81 @@ async fn a_request_whose_caller_gave_up_is_dropped_from_the_executor_queue() {
     );
     assert_eq!(m.invocations.get_or_create(&label("ok")).get(), 1, "and never ran: only the slow one did");
 }
+
+fn executor_over(memory: u64, scheduler: &SchedulerConfig) -> (Executor, Arc<FaultBackend>) {
+    let wasm: Arc<dyn Backend> = Arc::new(WasmBackend::new(memory, 1, Duration::from_secs(10)).unwrap());
+    let faults = Arc::new(FaultBackend::new(wasm));
+    let ex = Executor::start(
+        vec![faults.clone() as Arc<dyn Backend>],
+        ExecutorConfig {
+            node: "n".into(),
+            scheduler: scheduler.clone(),
+            shares: vec![],
+            health_interval: Duration::from_millis(200),
+            accelerator_classes: Default::default(),
+        },
+    )
+    .unwrap();
+    (ex, faults)
+}
+
+/// Spillback: the node routing ranks first refuses (here: the function's 2 MiB weights
+/// do not fit its 1 MiB device), and the gateway sends the request to the next node.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refusing_node_spills_the_request_over_to_the_next() {
+    let scheduler = SchedulerConfig::new(PolicyConfig::named("edf"));
+    let (small, _) = executor_over(1 << 20, &scheduler);
+    let (large, _) = executor_over(64 << 20, &scheduler);
+    let gw = Gateway::start(GatewayConfig { scheduler, ..GatewayConfig::default() }).unwrap();
+    // Equal predictions: the tie goes to the first node by name, the small one.
+    gw.add_node("a-small", NodeClient::Local(small));
+    gw.add_node("b-large", NodeClient::Local(large));
+    assert!(gw.wait_ready(Duration::from_secs(5)).await);
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let mut f = function("heavy");
+    f.buffers.push(proto::Buffer {
+        name: "w".into(),
+        size: 2 << 20,
+        kind: proto::BufferKind::Const as i32,
+        content: vec![1; 2 << 20],
+    });
+    gw.put_function(f);
+    let inputs: BTreeMap<String, Vec<u8>> = [("in".to_string(), 1u32.to_le_bytes().to_vec())].into();
+    let r = gw.invoke("t/heavy", inputs, Some(Duration::from_secs(5))).await.unwrap();
+    assert_eq!(r.outputs["out"], 2u32.to_le_bytes().to_vec());
+    assert!(r.device.starts_with("b-large/"), "served by the node that has room: {}", r.device);
+    assert_eq!(gw.metrics().retries.get(), 1, "one spillback");
+}
+
+/// Refused everywhere: 429 with the executor's reason and a retry-after.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refused_everywhere_is_a_429_with_the_executors_reason() {
+    let mut scheduler = SchedulerConfig::new(PolicyConfig::named("edf"));
+    scheduler.admission = kaas_scheduler::AdmissionMode::Deadline;
+    let (ex, faults) = executor_over(64 << 20, &scheduler);
+    let gw = Gateway::start(GatewayConfig { scheduler, ..GatewayConfig::default() }).unwrap();
+    gw.add_node("only", NodeClient::Local(ex.clone()));
+    assert!(gw.wait_ready(Duration::from_secs(5)).await);
+    let mut slow = function("slow");
+    slow.runtime_ms = [("cpu".to_string(), 400.0)].into();
+    gw.put_function(slow);
+    gw.put_function(function("ok"));
+    faults.inject("t/slow", Fault::Slow(Duration::from_millis(400)));
+    // Warm both so that no load is predicted.
+    assert_eq!(call(&gw, "ok", 5_000).await.0, Ok(42));
+    assert_eq!(call(&gw, "slow", 5_000).await.0, Ok(42));
+    let busy = {
+        let gw = gw.clone();
+        tokio::spawn(async move { call(&gw, "slow", 5_000).await })
+    };
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let (r, _) = call(&gw, "ok", 100).await;
+    match &r {
+        Err(GatewayError::Rejected { reason, retry_after_ms }) => {
+            assert!(reason.contains("deadline"), "{reason}");
+            assert!(*retry_after_ms >= 1);
+        }
+        other => panic!("expected 429, got {other:?}"),
+    }
+    assert_eq!(busy.await.unwrap().0, Ok(42));
+}

@@ -15,9 +15,6 @@ pub(super) struct Measured {
 /// Samples before the measurement replaces the declared profile.
 const TRUSTED: u64 = 8;
 
-/// A sample above this many times the mean counts as this many times the mean.
-pub(super) const OUTLIER: f64 = 3.0;
-
 impl Measured {
     /// What the model uses: the mean plus two deviations (a margin for variance), once
     /// there are enough samples; before that the mean so far.
@@ -37,9 +34,6 @@ impl Actor {
             samples: 0,
         });
         if e.samples > 0 {
-            // Winsorised: one stall of the machine (a sample many times the mean) must not
-            // make the model call every tight request hopeless for the next few hundred.
-            let ms = ms.min(OUTLIER * e.mean.max(0.01));
             e.deviation = 0.9 * e.deviation + 0.1 * (ms - e.mean).abs();
             e.mean = 0.9 * e.mean + 0.1 * ms;
         }

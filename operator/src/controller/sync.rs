@@ -17,7 +17,7 @@ use tracing::{info, warn};
 use super::decide::World;
 use super::sources::prefetch;
 use crate::convert::function_def;
-use crate::gateway::{Gateway, NodeClient};
+use crate::gateway::{ClassModel, Gateway, NodeClient};
 use crate::policy::scheduler_config;
 
 /// The stores the gateway is fed from.
@@ -50,6 +50,27 @@ fn admitted(kf: &KernelFunction) -> bool {
             .is_some_and(|s| s.conditions.iter().any(|c| c.type_ == "Admitted" && c.status == "True"))
 }
 
+/// How often an unchanged function's sources are resolved again.
+const RESOLVE_EVERY: Duration = Duration::from_secs(30);
+
+/// The gateway's model of each AcceleratorClass (pure).
+pub fn class_model(classes: &[AcceleratorClass]) -> BTreeMap<String, ClassModel> {
+    classes
+        .iter()
+        .map(|c| {
+            let kind = if c.spec.kind == kaas_crds::DeviceKind::Gpu { "gpu" } else { "cpu" };
+            (
+                c.name_any(),
+                ClassModel {
+                    kind: kind.into(),
+                    relative_speed: c.spec.relative_speed,
+                    price_per_hour: c.spec.cost_per_hour,
+                },
+            )
+        })
+        .collect()
+}
+
 /// Keeps `gateway` in line with the stores until `shutdown`.
 pub async fn run(
     client: Client,
@@ -59,8 +80,11 @@ pub async fn run(
     mut shutdown: watch::Receiver<bool>,
 ) {
     let mut nodes: BTreeMap<String, String> = BTreeMap::new();
-    // (namespace/name) → (uid, generation) registered.
-    let mut functions: BTreeMap<String, (String, Option<i64>)> = BTreeMap::new();
+    // (namespace/name) → (uid, generation) registered, the version it resolved to, and
+    // when it was last resolved.
+    let mut functions: BTreeMap<String, ((String, Option<i64>), String, std::time::Instant)> =
+        BTreeMap::new();
+    let mut class_models = BTreeMap::new();
     let mut policy_generation: Option<(String, Option<i64>)> = None;
     loop {
         let all: Vec<KaasNode> = feeds.nodes.state().iter().map(|n| (**n).clone()).collect();
@@ -98,12 +122,19 @@ pub async fn run(
         }
 
         let classes: Vec<AcceleratorClass> = feeds.classes.state().iter().map(|c| (**c).clone()).collect();
+        let models = class_model(&classes);
+        if models != class_models {
+            gateway.set_classes(models.clone());
+            class_models = models;
+        }
         let mut seen = BTreeSet::new();
         for kf in feeds.functions.state().iter().filter(|kf| admitted(kf)) {
             let key = format!("{}/{}", kf.namespace().unwrap_or_default(), kf.name_any());
             let id = (kf.uid().unwrap_or_default(), kf.metadata.generation);
             seen.insert(key.clone());
-            if functions.get(&key) == Some(&id) {
+            // Re-resolved when the resource changes, and every RESOLVE_EVERY anyway: an
+            // edited ConfigMap or Secret changes the version without touching the resource.
+            if functions.get(&key).is_some_and(|(had, _, at)| *had == id && at.elapsed() < RESOLVE_EVERY) {
                 continue;
             }
             let def = match prefetch(&client, kf).await {
@@ -112,9 +143,15 @@ pub async fn run(
             };
             match def {
                 Ok(def) => {
-                    info!(function = %key, generation = ?id.1, "serving");
+                    let now = std::time::Instant::now();
+                    if functions.get(&key).is_some_and(|(_, version, _)| *version == def.version) {
+                        functions.insert(key, (id, def.version, now));
+                        continue;
+                    }
+                    info!(function = %key, generation = ?id.1, version = %def.version, "serving");
+                    let version = def.version.clone();
                     gateway.put_function(def);
-                    functions.insert(key, id);
+                    functions.insert(key, (id, version, now));
                 }
                 // Retried next round; the leader's status says why if it persists.
                 Err(e) => warn!(function = %key, error = %e, "cannot resolve an admitted function"),

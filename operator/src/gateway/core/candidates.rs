@@ -158,8 +158,6 @@ impl State {
             .entry((key.to_string(), node.to_string(), kind.to_string()))
             .or_insert(Measured { mean: exec_ms, deviation: 0.0, samples: 0 });
         if e.samples > 0 {
-            // Winsorised at 3× the mean, as the executor does: a stall is not a trend.
-            let exec_ms = exec_ms.min(3.0 * e.mean.max(0.01));
             e.deviation = 0.9 * e.deviation + 0.1 * (exec_ms - e.mean).abs();
             e.mean = 0.9 * e.mean + 0.1 * exec_ms;
         }

@@ -22,14 +22,19 @@ impl Gateway {
         deadline: Option<Duration>,
     ) -> Result<Invoked, GatewayError> {
         let arrival = Instant::now();
-        let result = self.route_and_run(key, inputs, deadline, arrival).await;
+        let mut rel = None;
+        let result = self.route_and_run(key, inputs, deadline, arrival, &mut rel).await;
         let m = &self.inner.metrics;
+        // Per-function series only for functions that exist: a request naming anything
+        // must not mint a series.
+        let key = if rel.is_some() { key } else { "" };
         match &result {
             Ok(i) => {
-                m.outcome("ok");
-                m.latency_seconds.observe(i.total.as_secs_f64());
+                let in_time = rel.is_some_and(|d| i.total <= d);
+                m.answered(key, "ok", Some((i.total.as_secs_f64(), in_time, i.cold_start)));
             }
-            Err(e) => m.outcome(e.reason()),
+            Err(e) if key.is_empty() => m.outcome(e.reason()),
+            Err(e) => m.answered(key, e.reason(), None),
         }
         result
     }
@@ -40,6 +45,7 @@ impl Gateway {
         inputs: BTreeMap<String, Vec<u8>>,
         deadline: Option<Duration>,
         arrival: Instant,
+        deadline_used: &mut Option<Duration>,
     ) -> Result<Invoked, GatewayError> {
         let def = self
             .state()
@@ -49,6 +55,7 @@ impl Gateway {
             .ok_or_else(|| GatewayError::NotFound(format!("no function {key}")))?;
         check_inputs(&def, &inputs)?;
         let rel = relative_deadline(&def, deadline)?;
+        *deadline_used = Some(rel);
         let due = arrival + rel;
         let inputs: HashMap<String, Vec<u8>> = inputs.into_iter().collect();
         let mut tried: Vec<String> = Vec::new();

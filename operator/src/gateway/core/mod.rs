@@ -37,6 +37,8 @@ pub struct GatewayConfig {
     /// The `AcceleratorClass` model by class name: what routing uses for devices that
     /// report their class.
     pub classes: BTreeMap<String, ClassModel>,
+    /// Keep per-function metric series (labels `namespace`, `function`).
+    pub function_metrics: bool,
 }
 
 /// What routing knows of an `AcceleratorClass`.
@@ -57,6 +59,7 @@ impl Default for GatewayConfig {
             scheduler: SchedulerConfig::new(kaas_scheduler::PolicyConfig::named("slo-aware")),
             prices: [("gpu".to_string(), 1.0), ("cpu".to_string(), 0.05)].into(),
             classes: BTreeMap::new(),
+            function_metrics: true,
         }
     }
 }
@@ -143,6 +146,11 @@ impl Gateway {
     pub fn start(config: GatewayConfig) -> Result<Self, GatewayError> {
         validate(&config.scheduler)?;
         let (ready, _) = watch::channel(false);
+        let metrics = if config.function_metrics {
+            GatewayMetrics::default()
+        } else {
+            GatewayMetrics::without_function_labels()
+        };
         Ok(Gateway {
             inner: Arc::new(Inner {
                 state: Mutex::new(State {
@@ -153,7 +161,7 @@ impl Gateway {
                     functions: BTreeMap::new(),
                     measured: HashMap::new(),
                 }),
-                metrics: Arc::new(GatewayMetrics::default()),
+                metrics: Arc::new(metrics),
                 ready,
             }),
         })
