@@ -41,6 +41,9 @@ pub struct ExecutorMetrics {
     pub evictions: Counter,
     /// Bytes in use per device.
     pub memory_bytes: Family<DeviceLabel, Gauge>,
+    /// Share of each deadline `deadline` admission keeps in reserve now (the configured
+    /// headroom, or more where this node's predictions have run late).
+    pub admission_headroom: Gauge<f64, std::sync::atomic::AtomicU64>,
 }
 
 impl Default for ExecutorMetrics {
@@ -56,6 +59,7 @@ impl Default for ExecutorMetrics {
             cache_misses: Counter::default(),
             evictions: Counter::default(),
             memory_bytes: Family::default(),
+            admission_headroom: Gauge::default(),
         }
     }
 }
@@ -81,6 +85,11 @@ impl ExecutorMetrics {
         r.register("cache_misses", "Resident-state lookups that missed", self.cache_misses.clone());
         r.register("cache_evictions", "Functions evicted from a device", self.evictions.clone());
         r.register("memory_in_use_bytes", "Device memory in use", self.memory_bytes.clone());
+        r.register(
+            "admission_headroom_ratio",
+            "Share of each deadline deadline-admission keeps in reserve (learned from prediction errors)",
+            self.admission_headroom.clone(),
+        );
     }
 
     pub(crate) fn outcome(&self, outcome: &str) {

@@ -41,6 +41,8 @@ impl Executor {
         let (tx, rx) = mpsc::unbounded_channel();
         let snapshot = NodeSnapshot::new(&config.node, &devices);
         let (status_tx, status) = watch::channel(snapshot);
+        let headroom_floor = config.scheduler.deadline_headroom;
+        metrics.admission_headroom.set(headroom_floor);
         let actor = Actor {
             sched,
             devices: devices.clone(),
@@ -56,6 +58,8 @@ impl Executor {
             invocations: 0,
             published: Instant::now() - Duration::from_secs(1),
             runtime_ewma: HashMap::new(),
+            margin: Default::default(),
+            headroom_floor,
         };
         let interval = actor.config.health_interval;
         tokio::spawn(actor.run(rx));

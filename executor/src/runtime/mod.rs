@@ -24,6 +24,7 @@ mod functions;
 mod handle;
 mod health;
 mod learn;
+mod margin;
 mod step;
 pub use handle::Executor;
 pub use step::inputs_from;
@@ -140,6 +141,8 @@ struct Pending {
     exec: Duration,
     /// Wall time its steps held a slot, cold starts excluded: what the model learns.
     busy: Duration,
+    /// Under deadline admission, the completion predicted when it was admitted.
+    predicted: Option<Instant>,
     device: Option<usize>,
 }
 
@@ -163,6 +166,10 @@ struct Actor {
     published: Instant,
     /// Measured runtime per (function key, device kind).
     runtime_ewma: HashMap<(String, String), learn::Measured>,
+    /// Deadline admission's learned margin.
+    margin: margin::Margin,
+    /// The headroom configured (the floor of the learned one).
+    headroom_floor: f64,
 }
 
 /// Probes every device on a blocking thread each `interval` (one probe per device in
@@ -263,10 +270,13 @@ impl Actor {
         if config.admission != current.admission || config.token_bucket_burst != current.token_bucket_burst {
             self.sched.set_admission(config.admission, config.token_bucket_burst);
         }
-        if config.deadline_headroom != current.deadline_headroom {
+        if config.deadline_headroom != self.headroom_floor {
             self.sched
                 .set_deadline_headroom(config.deadline_headroom)
                 .map_err(|e| ExecError::BadFunction(e.to_string()))?;
+            self.headroom_floor = config.deadline_headroom;
+            self.margin.reset();
+            self.metrics.admission_headroom.set(config.deadline_headroom);
         }
         if config.eviction != current.eviction {
             self.sched.set_eviction(config.eviction);
@@ -293,6 +303,10 @@ impl Actor {
             let now = self.now();
             let rel = deadline.unwrap_or(Duration::from_millis(def.deadline_ms as u64));
             let req = Request { function: fid, arrival: now, deadline: now + rel.as_nanos() as Nanos };
+            let predicted = (self.sched.config().admission == kaas_scheduler::AdmissionMode::Deadline)
+                .then(|| self.sched.predict_completion(fid, req.deadline, now))
+                .flatten()
+                .map(|at| Instant::now() + Duration::from_nanos(at.saturating_sub(now)));
             let id = self.sched.submit(now, req).map_err(|r| match r {
                 kaas_scheduler::Rejection::NoCapacity => {
                     ExecError::NoCapacity(format!("no healthy device can run {key}"))
@@ -327,6 +341,7 @@ impl Actor {
                     cold: None,
                     exec: Duration::ZERO,
                     busy: Duration::ZERO,
+                    predicted,
                     device: None,
                 },
             ))
@@ -472,6 +487,7 @@ impl Actor {
                         // The slot time, not only the kernels': buffers, instances and
                         // output copies take a slot too, and admission must count them.
                         self.learn(p.f.key(), self.devices[device].info().kind, p.busy.max(p.exec));
+                        self.learn_margin(&p);
                         let outputs = step.outputs.unwrap_or_default();
                         let started = p.started.unwrap_or(p.arrival);
                         let executed = Executed {
@@ -495,6 +511,22 @@ impl Actor {
                     }
                 }
             }
+        }
+    }
+
+    /// Folds an admitted request's completion against its prediction into the margin.
+    fn learn_margin(&mut self, p: &Pending) {
+        let Some(predicted) = p.predicted else { return };
+        let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+        let deadline = ms(p.deadline - p.arrival);
+        let (predicted, actual) =
+            (ms(predicted.saturating_duration_since(p.arrival)), ms(p.arrival.elapsed()));
+        if let Some(h) = self.margin.record(predicted, actual, deadline, self.headroom_floor)
+            && h != self.sched.config().deadline_headroom
+            && self.sched.set_deadline_headroom(h).is_ok()
+        {
+            debug!(headroom = h, "deadline admission's margin follows its prediction errors");
+            self.metrics.admission_headroom.set(h);
         }
     }
 

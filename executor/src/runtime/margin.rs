@@ -1,0 +1,85 @@
+//! Deadline admission's margin, learned from this node's own prediction errors.
+//!
+//! Admission admits a request when its predicted completion is at most
+//! `arrival + (1 − headroom) × deadline`. The configured headroom is a floor: on a node
+//! whose predictions run late (a shared, noisy machine; stalls the runtime model cannot
+//! see), the headroom rises to the 99th percentile of how late, relative to the deadline,
+//! admitted requests completed compared with their prediction over the last
+//! [`WINDOW`] completions; when predictions hold, it falls back to the floor.
+
+use std::collections::VecDeque;
+
+/// Completions the margin looks back over.
+pub(super) const WINDOW: usize = 256;
+/// The margin is recomputed every this many completions.
+const EVERY: u64 = 32;
+/// Never keep more than this share of a deadline in reserve.
+pub(super) const CEILING: f64 = 0.6;
+
+/// Recent relative prediction errors (positive: completed later than predicted).
+#[derive(Debug, Default)]
+pub(super) struct Margin {
+    errors: VecDeque<f64>,
+    seen: u64,
+}
+
+impl Margin {
+    /// Records one admitted request's completion against its prediction (both from
+    /// arrival, ms) and its relative deadline; returns a new headroom when it is time to
+    /// recompute (`floor` is the configured one).
+    pub(super) fn record(
+        &mut self,
+        predicted_ms: f64,
+        actual_ms: f64,
+        deadline_ms: f64,
+        floor: f64,
+    ) -> Option<f64> {
+        if deadline_ms <= 0.0 {
+            return None;
+        }
+        if self.errors.len() == WINDOW {
+            self.errors.pop_front();
+        }
+        self.errors.push_back((actual_ms - predicted_ms) / deadline_ms);
+        self.seen += 1;
+        if self.seen % EVERY != 0 || self.errors.len() < EVERY as usize {
+            return None;
+        }
+        let mut sorted: Vec<f64> = self.errors.iter().copied().collect();
+        sorted.sort_by(f64::total_cmp);
+        let p99 = sorted[((sorted.len() as f64 * 0.99) as usize).min(sorted.len() - 1)];
+        Some(p99.clamp(floor, CEILING.max(floor)))
+    }
+
+    /// Forgets what was learned (the policy or its headroom changed).
+    pub(super) fn reset(&mut self) {
+        self.errors.clear();
+        self.seen = 0;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_margin_follows_late_predictions_and_returns_to_the_floor() {
+        let mut m = Margin::default();
+        let mut last = None;
+        // Predictions 30 % of the deadline early.
+        for _ in 0..64 {
+            last = m.record(50.0, 80.0, 100.0, 0.1).or(last);
+        }
+        assert!((last.unwrap() - 0.3).abs() < 1e-9, "{last:?}");
+        // Predictions that hold bring it back to the configured floor.
+        for _ in 0..WINDOW {
+            last = m.record(50.0, 45.0, 100.0, 0.1).or(last);
+        }
+        assert_eq!(last, Some(0.1));
+        // Never above the ceiling.
+        for _ in 0..WINDOW {
+            last = m.record(0.0, 500.0, 100.0, 0.1).or(last);
+        }
+        assert_eq!(last, Some(CEILING));
+    }
+}
