@@ -42,7 +42,7 @@ impl Margin {
         }
         self.errors.push_back((actual_ms - predicted_ms) / deadline_ms);
         self.seen += 1;
-        if self.seen % EVERY != 0 || self.errors.len() < EVERY as usize {
+        if !self.seen.is_multiple_of(EVERY) || self.errors.len() < EVERY as usize {
             return None;
         }
         let mut sorted: Vec<f64> = self.errors.iter().copied().collect();

@@ -50,6 +50,10 @@ fn admitted(kf: &KernelFunction) -> bool {
             .is_some_and(|s| s.conditions.iter().any(|c| c.type_ == "Admitted" && c.status == "True"))
 }
 
+/// A function being served: the (uid, generation) it was resolved from, the version it
+/// resolved to, and when.
+type Served = ((String, Option<i64>), String, std::time::Instant);
+
 /// How often an unchanged function's sources are resolved again.
 const RESOLVE_EVERY: Duration = Duration::from_secs(30);
 
@@ -82,8 +86,7 @@ pub async fn run(
     let mut nodes: BTreeMap<String, String> = BTreeMap::new();
     // (namespace/name) → (uid, generation) registered, the version it resolved to, and
     // when it was last resolved.
-    let mut functions: BTreeMap<String, ((String, Option<i64>), String, std::time::Instant)> =
-        BTreeMap::new();
+    let mut functions: BTreeMap<String, Served> = BTreeMap::new();
     let mut class_models = BTreeMap::new();
     let mut policy_generation: Option<(String, Option<i64>)> = None;
     loop {
