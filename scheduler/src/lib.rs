@@ -17,6 +17,7 @@ pub mod model;
 pub mod policy;
 pub mod route;
 pub mod sketch;
+mod view;
 
 pub use admission::{AdmissionMode, Rejection};
 pub use cache::Eviction;

@@ -14,9 +14,10 @@ use crate::{ConfigError, Granularity, ReqId, SchedulerConfig};
 mod backlog;
 mod types;
 mod warmup;
+pub(crate) use crate::view::{ClassCost, Hot, NONE, View};
 use backlog::Backlog;
 pub use predict::Prediction;
-pub(crate) use types::{ClassCost, Hot, NOBODY, NONE, View};
+pub(crate) use types::NOBODY;
 pub use types::{Completed, Dispatch, Dropped, Lost};
 use warmup::WarmUp;
 
