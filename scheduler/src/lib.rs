@@ -12,6 +12,7 @@ pub mod admission;
 pub mod cache;
 pub mod devset;
 mod engine;
+pub mod estimate;
 pub mod metrics;
 pub mod model;
 pub mod policy;

@@ -3,42 +3,20 @@
 
 use super::*;
 
-/// Measured runtime of one function on one device kind: EWMA of the mean and of the
-/// absolute deviation, in ms.
-#[derive(Clone, Copy, Debug)]
-pub(super) struct Measured {
-    pub(super) mean: f64,
-    pub(super) deviation: f64,
-    pub(super) samples: u64,
-}
-
-/// Samples before the measurement replaces the declared profile.
-const TRUSTED: u64 = 8;
-
-impl Measured {
-    /// What the model uses: the mean plus two deviations (a margin for variance), once
-    /// there are enough samples; before that the mean so far.
-    pub(super) fn predicted(&self) -> f64 {
-        if self.samples >= TRUSTED { self.mean + 2.0 * self.deviation } else { self.mean }
-    }
-}
+/// Measured runtime of one function on one device kind.
+pub(super) type Measured = kaas_scheduler::estimate::RuntimeEstimate;
 
 impl Actor {
     /// Folds one measured execution into the model; every 16 samples (from the 8th) the
     /// scheduler's view of every registration of the function is refreshed.
     pub(super) fn learn(&mut self, key: String, kind: String, took: Duration) {
         let ms = took.as_secs_f64() * 1000.0;
-        let e = self.runtime_ewma.entry((key.clone(), kind)).or_insert(Measured {
-            mean: ms,
-            deviation: 0.0,
-            samples: 0,
-        });
-        if e.samples > 0 {
-            e.deviation = 0.9 * e.deviation + 0.1 * (ms - e.mean).abs();
-            e.mean = 0.9 * e.mean + 0.1 * ms;
-        }
-        e.samples += 1;
-        if e.samples % 16 != TRUSTED {
+        let e = *self
+            .runtime_ewma
+            .entry((key.clone(), kind))
+            .and_modify(|e| e.observe(ms))
+            .or_insert_with(|| Measured::first(ms));
+        if e.samples % 16 != Measured::TRUSTED {
             return;
         }
         let ids: Vec<(FunctionId, Arc<FunctionDef>, Option<String>)> = self

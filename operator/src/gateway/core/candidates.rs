@@ -28,12 +28,6 @@ pub(crate) fn buildable(def: &proto::FunctionDef, kind: &str) -> bool {
     }
 }
 
-impl Measured {
-    fn predicted(&self) -> f64 {
-        self.mean + 2.0 * self.deviation
-    }
-}
-
 impl State {
     /// The function's runtime on a node's device: measured here once there are enough
     /// samples; else its class's profile; else a profiled class of the same kind scaled
@@ -41,7 +35,7 @@ impl State {
     fn run_ms(&self, def: &proto::FunctionDef, key: &str, node: &str, device: &proto::DeviceStatus) -> f64 {
         let kind = &device.kind;
         if let Some(m) =
-            self.measured.get(&(key.to_string(), node.to_string(), kind.clone())).filter(|m| m.samples >= 8)
+            self.measured.get(&(key.to_string(), node.to_string(), kind.clone())).filter(|m| m.trusted())
         {
             return m.predicted();
         }
@@ -153,14 +147,9 @@ impl State {
 
     /// Folds an executor-measured runtime into the routing model.
     pub(crate) fn learn(&mut self, key: &str, node: &str, kind: &str, exec_ms: f64) {
-        let e = self
-            .measured
+        self.measured
             .entry((key.to_string(), node.to_string(), kind.to_string()))
-            .or_insert(Measured { mean: exec_ms, deviation: 0.0, samples: 0 });
-        if e.samples > 0 {
-            e.deviation = 0.9 * e.deviation + 0.1 * (exec_ms - e.mean).abs();
-            e.mean = 0.9 * e.mean + 0.1 * exec_ms;
-        }
-        e.samples += 1;
+            .and_modify(|e| e.observe(exec_ms))
+            .or_insert_with(|| Measured::first(exec_ms));
     }
 }

@@ -111,13 +111,8 @@ impl Drop for NodeEntry {
 }
 
 /// Runtimes this gateway measured (the executor's `exec` time) per (function, node, device
-/// kind): EWMA of the mean and absolute deviation in ms.
-#[derive(Clone, Copy, Debug)]
-pub(crate) struct Measured {
-    pub(crate) mean: f64,
-    pub(crate) deviation: f64,
-    pub(crate) samples: u64,
-}
+/// kind).
+pub(crate) type Measured = kaas_scheduler::estimate::RuntimeEstimate;
 
 pub(crate) struct State {
     pub(crate) config: GatewayConfig,
