@@ -42,7 +42,11 @@ pub struct NodeSnapshot {
 }
 
 impl NodeSnapshot {
-    pub(crate) fn new(node: &str, devices: &[Arc<dyn Backend>]) -> Self {
+    pub(crate) fn new(
+        node: &str,
+        devices: &[Arc<dyn Backend>],
+        classes: &std::collections::BTreeMap<String, String>,
+    ) -> Self {
         NodeSnapshot {
             node: node.to_string(),
             devices: devices
@@ -50,6 +54,7 @@ impl NodeSnapshot {
                 .map(|d| {
                     let info = d.info();
                     DeviceSnapshot {
+                        accelerator_class: classes.get(&info.kind).cloned().unwrap_or_default(),
                         free_memory_bytes: info.memory_bytes,
                         info,
                         healthy: true,
@@ -58,7 +63,6 @@ impl NodeSnapshot {
                         running: 0,
                         resident: Vec::new(),
                         backlog_ms: 0.0,
-                        accelerator_class: String::new(),
                     }
                 })
                 .collect(),

@@ -363,3 +363,32 @@ fn deadline_admission_rejects_predicted_misses() {
         }
     }
 }
+
+#[test]
+fn the_admitted_prediction_is_what_admission_compared_and_only_for_admitted_requests() {
+    let mut cfg = SchedulerConfig::new(PolicyConfig::named("edf"));
+    cfg.admission = AdmissionMode::Deadline;
+    let mut s = Scheduler::new(gpus(1, 1, 1 << 30), cfg).unwrap();
+    let f = s.add_function(Function::uniform("f", 1, msec(10), msec(5), msec(40))).unwrap();
+    let req = Request { function: f, arrival: 0, deadline: msec(40) };
+    let predicted = s.predict_completion(f, req.deadline, 0);
+    s.submit(0, req).unwrap();
+    assert_eq!(s.admitted_prediction(), predicted, "the same prediction, not asked twice");
+    assert!(s.admitted_prediction().is_some());
+    // Fill the queue until one is rejected: then there is no admitted prediction.
+    let mut rejected = false;
+    for _ in 0..10 {
+        if s.submit(0, req).is_err() {
+            rejected = true;
+            assert_eq!(s.admitted_prediction(), None);
+            break;
+        }
+    }
+    assert!(rejected, "the one slot cannot take ten 10 ms requests within 40 ms");
+    // Without deadline admission nothing is predicted.
+    let mut s =
+        Scheduler::new(gpus(1, 1, 1 << 30), SchedulerConfig::new(PolicyConfig::named("edf"))).unwrap();
+    let f = s.add_function(Function::uniform("f", 1, msec(10), msec(5), msec(40))).unwrap();
+    s.submit(0, Request { function: f, arrival: 0, deadline: msec(40) }).unwrap();
+    assert_eq!(s.admitted_prediction(), None);
+}

@@ -39,7 +39,7 @@ impl Executor {
         let metrics = Arc::new(ExecutorMetrics::default());
         let devices = Arc::new(devices);
         let (tx, rx) = mpsc::unbounded_channel();
-        let snapshot = NodeSnapshot::new(&config.node, &devices);
+        let snapshot = NodeSnapshot::new(&config.node, &devices, &config.accelerator_classes);
         let (status_tx, status) = watch::channel(snapshot);
         let headroom_floor = config.scheduler.deadline_headroom;
         metrics.admission_headroom.set(headroom_floor);

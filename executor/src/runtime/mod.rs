@@ -303,10 +303,6 @@ impl Actor {
             let now = self.now();
             let rel = deadline.unwrap_or(Duration::from_millis(def.deadline_ms as u64));
             let req = Request { function: fid, arrival: now, deadline: now + rel.as_nanos() as Nanos };
-            let predicted = (self.sched.config().admission == kaas_scheduler::AdmissionMode::Deadline)
-                .then(|| self.sched.predict_completion(fid, req.deadline, now))
-                .flatten()
-                .map(|at| Instant::now() + Duration::from_nanos(at.saturating_sub(now)));
             let id = self.sched.submit(now, req).map_err(|r| match r {
                 kaas_scheduler::Rejection::NoCapacity => {
                     ExecError::NoCapacity(format!("no healthy device can run {key}"))
@@ -321,6 +317,10 @@ impl Actor {
                     ExecError::Rejected { reason: other.to_string(), retry_after_ms }
                 }
             })?;
+            let predicted = self
+                .sched
+                .admitted_prediction()
+                .map(|at| Instant::now() + Duration::from_nanos(at.saturating_sub(now)));
             let owner = Owner {
                 function: def.key(),
                 function_quota: def.memory_quota,

@@ -49,6 +49,8 @@ struct ReqState {
 
 /// The scheduling engine. See the crate documentation.
 pub struct Scheduler {
+    /// The completion `deadline` admission predicted for the request last admitted.
+    admitted_prediction: Option<Nanos>,
     cluster: Cluster,
     functions: Vec<Function>,
     registry: Registry,
@@ -196,6 +198,7 @@ impl Scheduler {
             seq: 0,
             waiting: 0,
             offered: None,
+            admitted_prediction: None,
             dropped: Vec::new(),
             evicted: Vec::new(),
             keep_alive_ends: BinaryHeap::new(),

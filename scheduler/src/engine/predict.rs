@@ -87,6 +87,7 @@ impl Scheduler {
             as Nanos;
         let latest = request.deadline.saturating_sub(slack);
         if p.completion <= latest {
+            self.admitted_prediction = Some(p.completion);
             return Ok(());
         }
         // Would a warm run meet the deadline where the function is being loaded, or

@@ -7,6 +7,7 @@ impl Scheduler {
     /// completed [`Dispatch`] chain, a [`Dropped`], a [`Lost`] or a [`cancel`](Self::cancel).
     pub fn submit(&mut self, now: Nanos, request: Request) -> Result<ReqId, Rejection> {
         self.settle();
+        self.admitted_prediction = None;
         let fi = request.function.0 as usize;
         if fi >= self.v.hot.len() {
             return Err(Rejection::UnknownFunction);
@@ -32,6 +33,14 @@ impl Scheduler {
             }
         }
         Ok(self.enter(now, request))
+    }
+
+    /// The completion `deadline` admission predicted for the request the last
+    /// [`submit`](Self::submit) admitted (`None` under other admission modes or when it
+    /// was rejected): what a caller compares the actual completion with, without asking
+    /// for the prediction a second time.
+    pub fn admitted_prediction(&self) -> Option<Nanos> {
+        self.admitted_prediction
     }
 
     /// Queues an admitted request in the policy and returns its handle.
