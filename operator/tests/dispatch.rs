@@ -58,20 +58,8 @@ fn function(name: &str) -> proto::FunctionDef {
 }
 
 async fn setup() -> (Gateway, Arc<FaultBackend>, Executor) {
-    let wasm: Arc<dyn Backend> = Arc::new(WasmBackend::new(64 << 20, 1, Duration::from_secs(10)).unwrap());
-    let faults = Arc::new(FaultBackend::new(wasm));
     let scheduler = SchedulerConfig::new(PolicyConfig::named("edf"));
-    let ex = Executor::start(
-        vec![faults.clone() as Arc<dyn Backend>],
-        ExecutorConfig {
-            node: "n".into(),
-            scheduler: scheduler.clone(),
-            shares: vec![],
-            health_interval: Duration::from_millis(200),
-            accelerator_classes: Default::default(),
-        },
-    )
-    .unwrap();
+    let (ex, faults) = executor_over(64 << 20, &scheduler);
     let gw = Gateway::start(GatewayConfig { scheduler, ..GatewayConfig::default() }).unwrap();
     gw.add_node("n", NodeClient::Local(ex.clone()));
     assert!(gw.wait_ready(Duration::from_secs(5)).await, "the node comes up");
