@@ -68,7 +68,11 @@ async fn gateway_and_two_executors_survive_a_kill_and_admission_protects_the_slo
     let (_exec_c, c) = start_executor(&exec_bin, "node-c");
     let mut results = Vec::new();
     for admission in ["deadline", "none"] {
-        write_functions(dir.path(), &classes, "balance", admission);
+        // 35 % of each deadline in reserve, not the suite's 25 %: the two executors queue
+        // separately now (per-node scheduling), so a stall of this shared 2-core machine
+        // delays a whole node's queue at once; with 25 % one CI run (debug build) kept
+        // 98.8 % of admitted requests in time, the misses all within 150 ms of each other.
+        write_functions_with(dir.path(), &classes, "balance", admission, None, 0.35);
         let (_gw, addr) = start_gateway(&op_bin, dir.path(), &[b.clone(), c.clone()]);
         // A second at the nominal capacity first: the gateway learns the service times
         // this loaded machine really delivers (its model replaces the declared profile).
