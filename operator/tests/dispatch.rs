@@ -230,5 +230,6 @@ async fn refused_everywhere_is_a_429_with_the_executors_reason() {
         }
         other => panic!("expected 429, got {other:?}"),
     }
+    assert_eq!(gw.metrics().retries.get(), 0, "one node: a refusal with nowhere else to go is no retry");
     assert_eq!(busy.await.unwrap().0, Ok(42));
 }

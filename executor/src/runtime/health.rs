@@ -50,6 +50,8 @@ impl Actor {
                             .filter(|(_, d)| d.can_run(&p.f))
                             .map(|(i, _)| i.kind.as_str())
                             .collect();
+                        // Devices of a kind need not be adjacent.
+                        k.sort_unstable();
                         k.dedup();
                         k
                     };

@@ -69,6 +69,10 @@ impl Gateway {
             }
             let choice = self.state().route(&def, key, left.as_secs_f64() * 1000.0, &tried);
             let Some(choice) = choice else { break };
+            // A retry is an attempt that follows another, not a failure with nowhere to go.
+            if !tried.is_empty() {
+                self.inner.metrics.retries.inc();
+            }
             tried.push(choice.node.clone());
             let _in_flight = InFlight::new(&self.inner.metrics);
             let outcome = self.run_on(&def, &choice, inputs.clone(), due, arrival).await;
@@ -85,9 +89,6 @@ impl Gateway {
                     self.node_down(&choice.node, choice.incarnation);
                     last = Some(GatewayError::Unavailable(format!("the node running it failed: {why}")));
                 }
-            }
-            if tried.len() < MAX_TRIES {
-                self.inner.metrics.retries.inc();
             }
         }
         Err(last.unwrap_or_else(|| GatewayError::Unavailable(format!("no healthy executor can run {key}"))))
