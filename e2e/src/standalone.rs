@@ -155,6 +155,27 @@ pub struct Outcome {
     pub server_ms: f64,
     /// Whether the output was right.
     pub correct: bool,
+    /// Time it waited before its kernels started, as the gateway reported it (the
+    /// executor's queue plus the hops to it).
+    pub queue_ms: f64,
+    /// Time its kernels ran, as the executor measured it.
+    pub exec_ms: f64,
+}
+
+/// One invocation's answer.
+pub struct Answer {
+    /// HTTP status (0: no answer).
+    pub status: u16,
+    /// End-to-end latency the gateway reported.
+    pub total_ms: f64,
+    /// Whether the output was right.
+    pub correct: bool,
+    /// `node/device` that served it.
+    pub device: String,
+    /// Queue time the gateway reported.
+    pub queue_ms: f64,
+    /// Kernel time the executor measured.
+    pub exec_ms: f64,
 }
 
 /// One invocation: (status, latency ms, output correct, device).
@@ -164,11 +185,25 @@ pub async fn invoke(
     function: &str,
     seq: u32,
 ) -> (u16, f64, bool, String) {
+    let a = invoke_timed(client, gw, function, seq).await;
+    (a.status, a.total_ms, a.correct, a.device)
+}
+
+/// One invocation with the timings of its answer.
+pub async fn invoke_timed(client: &reqwest::Client, gw: &str, function: &str, seq: u32) -> Answer {
     let input: Vec<u8> =
         (0..16u32).flat_map(|i| (seq.wrapping_mul(31).wrapping_add(i)).to_le_bytes()).collect();
     let body = json!({ "inputs": { "in": STANDARD.encode(&input) } });
     let url = format!("http://{gw}/v1/namespaces/e2e/functions/{function}:invoke");
-    let Ok(resp) = client.post(url).json(&body).send().await else { return (0, 0.0, false, String::new()) };
+    let none = |status| Answer {
+        status,
+        total_ms: 0.0,
+        correct: false,
+        device: String::new(),
+        queue_ms: 0.0,
+        exec_ms: 0.0,
+    };
+    let Ok(resp) = client.post(url).json(&body).send().await else { return none(0) };
     let status = resp.status().as_u16();
     let v: serde_json::Value = resp.json().await.unwrap_or_default();
     if status != 200 {
@@ -176,13 +211,20 @@ pub async fn invoke(
         if std::env::var_os("KAAS_E2E_DEBUG").is_some() {
             eprintln!("{status}: {v}");
         }
-        return (status, 0.0, false, String::new());
+        return none(status);
     }
     let out = STANDARD.decode(v["outputs"]["out"].as_str().unwrap_or_default()).unwrap_or_default();
     let want: Vec<u8> =
         (0..16u32).flat_map(|i| (seq.wrapping_mul(31).wrapping_add(i) + 1).to_le_bytes()).collect();
-    let device = v["device"].as_str().unwrap_or_default().to_string();
-    (status, v["timing"]["totalMs"].as_f64().unwrap_or(f64::MAX), out == want, device)
+    let t = &v["timing"];
+    Answer {
+        status,
+        total_ms: t["totalMs"].as_f64().unwrap_or(f64::MAX),
+        correct: out == want,
+        device: v["device"].as_str().unwrap_or_default().to_string(),
+        queue_ms: t["queueMs"].as_f64().unwrap_or(0.0),
+        exec_ms: t["execMs"].as_f64().unwrap_or(0.0),
+    }
 }
 
 /// Open-loop load: `rate` requests/s for `secs`, alternating the classes; `at_half` runs
@@ -205,27 +247,48 @@ pub async fn load_over(
     secs: f64,
     at_half: Option<Box<dyn FnOnce() + Send>>,
 ) -> Vec<Outcome> {
+    let total = (rate * secs) as u32;
+    let schedule: Vec<(f64, usize)> =
+        (0..total).map(|i| (i as f64 / rate, i as usize % classes.len())).collect();
+    replay(gws, classes, &schedule, at_half).await
+}
+
+/// Replays a schedule of (seconds from start, class index) open-loop, request `i` going
+/// to gateway `i mod n`; `at_half` runs once half-way.
+pub async fn replay(
+    gws: &[String],
+    classes: &[Class],
+    schedule: &[(f64, usize)],
+    at_half: Option<Box<dyn FnOnce() + Send>>,
+) -> Vec<Outcome> {
     let client = reqwest::Client::builder().pool_max_idle_per_host(256).build().unwrap();
     let gws: Vec<Arc<String>> = gws.iter().map(|g| Arc::new(g.clone())).collect();
     let names: Vec<&'static str> = classes.iter().map(|c| c.name).collect();
-    let total = (rate * secs) as u32;
+    let total = schedule.len();
     let start = Instant::now();
     let mut tasks = Vec::new();
     let mut at_half = at_half;
-    for i in 0..total {
-        let due = start + Duration::from_secs_f64(i as f64 / rate);
+    for (i, &(at, f)) in schedule.iter().enumerate() {
+        let due = start + Duration::from_secs_f64(at);
         tokio::time::sleep_until(due.into()).await;
         if i == total / 2
-            && let Some(f) = at_half.take()
+            && let Some(h) = at_half.take()
         {
-            f();
+            h();
         }
-        let (client, gw) = (client.clone(), gws[i as usize % gws.len()].clone());
-        let f = (i as usize) % names.len();
+        let (client, gw) = (client.clone(), gws[i % gws.len()].clone());
         let name = names[f];
         tasks.push(tokio::spawn(async move {
-            let (status, server_ms, correct, device) = invoke(&client, &gw, name, i).await;
-            Outcome { device, status, function: f, server_ms, correct }
+            let a = invoke_timed(&client, &gw, name, i as u32).await;
+            Outcome {
+                device: a.device,
+                status: a.status,
+                function: f,
+                server_ms: a.total_ms,
+                correct: a.correct,
+                queue_ms: a.queue_ms,
+                exec_ms: a.exec_ms,
+            }
         }));
     }
     let mut out = Vec::new();

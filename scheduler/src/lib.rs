@@ -13,6 +13,7 @@ pub mod cache;
 pub mod devset;
 mod engine;
 pub mod estimate;
+pub mod margin;
 pub mod metrics;
 pub mod model;
 pub mod policy;

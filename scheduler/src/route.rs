@@ -27,6 +27,18 @@ impl Candidate {
     }
 }
 
+/// The wait a router predicts on a device: what the node last reported (its
+/// [`backlogs_ms`](crate::Scheduler::backlogs_ms)) plus the work the router sent there
+/// since, spread over the device's slots; 0 while a slot is free for every request sent
+/// since and nothing was waiting at the report.
+pub fn wait_ms(reported_backlog_ms: f64, slots: u32, running: u32, charged: u32, charged_ms: f64) -> f64 {
+    let slots = slots.max(1);
+    if reported_backlog_ms <= 0.0 && slots.saturating_sub(running) > charged {
+        return 0.0;
+    }
+    reported_backlog_ms + charged_ms / slots as f64
+}
+
 /// Share of the deadline a cost-preferring choice keeps free for what the prediction
 /// cannot see (the same margin `deadline` admission keeps by default).
 pub const ROUTE_HEADROOM: f64 = 0.1;

@@ -392,3 +392,30 @@ fn the_admitted_prediction_is_what_admission_compared_and_only_for_admitted_requ
     s.submit(0, Request { function: f, arrival: 0, deadline: msec(40) }).unwrap();
     assert_eq!(s.admitted_prediction(), None);
 }
+
+/// What a node reports to routers: remaining running work plus the device's share of the
+/// queue, per slot; 0 while a slot is free and nothing waits.
+#[test]
+fn backlog_report_counts_running_remainder_and_queue_share_per_slot() {
+    // Two devices with two slots each; a function of 10 ms.
+    let mut s = sched(gpus(2, 2, 1 << 30), PolicyConfig::named("edf"));
+    let f = s.add_function(Function::uniform("f", 1, msec(10), 0, msec(10_000))).unwrap();
+    assert_eq!(s.backlogs_ms(0), vec![0.0, 0.0], "idle devices");
+    for _ in 0..6 {
+        s.submit(0, Request { function: f, arrival: 0, deadline: msec(10_000) }).unwrap();
+    }
+    let mut started = 0;
+    while s.next_dispatch(0).is_some() {
+        started += 1;
+    }
+    assert_eq!(started, 4, "four slots");
+    // At 4 ms: each device runs two requests with 6 ms left (12 ms), and holds half of
+    // the two queued requests' 20 ms: (12 + 10) / 2 slots = 11 ms.
+    let b = s.backlogs_ms(msec(4));
+    for x in &b {
+        assert!((x - 11.0).abs() < 1e-9, "{b:?}");
+    }
+    // Past the running work's predicted end only the queue's share is left.
+    let b = s.backlogs_ms(msec(30));
+    assert!((b[0] - 5.0).abs() < 1e-9, "{b:?}");
+}

@@ -180,8 +180,11 @@ proptest! {
             now = t;
             let deadline = t + s.functions()[f.0 as usize].deadline;
             let predicted = s.predict_completion(f, deadline, now).unwrap_or(Nanos::MAX);
-            // Admission keeps 10 % of the relative deadline as headroom.
-            let slack = ((deadline - t) as f64 * 0.1) as Nanos;
+            // Admission keeps at least the configured 10 % of the relative deadline as
+            // headroom, more while its predictions have run late (the learned margin).
+            let headroom = s.deadline_headroom();
+            prop_assert!((0.1..=kaas_scheduler::margin::CEILING).contains(&headroom), "headroom {}", headroom);
+            let slack = ((deadline - t) as f64 * headroom) as Nanos;
             match s.submit(now, Request { function: f, arrival: t, deadline }) {
                 Ok(_) => prop_assert!(predicted + slack <= deadline, "admitted with predicted {} > deadline {}", predicted, deadline),
                 Err(Rejection::DeadlineUnmeetable { predicted: p, .. }) => {

@@ -14,6 +14,7 @@ pub mod scenario;
 pub mod simulate;
 pub mod svg;
 pub mod sweep;
+pub mod topology;
 pub mod workload;
 
 use std::path::PathBuf;

@@ -13,6 +13,7 @@ use kaas_scheduler::{
 use serde::{Deserialize, Serialize};
 
 use crate::SimError;
+use crate::topology::Topology;
 
 /// A whole scenario.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -51,6 +52,14 @@ pub struct Scenario {
     /// `request` or `kernel`.
     #[serde(default)]
     pub granularity: Granularity,
+    /// `pool` (one scheduler over every device, the ideal) or `per-node` (a scheduler per
+    /// node, as each executor runs, behind a router, as each gateway is).
+    #[serde(default)]
+    pub topology: Topology,
+    /// With `per-node`: how often each node's report reaches the router, ms (an executor
+    /// publishes at most every 20 ms).
+    #[serde(default = "twenty")]
+    pub report_interval_ms: f64,
     /// What arrives.
     pub workload: Workload,
     /// For `kaas-sim sweep`: the grid.
@@ -63,6 +72,10 @@ pub struct Scenario {
     /// Directory relative paths are resolved against (the scenario file's directory).
     #[serde(skip)]
     pub base_dir: PathBuf,
+}
+
+fn twenty() -> f64 {
+    20.0
 }
 
 fn ten() -> f64 {
@@ -98,6 +111,10 @@ pub struct ClassSpec {
     pub slots_per_device: u32,
     /// Number of devices.
     pub count: usize,
+    /// With `topology: per-node`: devices per node (the class's devices are cut into
+    /// nodes of this size; all in one node when absent).
+    #[serde(default)]
+    pub devices_per_node: Option<usize>,
 }
 
 fn gpu() -> String {
@@ -410,6 +427,9 @@ impl Scenario {
             if c.kind != "GPU" && c.kind != "CPU" {
                 return bad(format!("class {}: kind must be GPU or CPU, got {}", c.name, c.kind));
             }
+            if c.devices_per_node == Some(0) {
+                return bad(format!("class {}: devicesPerNode must be positive", c.name));
+            }
             if c.slots_per_device == 0 || c.relative_speed <= 0.0 || c.memory_bytes == 0 {
                 return bad(format!(
                     "class {}: slotsPerDevice, relativeSpeed and memoryBytes must be positive",
@@ -443,6 +463,12 @@ impl Scenario {
             if f.profile.is_empty() {
                 return bad(format!("function {}: profile is empty, it cannot run anywhere", f.name));
             }
+        }
+        if !(self.report_interval_ms >= 0.0 && self.report_interval_ms.is_finite()) {
+            return bad(format!(
+                "reportIntervalMs must be finite and not negative, got {}",
+                self.report_interval_ms
+            ));
         }
         let w = &self.workload;
         if w.load_factor <= 0.0 || !w.load_factor.is_finite() {

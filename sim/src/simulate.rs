@@ -5,13 +5,14 @@ use std::collections::BTreeMap;
 use std::time::Instant;
 
 use kaas_scheduler::metrics::{Metrics, Report};
-use kaas_scheduler::{Completed, FunctionId, Nanos, Request, SEC, Scheduler};
+use kaas_scheduler::{Cluster, Completed, Function, FunctionId, Nanos, ReqId, Request, SEC, Scheduler};
 use serde::Serialize;
 
 use crate::SimError;
 use crate::heap::EventHeap;
 use crate::rng::Rng;
 use crate::scenario::{Generator, Scenario, Service};
+use crate::topology::{self, Charge, MAX_TRIES, Router, Topology};
 use crate::workload::{self, Arrival};
 
 /// Quantiles at which latency CDFs are sampled.
@@ -51,36 +52,42 @@ pub struct RunResult {
     /// completed request, (actual − predicted completion) / its relative deadline.
     #[serde(skip)]
     pub prediction_errors: Vec<f64>,
+    /// Requests started per (function, accelerator class), by name: where routing and
+    /// the policies sent the work.
+    #[serde(skip)]
+    pub placements: BTreeMap<(String, String), u64>,
 }
 
 /// What an event does.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Kind {
-    /// The dispatch of the request in this scheduler slot finishes.
-    Complete(u32),
-    /// A keep-alive that blocks waiting work ends.
-    Wakeup,
+    /// The dispatch of the request in this node scheduler's slot finishes.
+    Complete(u32, u32),
+    /// A keep-alive that blocks waiting work on this node ends.
+    Wakeup(u32),
     /// A closed-loop client of this function issues its next request.
     Issue(u32),
 }
 
-/// An event as one integer: time in the high 64 bits, then the kind and its argument, so
-/// the heap compares single integers. Events at the same instant run completions first,
-/// then wakeups, then issues; two events with the same key are the same event.
+/// An event as one integer: time in the high 64 bits, then the kind (2 bits), the node
+/// (30 bits) and the slot or function (32 bits), so the heap compares single integers.
+/// Events at the same instant run completions first, then wakeups, then issues; two
+/// events with the same key are the same event.
 fn event(t: Nanos, kind: Kind) -> u128 {
-    let (k, arg) = match kind {
-        Kind::Complete(slot) => (0u128, slot),
-        Kind::Wakeup => (1, 0),
-        Kind::Issue(f) => (2, f),
+    let (k, node, arg) = match kind {
+        Kind::Complete(node, slot) => (0u128, node, slot),
+        Kind::Wakeup(node) => (1, node, 0),
+        Kind::Issue(f) => (2, 0, f),
     };
-    (t as u128) << 64 | k << 32 | arg as u128
+    (t as u128) << 64 | k << 62 | (node as u128) << 32 | arg as u128
 }
 
 fn decode(e: u128) -> (Nanos, Kind) {
     let arg = e as u32;
-    let kind = match (e >> 32) as u32 {
-        0 => Kind::Complete(arg),
-        1 => Kind::Wakeup,
+    let node = ((e >> 32) as u32) & ((1 << 30) - 1);
+    let kind = match ((e >> 62) & 3) as u32 {
+        0 => Kind::Complete(node, arg),
+        1 => Kind::Wakeup(node),
         _ => Kind::Issue(arg),
     };
     ((e >> 64) as Nanos, kind)
@@ -100,12 +107,28 @@ impl Side {
     const NONE: Side = Side { duration: None, client: false };
 }
 
+/// One node: its scheduler and what the simulation keeps per request slot of it.
+struct Node {
+    s: Scheduler,
+    side: Vec<Side>,
+    /// Per slot, the predicted completion of the request there (when recording).
+    predicted: Vec<Nanos>,
+    /// Per slot, what the router charged (per-node topology).
+    charges: Vec<Charge>,
+    wakeup: Option<Nanos>,
+}
+
 struct Sim<'a> {
     scenario: &'a Scenario,
-    s: Scheduler,
+    nodes: Vec<Node>,
+    /// The router in front of the nodes (per-node topology).
+    router: Option<Router>,
+    /// Each node's cluster, for the router.
+    clusters: Vec<Cluster>,
+    /// The global function table (each node's copy keeps only the classes it has).
+    functions: Vec<Function>,
     metrics: Metrics,
     events: EventHeap,
-    side: Vec<Side>,
     /// Whether arrivals carry durations or come from clients (else `side` stays empty).
     needs_side: bool,
     rng: Rng,
@@ -114,7 +137,6 @@ struct Sim<'a> {
     deadlines: Vec<Nanos>,
     best: Vec<Nanos>,
     think: Nanos,
-    wakeup: Option<Nanos>,
     count: u64,
     last_arrival: Nanos,
     /// Time of the last event: the simulated makespan once the queue has drained.
@@ -122,8 +144,16 @@ struct Sim<'a> {
     /// Whether to record admission's predictions (and then, per slot, the predicted
     /// completion of the request there).
     record: bool,
-    predicted: Vec<Nanos>,
     prediction_errors: Vec<f64>,
+    /// Requests started per (function, class).
+    placements: BTreeMap<(u32, u16), u64>,
+}
+
+fn put<T: Copy>(v: &mut Vec<T>, slot: usize, value: T, empty: T) {
+    if slot >= v.len() {
+        v.resize(slot + 1, empty);
+    }
+    v[slot] = value;
 }
 
 impl Sim<'_> {
@@ -132,109 +162,158 @@ impl Sim<'_> {
     }
 
     #[inline]
-    fn side(&self, slot: usize) -> Side {
-        if self.needs_side { self.side[slot] } else { Side::NONE }
+    fn side(&self, n: usize, slot: usize) -> Side {
+        if self.needs_side { self.nodes[n].side[slot] } else { Side::NONE }
     }
 
+    /// Offers a request to node `n`; its handle when the node's scheduler admits it.
+    fn offer(&mut self, n: usize, a: &Arrival, client: bool) -> Option<ReqId> {
+        let f = FunctionId(a.function);
+        let deadline = a.t + self.deadlines[a.function as usize];
+        let node = &mut self.nodes[n];
+        let predicted = if self.record { node.s.predict_completion(f, deadline, a.t) } else { None };
+        let id = node.s.submit(a.t, Request { function: f, arrival: a.t, deadline }).ok()?;
+        if let Some(p) = predicted {
+            put(&mut node.predicted, id.slot(), p, 0);
+        }
+        if self.needs_side {
+            put(&mut node.side, id.slot(), Side { duration: a.duration, client }, Side::NONE);
+        }
+        Some(id)
+    }
+
+    /// An arrival: straight to the one scheduler (pool), or routed (per-node); then
+    /// every node it was offered to dispatches (a refusal may have started a warm-up).
     fn arrive(&mut self, a: Arrival, client: bool) {
         self.count += 1;
         self.last_arrival = self.last_arrival.max(a.t);
         let f = FunctionId(a.function);
-        let deadline = a.t + self.deadlines[a.function as usize];
-        let predicted = if self.record { self.s.predict_completion(f, deadline, a.t) } else { None };
-        match self.s.submit(a.t, Request { function: f, arrival: a.t, deadline }) {
-            Ok(id) => {
-                self.metrics.admitted(f);
-                if let Some(p) = predicted {
-                    let slot = id.slot();
-                    if slot >= self.predicted.len() {
-                        self.predicted.resize(slot + 1, 0);
-                    }
-                    self.predicted[slot] = p;
-                }
-                if self.needs_side {
-                    let slot = id.slot();
-                    if slot >= self.side.len() {
-                        self.side.resize(slot + 1, Side::NONE);
-                    }
-                    self.side[slot] = Side { duration: a.duration, client };
-                }
+        let mut tried: Vec<usize> = Vec::with_capacity(MAX_TRIES);
+        let accepted = match self.router.take() {
+            None => {
+                tried.push(0);
+                self.offer(0, &a, client).map(|_| 0)
             }
-            Err(_) => {
+            Some(mut router) => {
+                for (n, node) in self.nodes.iter().enumerate() {
+                    router.refresh(n, &node.s, a.t);
+                }
+                let clusters: Vec<&Cluster> = self.clusters.iter().collect();
+                let func = &self.functions[a.function as usize];
+                let order = router.order(func, f, self.deadlines[a.function as usize], &clusters);
+                let mut accepted = None;
+                for (n, device, run_ms) in order {
+                    if tried.contains(&n) {
+                        continue;
+                    }
+                    if tried.len() == MAX_TRIES {
+                        break;
+                    }
+                    tried.push(n);
+                    if let Some(id) = self.offer(n, &a, client) {
+                        let c = router.charge(n, device, run_ms);
+                        put(&mut self.nodes[n].charges, id.slot(), c, Charge::default());
+                        accepted = Some(n);
+                        break;
+                    }
+                }
+                self.router = Some(router);
+                accepted
+            }
+        };
+        match accepted {
+            Some(_) => self.metrics.admitted(f),
+            None => {
                 self.metrics.rejected(f);
                 if client {
                     self.push(a.t + self.think, Kind::Issue(a.function));
                 }
             }
         }
+        for n in tried {
+            self.dispatch(a.t, n);
+        }
     }
 
-    fn complete(&mut self, now: Nanos, slot: u32) {
-        let Some((id, &r)) = self.s.in_slot(slot as usize) else { return };
-        if let Some(Completed::Request) = self.s.complete(now, id) {
+    /// The router takes back a request's charge once it is answered.
+    fn answered(&mut self, n: usize, slot: usize) {
+        if let Some(router) = &mut self.router
+            && let Some(&c) = self.nodes[n].charges.get(slot)
+        {
+            router.uncharge(n, c);
+        }
+    }
+
+    fn complete(&mut self, now: Nanos, n: usize, slot: u32) {
+        let node = &mut self.nodes[n];
+        let Some((id, &r)) = node.s.in_slot(slot as usize) else { return };
+        if let Some(Completed::Request) = node.s.complete(now, id) {
             let latency = now - r.arrival;
             self.metrics.completed(r.function, latency, now <= r.deadline);
-            if let Some(&p) = self.predicted.get(slot as usize).filter(|&&p| p > 0) {
+            if let Some(&p) = node.predicted.get(slot as usize).filter(|&&p| p > 0) {
                 let relative = r.deadline.saturating_sub(r.arrival).max(1) as f64;
                 self.prediction_errors.push((now as f64 - p as f64) / relative);
-                self.predicted[slot as usize] = 0;
+                node.predicted[slot as usize] = 0;
             }
-            if self.side(slot as usize).client {
+            self.answered(n, slot as usize);
+            if self.side(n, slot as usize).client {
                 self.push(now + self.think, Kind::Issue(r.function.0));
             }
         }
     }
 
     #[inline]
-    fn dispatch(&mut self, now: Nanos) {
+    fn dispatch(&mut self, now: Nanos, n: usize) {
         // After most completions nothing waits: skip the dispatch loop entirely.
-        if self.s.is_quiet() {
+        if self.nodes[n].s.is_quiet() {
             return;
         }
-        self.dispatch_waiting(now);
+        self.dispatch_waiting(now, n);
     }
 
-    fn dispatch_waiting(&mut self, now: Nanos) {
-        while let Some(d) = self.s.next_dispatch(now) {
+    fn dispatch_waiting(&mut self, now: Nanos, n: usize) {
+        while let Some(d) = self.nodes[n].s.next_dispatch(now) {
             let fi = d.function.0 as usize;
+            let class_id = self.nodes[n].s.cluster().devices[d.device.0 as usize].class;
+            let class = &self.nodes[n].s.cluster().classes[class_id.0 as usize];
+            let (price, slots) = (class.price_per_hour, class.slots);
             if d.warmup {
                 // Scale from zero: the load holds a slot and answers nobody.
-                let class = self.s.cluster().class_of(d.device);
-                let (price, slots) = (class.price_per_hour, class.slots);
                 self.metrics.busy(d.function, d.load, price, slots);
                 self.count += 1;
-                self.push(now + d.load, Kind::Complete(d.id.slot() as u32));
+                self.push(now + d.load, Kind::Complete(n as u32, d.id.slot() as u32));
                 continue;
             }
-            let side = self.side(d.id.slot());
+            let side = self.side(n, d.id.slot());
             let run = match side.duration {
                 Some(dur) => (d.expected as f64 * dur as f64 / self.best[fi].max(1) as f64) as Nanos,
                 None if self.exponential[fi] => (self.rng.exp1() * d.expected as f64) as Nanos,
                 None => d.expected,
             };
             let busy = d.load + run;
-            let class = self.s.cluster().class_of(d.device);
-            let (price, slots) = (class.price_per_hour, class.slots);
             self.metrics.busy(d.function, busy, price, slots);
             if d.kernel == 0 {
                 self.metrics.started(d.function, now - d.arrival, d.cold);
+                *self.placements.entry((d.function.0, class_id.0)).or_default() += 1;
             }
             self.count += 1;
-            self.push(now + busy, Kind::Complete(d.id.slot() as u32));
+            self.push(now + busy, Kind::Complete(n as u32, d.id.slot() as u32));
         }
-        if self.s.has_dropped() {
-            for dr in self.s.take_dropped() {
+        if self.nodes[n].s.has_dropped() {
+            for dr in self.nodes[n].s.take_dropped() {
                 self.metrics.failed(dr.function);
-                if self.side(dr.id.slot()).client {
+                self.answered(n, dr.id.slot());
+                if self.side(n, dr.id.slot()).client {
                     self.push(now + self.think, Kind::Issue(dr.function.0));
                 }
             }
         }
-        if let Some(w) = self.s.next_wakeup(now)
-            && self.wakeup.is_none_or(|x| x <= now || w < x)
+        let node = &mut self.nodes[n];
+        if let Some(w) = node.s.next_wakeup(now)
+            && node.wakeup.is_none_or(|x| x <= now || w < x)
         {
-            self.wakeup = Some(w);
-            self.push(w, Kind::Wakeup);
+            node.wakeup = Some(w);
+            self.push(w, Kind::Wakeup(n as u32));
         }
     }
 }
@@ -250,50 +329,70 @@ pub fn simulate(
     let devices = cluster.devices.len();
     let slot_count: u64 =
         cluster.devices.iter().map(|d| cluster.classes[d.class.0 as usize].slots as u64).sum();
-    let mut s = Scheduler::new(cluster, scenario.scheduler_config(policy, devices))?;
-    // Nothing frees real memory here: keeping the record would grow with every eviction.
-    s.record_evictions(false);
+    let config = scenario.scheduler_config(policy, devices);
+    let per_node: Vec<Option<usize>> = scenario.cluster.iter().map(|c| c.devices_per_node).collect();
+    let layout = topology::layout(scenario.topology, &cluster, &per_node);
     let mut metrics = Metrics::new();
     let functions = workload::with_trace_memory(scenario, scenario.functions())?;
     let mut best = Vec::new();
-    for f in functions {
+    for f in &functions {
         let b = f.best_runtime().unwrap_or(0);
         metrics.add_function(&f.name, b);
         best.push(b);
-        s.add_function(f)?;
+    }
+    let mut nodes = Vec::with_capacity(layout.len());
+    let mut clusters = Vec::with_capacity(layout.len());
+    // Where each global device is: (node, device on it).
+    let mut place = vec![(0usize, 0u32); devices];
+    for (n, devs) in layout.iter().enumerate() {
+        let c = topology::node_cluster(&cluster, devs);
+        let mut s = Scheduler::new(c.clone(), config.clone())?;
+        // Nothing frees real memory here: keeping the record would grow with every eviction.
+        s.record_evictions(false);
+        for f in &functions {
+            s.add_function(topology::node_function(f, &c))?;
+        }
+        for (i, &d) in devs.iter().enumerate() {
+            place[d] = (n, i as u32);
+        }
+        nodes.push(Node { s, side: Vec::new(), predicted: Vec::new(), charges: Vec::new(), wakeup: None });
+        clusters.push(c);
     }
     for (i, f) in scenario.functions.iter().enumerate() {
         let fid = FunctionId(i as u32);
         let mut placed = 0;
-        for d in 0..devices {
+        for &(n, d) in &place {
             if placed >= f.prewarm {
                 break;
             }
-            placed += s.preload(0, fid, kaas_scheduler::DeviceId(d as u32)) as u32;
+            placed += nodes[n].s.preload(0, fid, kaas_scheduler::DeviceId(d)) as u32;
         }
     }
     let mut arrivals = workload::open(scenario, load_factor)?;
-    let deadlines = s.functions().iter().map(|f| f.deadline).collect();
+    let deadlines = functions.iter().map(|f| f.deadline).collect();
     let closed = scenario.workload.synthetic.as_ref().filter(|g| g.generator == Generator::Closed);
+    let router = (scenario.topology == Topology::PerNode)
+        .then(|| Router::new(policy, kaas_scheduler::ms(scenario.report_interval_ms), nodes.len()));
     let mut sim = Sim {
         scenario,
-        s,
+        nodes,
+        router,
+        clusters,
+        functions,
         metrics,
         events: EventHeap::default(),
-        side: Vec::new(),
         needs_side: scenario.workload.trace.is_some() || closed.is_some(),
         rng: Rng::seed_from_u64(scenario.seed.wrapping_add(0x5eed)),
         exponential: scenario.functions.iter().map(|f| f.service == Service::Exponential).collect(),
         deadlines,
         best,
         think: closed.map_or(0, |g| kaas_scheduler::ms(g.think_ms)),
-        wakeup: None,
         count: 0,
         last_arrival: 0,
         last_event: 0,
         record: scenario.record_predictions && scenario.admission == kaas_scheduler::AdmissionMode::Deadline,
-        predicted: Vec::new(),
         prediction_errors: Vec::new(),
+        placements: BTreeMap::new(),
     };
     if let Some(g) = closed {
         for (i, f) in scenario.functions.iter().enumerate() {
@@ -314,7 +413,6 @@ pub fn simulate(
             (Some(e), Some(a)) if e <= a.t => e,
             (_, Some(a)) => {
                 sim.arrive(a, false);
-                sim.dispatch(a.t);
                 next_arrival = arrivals.pull().map_err(|e| *e)?;
                 continue;
             }
@@ -324,11 +422,12 @@ pub fn simulate(
         let (_, kind) = decode(sim.events.pop().unwrap());
         sim.last_event = sim.last_event.max(now);
         match kind {
-            Kind::Complete(slot) => {
+            Kind::Complete(n, slot) => {
                 sim.count += 1;
-                sim.complete(now, slot);
+                sim.complete(now, n as usize, slot);
+                sim.dispatch(now, n as usize);
             }
-            Kind::Wakeup => {}
+            Kind::Wakeup(n) => sim.dispatch(now, n as usize),
             Kind::Issue(f) => {
                 let in_time = limit.is_none_or(|l| now <= l) && max_requests.is_none_or(|m| issued < m);
                 if in_time {
@@ -337,7 +436,6 @@ pub fn simulate(
                 }
             }
         }
-        sim.dispatch(now);
     }
     let wall = started.elapsed().as_secs_f64().max(1e-9);
     // Rates and utilisation are over the makespan: a queue that drains after the last
@@ -356,6 +454,19 @@ pub fn simulate(
         per_function: sim.metrics.per_function(duration, slot_seconds),
         latency_cdf: sim.metrics.latency_quantiles(&CDF_QUANTILES),
         prediction_errors: std::mem::take(&mut sim.prediction_errors),
+        placements: sim
+            .placements
+            .iter()
+            .map(|(&(f, c), &k)| {
+                (
+                    (
+                        sim.functions[f as usize].name.clone(),
+                        sim.clusters[0].classes[c as usize].name.clone(),
+                    ),
+                    k,
+                )
+            })
+            .collect(),
         report,
     })
 }

@@ -6,7 +6,9 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
+
+use cpu_time::ThreadTime;
 
 use super::{Backend, DeviceInfo, Invocation, Outputs};
 use crate::error::ExecError;
@@ -38,8 +40,10 @@ impl FaultBackend {
         FaultBackend { inner, plan: Arc::default(), slowdown: Arc::new(Mutex::new(1.0)) }
     }
 
-    /// Makes every kernel take `factor` (≥ 1) times as long: a slower device class
-    /// emulated on this one.
+    /// Makes every kernel hold its slot `factor` (≥ 1) times the CPU time it used, sleeping
+    /// the difference: a slower device class emulated on this one. CPU time, not wall
+    /// time: a device's speed does not depend on how busy the host is, and a kernel
+    /// preempted on a loaded machine would otherwise be stretched `factor` times over.
     pub fn slow_down(&self, factor: f64) {
         *self.slowdown.lock().unwrap_or_else(|p| p.into_inner()) = factor.max(1.0);
     }
@@ -114,10 +118,13 @@ impl Invocation for Faulty {
                 self.inner.run_kernel(k).map(|t| t + d)
             }
             None if self.slowdown > 1.0 => {
+                let (cpu, wall) = (ThreadTime::now(), Instant::now());
                 let t = self.inner.run_kernel(k)?;
-                let extra = t.mul_f64(self.slowdown - 1.0);
-                std::thread::sleep(extra);
-                Ok(t + extra)
+                let target = cpu.elapsed().mul_f64(self.slowdown);
+                if let Some(extra) = target.checked_sub(wall.elapsed()) {
+                    std::thread::sleep(extra);
+                }
+                Ok(t.max(target))
             }
             None => self.inner.run_kernel(k),
         }

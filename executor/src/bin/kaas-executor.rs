@@ -47,8 +47,9 @@ struct Args {
     /// class's profile, speed and price.
     #[arg(long = "accelerator-class", value_name = "KIND=CLASS", value_parser = kind_class)]
     accelerator_classes: Vec<(String, String)>,
-    /// Testing: make every kernel take FACTOR times as long (the executor sleeps the
-    /// difference after each kernel), to emulate a slower device class on one machine.
+    /// Testing: make every kernel hold its slot FACTOR times the CPU time it used (the
+    /// executor sleeps the difference after each kernel), to emulate a slower device
+    /// class on one machine whose speed does not depend on the host's load.
     #[arg(long, value_name = "FACTOR", default_value_t = 1.0)]
     emulate_slowdown: f64,
 }

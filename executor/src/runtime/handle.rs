@@ -58,7 +58,6 @@ impl Executor {
             invocations: 0,
             published: Instant::now() - Duration::from_secs(1),
             runtime_ewma: HashMap::new(),
-            margin: Default::default(),
             headroom_floor,
         };
         let interval = actor.config.health_interval;

@@ -19,67 +19,12 @@ impl Actor {
         }
     }
 
-    /// Per device, the wait a request arriving now would see before it could start (ms):
-    /// the remaining predicted time of what runs there, plus the device's slot-weighted
-    /// share of queued work its kind can run, per slot; 0 with a slot free and nothing
-    /// queued. This is what gateways route by.
+    /// Per device, the wait a request arriving now would see before it could start (ms),
+    /// as the node's scheduler predicts it ([`Scheduler::backlogs_ms`], the same the
+    /// simulator's `per-node` router reads): what gateways route by. Quantised to 0.5 ms
+    /// so that noise does not publish a status every time.
     fn backlogs(&self) -> Vec<f64> {
-        let n = self.devices.len();
-        let info: Vec<_> = self.devices.iter().map(|d| d.info()).collect();
-        let mut running = vec![0.0f64; n];
-        let mut queued: HashMap<&str, f64> = HashMap::new();
-        let now = Instant::now();
-        for p in self.pending.values() {
-            let est = |kind: &str| {
-                self.runtime_ewma
-                    .get(&(p.f.key(), kind.to_string()))
-                    .map(|m| m.predicted())
-                    .or(p.f.runtime_ms.get(kind).copied())
-                    .unwrap_or(1.0)
-            };
-            match (p.device, p.started) {
-                (Some(d), Some(at)) => {
-                    let spent = now.duration_since(at).as_secs_f64() * 1000.0;
-                    running[d] += (est(&info[d].kind) - spent).max(0.0);
-                }
-                _ => {
-                    let kinds: Vec<&str> = {
-                        let mut k: Vec<&str> = info
-                            .iter()
-                            .zip(self.devices.iter())
-                            .filter(|(_, d)| d.can_run(&p.f))
-                            .map(|(i, _)| i.kind.as_str())
-                            .collect();
-                        // Devices of a kind need not be adjacent.
-                        k.sort_unstable();
-                        k.dedup();
-                        k
-                    };
-                    for k in &kinds {
-                        *queued.entry(k).or_default() += est(k) / kinds.len() as f64;
-                    }
-                }
-            }
-        }
-        let mut kind_slots: HashMap<&str, u32> = HashMap::new();
-        for (i, d) in info.iter().enumerate() {
-            if self.sched.is_healthy(DeviceId(i as u32)) {
-                *kind_slots.entry(d.kind.as_str()).or_default() += d.slots.max(1);
-            }
-        }
-        info.iter()
-            .enumerate()
-            .map(|(i, d)| {
-                let slots = d.slots.max(1) as f64;
-                let q = queued.get(d.kind.as_str()).copied().unwrap_or(0.0);
-                if q == 0.0 && self.sched.free_slots(DeviceId(i as u32)) > 0 {
-                    return 0.0;
-                }
-                let share = slots / kind_slots.get(d.kind.as_str()).copied().unwrap_or(1).max(1) as f64;
-                // Quantised to 0.5 ms so that noise does not publish a status every time.
-                (((running[i] + q * share) / slots) * 2.0).round() / 2.0
-            })
-            .collect()
+        self.sched.backlogs_ms(self.now()).into_iter().map(|b| (b * 2.0).round() / 2.0).collect()
     }
 
     pub(super) fn publish(&mut self) {

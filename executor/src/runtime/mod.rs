@@ -24,7 +24,6 @@ mod functions;
 mod handle;
 mod health;
 mod learn;
-mod margin;
 mod step;
 pub use handle::Executor;
 pub use step::inputs_from;
@@ -141,8 +140,6 @@ struct Pending {
     exec: Duration,
     /// Wall time its steps held a slot, cold starts excluded: what the model learns.
     busy: Duration,
-    /// Under deadline admission, the completion predicted when it was admitted.
-    predicted: Option<Instant>,
     device: Option<usize>,
 }
 
@@ -166,9 +163,7 @@ struct Actor {
     published: Instant,
     /// Measured runtime per (function key, device kind).
     runtime_ewma: HashMap<(String, String), learn::Measured>,
-    /// Deadline admission's learned margin.
-    margin: margin::Margin,
-    /// The headroom configured (the floor of the learned one).
+    /// The headroom configured (the floor of the one the scheduler learns).
     headroom_floor: f64,
 }
 
@@ -275,7 +270,6 @@ impl Actor {
                 .set_deadline_headroom(config.deadline_headroom)
                 .map_err(|e| ExecError::BadFunction(e.to_string()))?;
             self.headroom_floor = config.deadline_headroom;
-            self.margin.reset();
             self.metrics.admission_headroom.set(config.deadline_headroom);
         }
         if config.eviction != current.eviction {
@@ -317,10 +311,6 @@ impl Actor {
                     ExecError::Rejected { reason: other.to_string(), retry_after_ms }
                 }
             })?;
-            let predicted = self
-                .sched
-                .admitted_prediction()
-                .map(|at| Instant::now() + Duration::from_nanos(at.saturating_sub(now)));
             let owner = Owner {
                 function: def.key(),
                 function_quota: def.memory_quota,
@@ -341,7 +331,6 @@ impl Actor {
                     cold: None,
                     exec: Duration::ZERO,
                     busy: Duration::ZERO,
-                    predicted,
                     device: None,
                 },
             ))
@@ -487,7 +476,11 @@ impl Actor {
                         // The slot time, not only the kernels': buffers, instances and
                         // output copies take a slot too, and admission must count them.
                         self.learn(p.f.key(), self.devices[device].info().kind, p.busy.max(p.exec));
-                        self.learn_margin(&p);
+                        let h = self.sched.deadline_headroom();
+                        if h != self.metrics.admission_headroom.get() {
+                            debug!(headroom = h, "deadline admission's margin follows its prediction errors");
+                            self.metrics.admission_headroom.set(h);
+                        }
                         let outputs = step.outputs.unwrap_or_default();
                         let started = p.started.unwrap_or(p.arrival);
                         let executed = Executed {
@@ -511,22 +504,6 @@ impl Actor {
                     }
                 }
             }
-        }
-    }
-
-    /// Folds an admitted request's completion against its prediction into the margin.
-    fn learn_margin(&mut self, p: &Pending) {
-        let Some(predicted) = p.predicted else { return };
-        let ms = |d: Duration| d.as_secs_f64() * 1000.0;
-        let deadline = ms(p.deadline - p.arrival);
-        let (predicted, actual) =
-            (ms(predicted.saturating_duration_since(p.arrival)), ms(p.arrival.elapsed()));
-        if let Some(h) = self.margin.record(predicted, actual, deadline, self.headroom_floor)
-            && h != self.sched.config().deadline_headroom
-            && self.sched.set_deadline_headroom(h).is_ok()
-        {
-            debug!(headroom = h, "deadline admission's margin follows its prediction errors");
-            self.metrics.admission_headroom.set(h);
         }
     }
 

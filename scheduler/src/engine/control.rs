@@ -134,13 +134,15 @@ impl Scheduler {
         self.retrack();
     }
 
-    /// Changes the share of each deadline `deadline` admission keeps free, for requests
-    /// admitted from now on.
+    /// Changes the share of each deadline `deadline` admission keeps free (at least), for
+    /// requests admitted from now on; what the margin learned is forgotten.
     pub fn set_deadline_headroom(&mut self, headroom: f64) -> Result<(), ConfigError> {
         if !(0.0..1.0).contains(&headroom) {
             return Err(ConfigError::Model(format!("deadline headroom must be in [0, 1), got {headroom}")));
         }
         self.config.deadline_headroom = headroom;
+        self.headroom = headroom;
+        self.margin.reset();
         Ok(())
     }
 

@@ -51,6 +51,13 @@ struct ReqState {
 pub struct Scheduler {
     /// The completion `deadline` admission predicted for the request last admitted.
     admitted_prediction: Option<Nanos>,
+    /// Per request slot: the completion admission predicted for it (0: none), which the
+    /// margin compares its actual completion with.
+    predicted: Vec<Nanos>,
+    /// Deadline admission's margin, learned from those comparisons.
+    margin: crate::margin::Margin,
+    /// The headroom admission uses now: the configured one (a floor) or the learned one.
+    headroom: f64,
     cluster: Cluster,
     functions: Vec<Function>,
     registry: Registry,
@@ -131,6 +138,7 @@ impl Scheduler {
                 config.deadline_headroom
             )));
         }
+        let headroom = config.deadline_headroom;
         if config.token_bucket_burst < 1.0 || !config.token_bucket_burst.is_finite() {
             return Err(ConfigError::Model(format!(
                 "token bucket burst must be at least 1, got {}",
@@ -199,6 +207,9 @@ impl Scheduler {
             waiting: 0,
             offered: None,
             admitted_prediction: None,
+            predicted: Vec::new(),
+            margin: Default::default(),
+            headroom,
             dropped: Vec::new(),
             evicted: Vec::new(),
             keep_alive_ends: BinaryHeap::new(),
@@ -338,6 +349,9 @@ impl Scheduler {
     }
 
     fn release_id(&mut self, id: ReqId) {
+        if let Some(p) = self.predicted.get_mut(id.index()) {
+            *p = 0;
+        }
         self.requests[id.index()].phase = Phase::Free;
         self.v.queued[id.index()] = 0;
         self.free_ids.push(id.index() as u32);
@@ -728,6 +742,7 @@ impl Scheduler {
             }
             let held = self.held[id.index()];
             self.v.caches[device.0 as usize].release(state.request.function, held, now, keep_until);
+            self.learn_margin(now, id.index(), &state.request);
             self.release_id(id);
             return Some(if warmup { Completed::Warmup } else { Completed::Request });
         }
@@ -767,4 +782,5 @@ fn remaining_share(func: &Function, from: u16) -> f64 {
 mod control;
 mod predict;
 mod query;
+mod report;
 mod submit;

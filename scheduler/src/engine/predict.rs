@@ -83,8 +83,7 @@ impl Scheduler {
         let Some(p) = self.predict(f, request.deadline, now) else {
             return Err(Rejection::NoCapacity);
         };
-        let slack = (request.deadline.saturating_sub(request.arrival) as f64 * self.config.deadline_headroom)
-            as Nanos;
+        let slack = (request.deadline.saturating_sub(request.arrival) as f64 * self.headroom) as Nanos;
         let latest = request.deadline.saturating_sub(slack);
         if p.completion <= latest {
             self.admitted_prediction = Some(p.completion);
@@ -98,6 +97,23 @@ impl Scheduler {
             return Err(Rejection::Warming { ready_at, retry_after: ready_at.saturating_sub(now) });
         }
         Err(Rejection::DeadlineUnmeetable { predicted: p.completion, deadline: request.deadline })
+    }
+
+    /// Compares an admitted request's completion with its prediction; the margin may
+    /// move the headroom (see [`crate::margin`]).
+    pub(super) fn learn_margin(&mut self, now: Nanos, slot: usize, r: &Request) {
+        let Some(&p) = self.predicted.get(slot).filter(|&&p| p > 0) else { return };
+        let from = |t: Nanos| t.saturating_sub(r.arrival) as f64;
+        let deadline = from(r.deadline);
+        if let Some(h) = self.margin.record(from(p), from(now), deadline, self.config.deadline_headroom) {
+            self.headroom = h;
+        }
+    }
+
+    /// The share of each deadline `deadline` admission keeps free now: the configured
+    /// headroom, or more while admitted requests complete later than predicted.
+    pub fn deadline_headroom(&self) -> f64 {
+        self.headroom
     }
 
     /// Predicted completion of a request of `f` with absolute `deadline` arriving now,

@@ -32,7 +32,14 @@ impl Scheduler {
                 }
             }
         }
-        Ok(self.enter(now, request))
+        let id = self.enter(now, request);
+        if let Some(p) = self.admitted_prediction {
+            if self.predicted.len() <= id.index() {
+                self.predicted.resize(id.index() + 1, 0);
+            }
+            self.predicted[id.index()] = p.max(1);
+        }
+        Ok(id)
     }
 
     /// The completion `deadline` admission predicted for the request the last

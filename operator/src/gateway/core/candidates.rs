@@ -1,7 +1,7 @@
 //! The routing model: where a request of a function could go, predicted from each
 //! executor's last report, what this gateway sent since, and runtimes it measured.
 
-use kaas_scheduler::route::{Candidate, rank};
+use kaas_scheduler::route::{Candidate, rank, wait_ms};
 
 use super::*;
 
@@ -94,13 +94,7 @@ impl State {
                     continue;
                 }
                 let run_ms = self.run_ms(def, key, name, s);
-                let slots = s.slots.max(1);
-                let free = slots.saturating_sub(s.running);
-                let wait_ms = if s.backlog_ms <= 0.0 && free > d.charged {
-                    0.0
-                } else {
-                    s.backlog_ms + d.charged_ms / slots as f64
-                };
+                let wait_ms = wait_ms(s.backlog_ms, s.slots, s.running, d.charged, d.charged_ms);
                 let cold_ms = if n.resident.contains(&(key.to_string(), s.id.clone())) {
                     0.0
                 } else {

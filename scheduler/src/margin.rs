@@ -1,46 +1,42 @@
-//! Deadline admission's margin, learned from this node's own prediction errors.
+//! Deadline admission's margin, learned from the scheduler's own prediction errors.
 //!
 //! Admission admits a request when its predicted completion is at most
-//! `arrival + (1 − headroom) × deadline`. The configured headroom is a floor: on a node
-//! whose predictions run late (a shared, noisy machine; stalls the runtime model cannot
-//! see), the headroom rises to the 99th percentile of how late, relative to the deadline,
-//! admitted requests completed compared with their prediction over the last
-//! [`WINDOW`] completions; when predictions hold, it falls back to the floor.
+//! `arrival + (1 − headroom) × deadline`. The configured headroom is a floor: where
+//! predictions run late (a policy whose order differs from the prediction's, service
+//! times that vary, a shared machine's stalls the runtime model cannot see), the headroom
+//! rises to the 99th percentile of how late, relative to the deadline, admitted requests
+//! completed compared with their prediction over the last [`WINDOW`] completions; when
+//! predictions hold, it falls back to the floor. The core learns it, so the executor and
+//! the simulator admit alike.
 
 use std::collections::VecDeque;
 
 /// Completions the margin looks back over.
-pub(super) const WINDOW: usize = 256;
+pub const WINDOW: usize = 256;
 /// The margin is recomputed every this many completions.
 const EVERY: u64 = 32;
 /// Never keep more than this share of a deadline in reserve.
-pub(super) const CEILING: f64 = 0.6;
+pub const CEILING: f64 = 0.6;
 
 /// Recent relative prediction errors (positive: completed later than predicted).
 #[derive(Debug, Default)]
-pub(super) struct Margin {
+pub(crate) struct Margin {
     errors: VecDeque<f64>,
     seen: u64,
 }
 
 impl Margin {
     /// Records one admitted request's completion against its prediction (both from
-    /// arrival, ms) and its relative deadline; returns a new headroom when it is time to
-    /// recompute (`floor` is the configured one).
-    pub(super) fn record(
-        &mut self,
-        predicted_ms: f64,
-        actual_ms: f64,
-        deadline_ms: f64,
-        floor: f64,
-    ) -> Option<f64> {
-        if deadline_ms <= 0.0 {
+    /// arrival, in any one unit) and its relative deadline; returns a new headroom when it
+    /// is time to recompute (`floor` is the configured one).
+    pub(crate) fn record(&mut self, predicted: f64, actual: f64, deadline: f64, floor: f64) -> Option<f64> {
+        if deadline <= 0.0 {
             return None;
         }
         if self.errors.len() == WINDOW {
             self.errors.pop_front();
         }
-        self.errors.push_back((actual_ms - predicted_ms) / deadline_ms);
+        self.errors.push_back((actual - predicted) / deadline);
         self.seen += 1;
         if !self.seen.is_multiple_of(EVERY) || self.errors.len() < EVERY as usize {
             return None;
@@ -52,7 +48,7 @@ impl Margin {
     }
 
     /// Forgets what was learned (the policy or its headroom changed).
-    pub(super) fn reset(&mut self) {
+    pub(crate) fn reset(&mut self) {
         self.errors.clear();
         self.seen = 0;
     }

@@ -1,0 +1,117 @@
+//! `topology: per-node` (issue 14): a scheduler per node behind the router every gateway
+//! runs. One node is the pool exactly; several nodes below capacity serve about what the
+//! pool serves; `slo-aware` routes tight deadlines to the fast class and loose ones to
+//! the cheap class.
+
+use std::path::Path;
+
+use kaas_sim::scenario::Scenario;
+use kaas_sim::simulate::{RunResult, simulate};
+use kaas_sim::topology::Topology;
+
+const POLICIES: [&str; 4] = ["slo-aware", "edf", "mqfq-sticky", "balance"];
+
+fn homogeneous(devices: usize, per_node: &str, admission: &str) -> Scenario {
+    let y = format!(
+        "name: homogeneous\nseed: 7\nmaxRequests: 20000\n\
+         cluster: [{{ name: gpu, memoryBytes: 1073741824, slotsPerDevice: 2, count: {devices}{per_node} }}]\n\
+         functions:\n\
+         \x20 - {{ name: short, slo: {{ deadlineMs: 40 }}, profile: [{{ acceleratorClass: gpu, runtimeMs: 4, loadMs: 50 }}], expectedRate: {short}, service: exponential, prewarm: {devices} }}\n\
+         \x20 - {{ name: long, slo: {{ deadlineMs: 400 }}, profile: [{{ acceleratorClass: gpu, runtimeMs: 40, loadMs: 50 }}], expectedRate: {long}, service: exponential, prewarm: {devices} }}\n\
+         admission: {admission}\n\
+         workload: {{ synthetic: {{ generator: poisson }} }}\n",
+        // Each function fills half the slots at load 1.
+        short = 250 * devices,
+        long = 25 * devices,
+    );
+    Scenario::from_yaml(&y, Path::new(".")).unwrap()
+}
+
+fn line(r: &RunResult) -> String {
+    format!(
+        "{:<12} attainment {:.4} admitted {:.4} wait {:.3} ms rejected {}",
+        r.policy,
+        r.report.slo_attainment,
+        r.report.admitted_slo_attainment,
+        r.report.wait_ms.mean,
+        r.report.rejected
+    )
+}
+
+/// A `per-node` cluster of one node is the pool: the router has one place to send to,
+/// the node's scheduler is the pool's. Same numbers, for every policy and admission.
+#[test]
+fn one_node_is_the_pool() {
+    for admission in ["none", "deadline"] {
+        let pool = homogeneous(4, "", admission);
+        let mut one = pool.clone();
+        one.topology = Topology::PerNode;
+        for policy in POLICIES {
+            let (a, b) =
+                (simulate(&pool, policy, 1.2, None).unwrap(), simulate(&one, policy, 1.2, None).unwrap());
+            println!("{admission} pool     {}\n{admission} per-node {}", line(&a), line(&b));
+            assert_eq!(a.report.slo_met, b.report.slo_met, "{policy} {admission}");
+            assert_eq!(a.report.rejected, b.report.rejected, "{policy} {admission}");
+            assert_eq!(a.report.wait_ms.mean, b.report.wait_ms.mean, "{policy} {admission}");
+        }
+    }
+}
+
+/// Four nodes of two devices behind the router, at 70 % load: the router's view is up to
+/// 20 ms stale and charged with what it sent since, and still serves within two points of
+/// the ideal pool (random routing would not). Each node serves a share of the work.
+#[test]
+fn per_node_below_capacity_serves_what_the_pool_serves() {
+    for admission in ["none", "deadline"] {
+        let pool = homogeneous(8, ", devicesPerNode: 2", admission);
+        let mut nodes = pool.clone();
+        nodes.topology = Topology::PerNode;
+        for policy in POLICIES {
+            let a = simulate(&pool, policy, 0.7, None).unwrap();
+            let b = simulate(&nodes, policy, 0.7, None).unwrap();
+            println!("{admission} pool     {}\n{admission} per-node {}", line(&a), line(&b));
+            assert!(a.report.slo_attainment > 0.95, "{policy} {admission}: pool {}", line(&a));
+            assert!(
+                b.report.slo_attainment >= a.report.slo_attainment - 0.02,
+                "{policy} {admission}: per-node {} vs pool {}",
+                line(&b),
+                line(&a)
+            );
+            assert_eq!(b.report.completed + b.report.rejected + b.report.failed, b.report.requests);
+        }
+    }
+}
+
+/// Heterogeneous nodes: one of fast, dear devices and one of slow (1/6 speed), cheap
+/// ones. `slo-aware` sends the function whose deadline only the fast class meets there,
+/// and the loose one to the cheap class; the soonest-completion policies do not care
+/// about price.
+#[test]
+fn slo_aware_routes_tight_work_fast_and_loose_work_cheap() {
+    let y = "name: hetero\nseed: 3\nmaxRequests: 6000\ntopology: per-node\n\
+             cluster:\n\
+             \x20 - { name: fast, kind: CPU, memoryBytes: 1073741824, slotsPerDevice: 2, count: 1, costPerHour: 3.0 }\n\
+             \x20 - { name: cheap, kind: CPU, memoryBytes: 1073741824, slotsPerDevice: 1, relativeSpeed: 0.1667, count: 1, costPerHour: 0.5 }\n\
+             functions:\n\
+             \x20 - { name: tight, slo: { deadlineMs: 10 }, profile: [{ acceleratorClass: fast, runtimeMs: 2 }, { acceleratorClass: cheap, runtimeMs: 12 }], expectedRate: 100, prewarm: 2 }\n\
+             \x20 - { name: loose, slo: { deadlineMs: 200 }, profile: [{ acceleratorClass: fast, runtimeMs: 2 }, { acceleratorClass: cheap, runtimeMs: 12 }], expectedRate: 30, prewarm: 2 }\n\
+             admission: deadline\n\
+             workload: { synthetic: { generator: poisson } }\n";
+    let s = Scenario::from_yaml(y, Path::new(".")).unwrap();
+    let r = simulate(&s, "slo-aware", 1.0, None).unwrap();
+    let share = |f: &str, class: &str| {
+        let on = |c: &str| r.placements.get(&(f.to_string(), c.to_string())).copied().unwrap_or(0) as f64;
+        on(class) / (on("fast") + on("cheap")).max(1.0)
+    };
+    println!("{}\n{:?}", line(&r), r.placements);
+    assert!(share("tight", "fast") > 0.95, "tight on fast: {:.3}", share("tight", "fast"));
+    assert!(share("loose", "cheap") > 0.8, "loose on cheap: {:.3}", share("loose", "cheap"));
+    assert!(r.report.slo_attainment > 0.97, "{}", line(&r));
+    let edf = simulate(&s, "edf", 1.0, None).unwrap();
+    println!("{}\n{:?}", line(&edf), edf.placements);
+    let loose_cheap = edf.placements.get(&("loose".to_string(), "cheap".to_string())).copied().unwrap_or(0);
+    assert!(
+        (loose_cheap as f64) < 0.5 * 30.0 * r.report.requests as f64 / 130.0,
+        "edf goes soonest: {loose_cheap}"
+    );
+}
