@@ -4,13 +4,64 @@
 //! `--emulate-slowdown 6`). Both functions run the same ~5 ms kernel, profiled on
 //! `cpu-fast` only: the cheap class's runtime comes from `relativeSpeed`. Under
 //! `slo-aware`, the tight-deadline function (25 ms: only the fast class makes it) goes to
-//! the fast node and the loose one (400 ms) to the cheap node.
+//! the fast node and the loose one (400 ms) to the cheap node, in the proportions
+//! `kaas-sim` predicts for the same setup (a `per-node` scenario of the two nodes, the
+//! same arrivals, each request with the service time it had live).
 
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+use std::fmt::Write as _;
+
 use kaas_e2e::binary;
 use kaas_e2e::standalone::*;
+use kaas_sim::scenario::Scenario;
+use kaas_sim::simulate::simulate;
+
+/// Runtime of both functions on each class: profiled on `cpu-fast`, the cheap class's
+/// from `relativeSpeed` (what the gateway and `convert` compute).
+const FAST_MS: f64 = 6.5;
+const CHEAP_MS: f64 = 6.5 * 6.0;
+
+/// Where `slo-aware` places each function in the simulation of the same setup: shares
+/// of (tight on fast, loose on cheap).
+fn simulated(dir: &std::path::Path, classes: &[Class], outcomes: &[Outcome], rate: f64) -> (f64, f64) {
+    let mut csv = String::from("function,arrival_ms,duration_ms\n");
+    for (i, o) in outcomes.iter().enumerate() {
+        // Durations are on the fastest class: one served on the cheap node took 6x.
+        let cheap = !o.device.split('/').next().unwrap_or_default().ends_with("-0");
+        let d = if o.status == 200 {
+            (o.server_ms - o.queue_ms).max(0.01) * if cheap { FAST_MS / CHEAP_MS } else { 1.0 }
+        } else {
+            FAST_MS
+        };
+        writeln!(csv, "{},{:.3},{d:.3}", classes[o.function].name, i as f64 * 1000.0 / rate).unwrap();
+    }
+    std::fs::write(dir.join("trace.csv"), csv).unwrap();
+    let mut y = String::from(
+        "name: heterogeneous\ntopology: per-node\ncluster:\n\
+         \x20 - { name: cpu-fast, kind: CPU, memoryBytes: 1073741824, slotsPerDevice: 1, relativeSpeed: 1, costPerHour: 1.0, count: 1 }\n\
+         \x20 - { name: cpu-cheap, kind: CPU, memoryBytes: 1073741824, slotsPerDevice: 1, relativeSpeed: 0.1667, costPerHour: 0.1, count: 1 }\n\
+         policy: { name: slo-aware }\nadmission: none\ngranularity: request\n\
+         workload: { trace: { format: csv, path: trace.csv } }\nfunctions:\n",
+    );
+    for c in classes {
+        writeln!(
+            y,
+            "  - {{ name: {}, slo: {{ deadlineMs: {} }}, profile: [{{ acceleratorClass: cpu-fast, runtimeMs: {FAST_MS} }}, {{ acceleratorClass: cpu-cheap, runtimeMs: {CHEAP_MS} }}] }}",
+            c.name, c.deadline_ms
+        )
+        .unwrap();
+    }
+    std::fs::write(dir.join("scenario.yaml"), y).unwrap();
+    let s = Scenario::load(&dir.join("scenario.yaml")).unwrap();
+    let r = simulate(&s, "slo-aware", 1.0, None).unwrap();
+    let on =
+        |f: &str, c: &str| r.placements.get(&(f.to_string(), c.to_string())).copied().unwrap_or(0) as f64;
+    let share = |f: &str, c: &str| on(f, c) / (on(f, "cpu-fast") + on(f, "cpu-cheap")).max(1.0);
+    println!("simulated placements: {:?}", r.placements);
+    (share("tight", "cpu-fast"), share("loose", "cpu-cheap"))
+}
 
 fn write(dir: &std::path::Path, iterations: u64) {
     let wat: String = KERNEL.lines().map(|l| format!("            {l}\n")).collect();
@@ -98,5 +149,13 @@ async fn slo_aware_sends_tight_deadlines_to_the_fast_class_and_loose_ones_to_the
     );
     assert!(share("tight", "fast") >= 0.9, "tight-deadline work goes to the fast class: {by:?}");
     assert!(share("loose", "cheap") >= 0.8, "loose-deadline work goes to the cheap class: {by:?}");
+    let (sim_tight, sim_loose) = simulated(dir.path(), &classes, &outcomes, 40.0);
+    println!(
+        "tight on fast: live {:.3}, simulated {sim_tight:.3}; loose on cheap: live {:.3}, simulated {sim_loose:.3}",
+        share("tight", "fast"),
+        share("loose", "cheap")
+    );
+    assert!((share("tight", "fast") - sim_tight).abs() <= 0.1, "tight on fast: live vs simulated");
+    assert!((share("loose", "cheap") - sim_loose).abs() <= 0.1, "loose on cheap: live vs simulated");
     assert!(att >= 0.95, "and the deadlines hold: {:.3}", att);
 }

@@ -5,9 +5,10 @@
 //! predictions run late (a policy whose order differs from the prediction's, service
 //! times that vary, a shared machine's stalls the runtime model cannot see), the headroom
 //! rises to the 99th percentile of how late, relative to the deadline, admitted requests
-//! completed compared with their prediction over the last [`WINDOW`] completions; when
-//! predictions hold, it falls back to the floor. The core learns it, so the executor and
-//! the simulator admit alike.
+//! completed compared with their prediction over the last [`WINDOW`] completions (one
+//! that made its deadline counts as on time); when predictions hold, it falls back to the
+//! floor. The core learns it, so the executor and the simulator admit
+//! alike.
 
 use std::collections::VecDeque;
 
@@ -29,6 +30,11 @@ impl Margin {
     /// Records one admitted request's completion against its prediction (both from
     /// arrival, in any one unit) and its relative deadline; returns a new headroom when it
     /// is time to recompute (`floor` is the configured one).
+    ///
+    /// A completion that made its deadline counts as no error however far it came after
+    /// its prediction: a policy may use slack on purpose (`slo-aware` sends work to a
+    /// cheaper, slower class that still makes the deadline), and that is no reason to
+    /// admit less. Only misses raise the margin.
     pub(crate) fn record(&mut self, predicted: f64, actual: f64, deadline: f64, floor: f64) -> Option<f64> {
         if deadline <= 0.0 {
             return None;
@@ -36,7 +42,8 @@ impl Margin {
         if self.errors.len() == WINDOW {
             self.errors.pop_front();
         }
-        self.errors.push_back((actual - predicted) / deadline);
+        let within = actual <= deadline;
+        self.errors.push_back(if within { 0.0 } else { (actual - predicted) / deadline });
         self.seen += 1;
         if !self.seen.is_multiple_of(EVERY) || self.errors.len() < EVERY as usize {
             return None;
@@ -62,11 +69,18 @@ mod tests {
     fn the_margin_follows_late_predictions_and_returns_to_the_floor() {
         let mut m = Margin::default();
         let mut last = None;
-        // Predictions 30 % of the deadline early.
+        // Predictions 30 % of the deadline early, completing past the deadline.
         for _ in 0..64 {
-            last = m.record(50.0, 80.0, 100.0, 0.1).or(last);
+            last = m.record(75.0, 105.0, 100.0, 0.1).or(last);
         }
         assert!((last.unwrap() - 0.3).abs() < 1e-9, "{last:?}");
+        // As late against the prediction, but in time: slack used on purpose.
+        let mut m2 = Margin::default();
+        let mut within = None;
+        for _ in 0..64 {
+            within = m2.record(50.0, 80.0, 100.0, 0.1).or(within);
+        }
+        assert_eq!(within, Some(0.1));
         // Predictions that hold bring it back to the configured floor.
         for _ in 0..WINDOW {
             last = m.record(50.0, 45.0, 100.0, 0.1).or(last);
