@@ -123,8 +123,6 @@ struct Sim<'a> {
     nodes: Vec<Node>,
     /// The router in front of the nodes (per-node topology).
     router: Option<Router>,
-    /// Each node's cluster, for the router.
-    clusters: Vec<Cluster>,
     /// The global function table (each node's copy keeps only the classes it has).
     functions: Vec<Function>,
     metrics: Metrics,
@@ -188,32 +186,35 @@ impl Sim<'_> {
         self.count += 1;
         self.last_arrival = self.last_arrival.max(a.t);
         let f = FunctionId(a.function);
-        let mut tried: Vec<usize> = Vec::with_capacity(MAX_TRIES);
+        // The nodes offered the request, in order (no allocation: this runs per arrival).
+        let mut tried = [0usize; MAX_TRIES];
+        let mut offered = 0;
         let accepted = match self.router.take() {
             None => {
-                tried.push(0);
-                self.offer(0, &a, client).map(|_| 0)
+                offered = 1;
+                self.offer(0, &a, client).is_some()
             }
             Some(mut router) => {
                 for (n, node) in self.nodes.iter().enumerate() {
                     router.refresh(n, &node.s, a.t);
                 }
-                let clusters: Vec<&Cluster> = self.clusters.iter().collect();
+                let clusters: Vec<&Cluster> = self.nodes.iter().map(|n| n.s.cluster()).collect();
                 let func = &self.functions[a.function as usize];
                 let order = router.order(func, f, self.deadlines[a.function as usize], &clusters);
-                let mut accepted = None;
+                let mut accepted = false;
                 for (n, device, run_ms) in order {
-                    if tried.contains(&n) {
+                    if tried[..offered].contains(&n) {
                         continue;
                     }
-                    if tried.len() == MAX_TRIES {
+                    if offered == MAX_TRIES {
                         break;
                     }
-                    tried.push(n);
+                    tried[offered] = n;
+                    offered += 1;
                     if let Some(id) = self.offer(n, &a, client) {
                         let c = router.charge(n, device, run_ms);
                         put(&mut self.nodes[n].charges, id.slot(), c, Charge::default());
-                        accepted = Some(n);
+                        accepted = true;
                         break;
                     }
                 }
@@ -221,16 +222,15 @@ impl Sim<'_> {
                 accepted
             }
         };
-        match accepted {
-            Some(_) => self.metrics.admitted(f),
-            None => {
-                self.metrics.rejected(f);
-                if client {
-                    self.push(a.t + self.think, Kind::Issue(a.function));
-                }
+        if accepted {
+            self.metrics.admitted(f);
+        } else {
+            self.metrics.rejected(f);
+            if client {
+                self.push(a.t + self.think, Kind::Issue(a.function));
             }
         }
-        for n in tried {
+        for &n in &tried[..offered] {
             self.dispatch(a.t, n);
         }
     }
@@ -341,22 +341,21 @@ pub fn simulate(
         best.push(b);
     }
     let mut nodes = Vec::with_capacity(layout.len());
-    let mut clusters = Vec::with_capacity(layout.len());
     // Where each global device is: (node, device on it).
     let mut place = vec![(0usize, 0u32); devices];
     for (n, devs) in layout.iter().enumerate() {
         let c = topology::node_cluster(&cluster, devs);
-        let mut s = Scheduler::new(c.clone(), config.clone())?;
+        let mut s = Scheduler::new(c, config.clone())?;
         // Nothing frees real memory here: keeping the record would grow with every eviction.
         s.record_evictions(false);
         for f in &functions {
-            s.add_function(topology::node_function(f, &c))?;
+            let f = topology::node_function(f, s.cluster());
+            s.add_function(f)?;
         }
         for (i, &d) in devs.iter().enumerate() {
             place[d] = (n, i as u32);
         }
         nodes.push(Node { s, side: Vec::new(), predicted: Vec::new(), charges: Vec::new(), wakeup: None });
-        clusters.push(c);
     }
     for (i, f) in scenario.functions.iter().enumerate() {
         let fid = FunctionId(i as u32);
@@ -377,7 +376,6 @@ pub fn simulate(
         scenario,
         nodes,
         router,
-        clusters,
         functions,
         metrics,
         events: EventHeap::default(),
@@ -461,7 +459,7 @@ pub fn simulate(
                 (
                     (
                         sim.functions[f as usize].name.clone(),
-                        sim.clusters[0].classes[c as usize].name.clone(),
+                        sim.nodes[0].s.cluster().classes[c as usize].name.clone(),
                     ),
                     k,
                 )

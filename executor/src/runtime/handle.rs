@@ -41,8 +41,7 @@ impl Executor {
         let (tx, rx) = mpsc::unbounded_channel();
         let snapshot = NodeSnapshot::new(&config.node, &devices, &config.accelerator_classes);
         let (status_tx, status) = watch::channel(snapshot);
-        let headroom_floor = config.scheduler.deadline_headroom;
-        metrics.admission_headroom.set(headroom_floor);
+        metrics.admission_headroom.set(config.scheduler.deadline_headroom);
         let actor = Actor {
             sched,
             devices: devices.clone(),
@@ -58,7 +57,6 @@ impl Executor {
             invocations: 0,
             published: Instant::now() - Duration::from_secs(1),
             runtime_ewma: HashMap::new(),
-            headroom_floor,
         };
         let interval = actor.config.health_interval;
         tokio::spawn(actor.run(rx));

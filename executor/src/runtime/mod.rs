@@ -163,8 +163,6 @@ struct Actor {
     published: Instant,
     /// Measured runtime per (function key, device kind).
     runtime_ewma: HashMap<(String, String), learn::Measured>,
-    /// The headroom configured (the floor of the one the scheduler learns).
-    headroom_floor: f64,
 }
 
 /// Probes every device on a blocking thread each `interval` (one probe per device in
@@ -265,11 +263,11 @@ impl Actor {
         if config.admission != current.admission || config.token_bucket_burst != current.token_bucket_burst {
             self.sched.set_admission(config.admission, config.token_bucket_burst);
         }
-        if config.deadline_headroom != self.headroom_floor {
+        // The configured headroom, the floor of the one the scheduler learns.
+        if config.deadline_headroom != current.deadline_headroom {
             self.sched
                 .set_deadline_headroom(config.deadline_headroom)
                 .map_err(|e| ExecError::BadFunction(e.to_string()))?;
-            self.headroom_floor = config.deadline_headroom;
             self.metrics.admission_headroom.set(config.deadline_headroom);
         }
         if config.eviction != current.eviction {
