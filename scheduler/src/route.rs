@@ -39,6 +39,10 @@ pub fn wait_ms(reported_backlog_ms: f64, slots: u32, running: u32, charged: u32,
     reported_backlog_ms + charged_ms / slots as f64
 }
 
+/// At most this many nodes are offered one request (the first choice and the spillbacks
+/// after refusals or failures): by the gateway, and by the simulator's `per-node` router.
+pub const MAX_TRIES: usize = 3;
+
 /// Share of the deadline a cost-preferring choice keeps free for what the prediction
 /// cannot see (the same margin `deadline` admission keeps by default).
 pub const ROUTE_HEADROOM: f64 = 0.1;

@@ -22,8 +22,7 @@ pub enum Topology {
     PerNode,
 }
 
-/// Nodes a request is offered to before it is refused: as many as the gateway tries.
-pub const MAX_TRIES: usize = 3;
+pub use kaas_scheduler::route::MAX_TRIES;
 
 /// The global device indices of each node: one node for `pool`; for `per-node`, each
 /// class's devices (added class by class, so contiguous) cut into nodes of `per_node[c]`

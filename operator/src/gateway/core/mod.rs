@@ -64,9 +64,7 @@ impl Default for GatewayConfig {
     }
 }
 
-/// At most this many executors are tried for one request (the first choice and the
-/// spillbacks after refusals or failures).
-pub const MAX_TRIES: usize = 3;
+pub use kaas_scheduler::route::MAX_TRIES;
 
 /// What a dispatched request gets beyond its deadline before the gateway stops waiting,
 /// answers 504 and cancels it at the executor.
