@@ -13,6 +13,7 @@ use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use kaas_executor::backend::Backend;
+use kaas_executor::liveness::Liveness;
 use kaas_executor::{Executor, ExecutorConfig, service};
 use kaas_scheduler::SchedulerConfig;
 use prometheus_client::registry::Registry;
@@ -81,6 +82,7 @@ struct HttpState {
     registry: Arc<Registry>,
     registered: Vec<Arc<AtomicBool>>,
     health: watch::Receiver<Vec<bool>>,
+    liveness: Liveness,
 }
 
 impl Daemon {
@@ -214,14 +216,23 @@ impl Daemon {
                 let mut registry = Registry::default();
                 executor.metrics().register(&mut registry);
                 metrics.register(&mut registry);
+                // Alive while the executor's actor and every task started above run.
+                let liveness = Liveness::new();
+                let ex = executor.clone();
+                liveness.check("executor actor", move || ex.alive());
+                for (name, task) in &tasks {
+                    let task = task.abort_handle();
+                    liveness.check(name, move || !task.is_finished());
+                }
                 let state = HttpState {
                     registry: Arc::new(registry),
                     registered: registered.clone(),
                     health: health_rx,
+                    liveness,
                 };
                 let app = Router::new()
                     .route("/metrics", get(metrics_handler))
-                    .route("/healthz", get(|| async { "ok" }))
+                    .route("/healthz", get(healthz))
                     .route("/readyz", get(ready))
                     .with_state(state);
                 let listener = tokio::net::TcpListener::bind(addr).await?;
@@ -300,6 +311,12 @@ async fn metrics_handler(State(s): State<HttpState>) -> Response {
         }
         Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
     }
+}
+
+/// 503 naming what has died (the executor's actor, a plugin or server task), else 200.
+async fn healthz(State(s): State<HttpState>) -> Response {
+    let (code, body) = s.liveness.report();
+    (StatusCode::from_u16(code).unwrap_or(StatusCode::SERVICE_UNAVAILABLE), body).into_response()
 }
 
 /// Ready when every resource is registered with the kubelet and some device is healthy.

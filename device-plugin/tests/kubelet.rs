@@ -122,6 +122,7 @@ async fn registers_once_serving_and_answers_every_call() {
         "{body}"
     );
     assert_eq!(reqwest_status(d.metrics_addr.unwrap(), "/readyz").await, 200);
+    assert_eq!(reqwest_status(d.metrics_addr.unwrap(), "/healthz").await, 200, "every task runs");
 
     d.shutdown().await.unwrap();
     assert!(!dir.join(GPU_SOCK).exists() && !dir.join(CPU_SOCK).exists(), "sockets left behind");

@@ -133,7 +133,8 @@ fn main() {
         );
         let http = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let http_addr = http.local_addr().unwrap();
-        let state = HttpState { gateway, registry: Arc::new(Registry::default()) };
+        let state =
+            HttpState { gateway, registry: Arc::new(Registry::default()), liveness: Default::default() };
         tokio::spawn(async move { axum::serve(http, router(state)).await });
 
         let mut rows = Vec::new();

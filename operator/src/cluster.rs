@@ -9,6 +9,7 @@ use std::time::Duration;
 use anyhow::Context as _;
 use futures::StreamExt;
 use kaas_crds::{AcceleratorClass, KaasNode, KernelFunction, SchedulingPolicy};
+use kaas_executor::liveness::Liveness;
 use kube::runtime::{WatchStreamExt, reflector, watcher};
 use kube::{Api, Client};
 use prometheus_client::registry::Registry;
@@ -42,7 +43,7 @@ pub struct RunOptions {
 }
 
 /// A reflector store kept current by a background watch.
-fn store<K>(api: Api<K>) -> reflector::Store<K>
+fn store<K>(liveness: &Liveness, name: &'static str, api: Api<K>) -> reflector::Store<K>
 where
     K: kube::Resource<DynamicType = ()>
         + Clone
@@ -55,7 +56,7 @@ where
     let (reader, writer) = reflector::store();
     let stream =
         reflector(writer, watcher(api, watcher::Config::default()).default_backoff()).applied_objects();
-    tokio::spawn(async move {
+    liveness.spawn(name, async move {
         futures::pin_mut!(stream);
         while let Some(r) = stream.next().await {
             if let Err(e) = r {
@@ -76,12 +77,15 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
     })?;
     let mut registry = Registry::default();
     gateway.metrics().register(&mut registry);
-    let state = HttpState { gateway: gateway.clone(), registry: Arc::new(registry) };
+    let liveness = Liveness::new();
+    let state =
+        HttpState { gateway: gateway.clone(), registry: Arc::new(registry), liveness: liveness.clone() };
 
-    let classes = store(Api::<AcceleratorClass>::all(client.clone()));
-    let nodes = store(Api::<KaasNode>::all(client.clone()));
-    let functions = store(Api::<KernelFunction>::all(client.clone()));
-    let policies = store(Api::<SchedulingPolicy>::all(client.clone()));
+    let l = &liveness;
+    let classes = store(l, "AcceleratorClass watch", Api::<AcceleratorClass>::all(client.clone()));
+    let nodes = store(l, "KaasNode watch", Api::<KaasNode>::all(client.clone()));
+    let functions = store(l, "KernelFunction watch", Api::<KernelFunction>::all(client.clone()));
+    let policies = store(l, "SchedulingPolicy watch", Api::<SchedulingPolicy>::all(client.clone()));
     let (stop_tx, stop_rx) = watch::channel(false);
 
     let feeds = sync::Feeds {
@@ -90,23 +94,23 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
         functions: functions.clone(),
         policies,
     };
-    let sync_task = tokio::spawn(sync::run(
-        client.clone(),
-        gateway.clone(),
-        feeds,
-        opts.node_stale_after,
-        stop_rx.clone(),
-    ));
+    let sync_task = liveness.spawn(
+        "gateway sync",
+        sync::run(client.clone(), gateway.clone(), feeds, opts.node_stale_after, stop_rx.clone()),
+    );
 
     let (leader_tx, mut leader_rx) = watch::channel(false);
-    let election = tokio::spawn(leader::elect(
-        client.clone(),
-        opts.lease_namespace.clone(),
-        opts.lease_name.clone(),
-        opts.identity.clone(),
-        leader_tx,
-        stop_rx.clone(),
-    ));
+    let election = liveness.spawn(
+        "leader election",
+        leader::elect(
+            client.clone(),
+            opts.lease_namespace.clone(),
+            opts.lease_name.clone(),
+            opts.identity.clone(),
+            leader_tx,
+            stop_rx.clone(),
+        ),
+    );
     let ctx = Arc::new(Context::new(
         client,
         (classes, nodes, functions),
@@ -114,7 +118,7 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
         "default".into(),
         Some(opts.identity.clone()),
     ));
-    let controllers = tokio::spawn(async move {
+    let controllers = liveness.spawn("controllers", async move {
         loop {
             if leader_rx.wait_for(|l| *l).await.is_err() {
                 return;
@@ -139,13 +143,16 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
     let until = |mut rx: watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|s| *s).await;
     };
-    let http_task = tokio::spawn(
+    let http_task = liveness.spawn(
+        "HTTP server",
         axum::serve(http, router(state.clone())).with_graceful_shutdown(until(stop_rx.clone())).into_future(),
     );
-    let ops_task = tokio::spawn(
+    let ops_task = liveness.spawn(
+        "metrics server",
         axum::serve(ops, ops_router(state)).with_graceful_shutdown(until(stop_rx.clone())).into_future(),
     );
-    let grpc_task = tokio::spawn(
+    let grpc_task = liveness.spawn(
+        "gRPC server",
         tonic::transport::Server::builder()
             .add_service(GatewayService::server(gateway))
             .serve_with_incoming_shutdown(

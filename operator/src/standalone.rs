@@ -179,7 +179,13 @@ pub async fn run(opts: StandaloneOptions) -> anyhow::Result<()> {
             }
         }
     }
-    let state = HttpState { gateway: gateway.clone(), registry: Arc::new(registry) };
+    let liveness = kaas_executor::liveness::Liveness::new();
+    if let Some(ex) = &local {
+        let ex = ex.clone();
+        liveness.check("executor actor", move || ex.alive());
+    }
+    let state =
+        HttpState { gateway: gateway.clone(), registry: Arc::new(registry), liveness: liveness.clone() };
     let http = tokio::net::TcpListener::bind(opts.listen)
         .await
         .with_context(|| format!("binding {}", opts.listen))?;
@@ -192,7 +198,7 @@ pub async fn run(opts: StandaloneOptions) -> anyhow::Result<()> {
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let http_task = {
         let mut rx = stop_rx.clone();
-        tokio::spawn(async move {
+        liveness.spawn("HTTP server", async move {
             axum::serve(http, router(state))
                 .with_graceful_shutdown(async move {
                     let _ = rx.changed().await;
@@ -202,7 +208,8 @@ pub async fn run(opts: StandaloneOptions) -> anyhow::Result<()> {
     };
     let grpc_task = {
         let mut rx = stop_rx.clone();
-        tokio::spawn(
+        liveness.spawn(
+            "gRPC server",
             tonic::transport::Server::builder()
                 .add_service(GatewayService::server(gateway.clone()))
                 .serve_with_incoming_shutdown(

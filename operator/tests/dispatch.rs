@@ -233,3 +233,42 @@ async fn refused_everywhere_is_a_429_with_the_executors_reason() {
     assert_eq!(gw.metrics().retries.get(), 0, "one node: a refusal with nowhere else to go is no retry");
     assert_eq!(busy.await.unwrap().0, Ok(42));
 }
+
+/// A bug that kills the executor's actor (here: the backend panics when asked whether it
+/// can run a function, which the actor asks when the function is registered) leaves no
+/// request hanging — each is answered at once — and `/healthz` fails naming the actor, so
+/// the kubelet restarts the process.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_executor_actor_fails_healthz_and_answers_every_request() {
+    let (gw, faults, ex) = setup().await;
+    let liveness = kaas_executor::liveness::Liveness::new();
+    let actor = ex.clone();
+    liveness.check("executor actor", move || actor.alive());
+    let state = kaas_operator::gateway::http::HttpState {
+        gateway: gw.clone(),
+        registry: Arc::new(prometheus_client::registry::Registry::default()),
+        liveness,
+    };
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, kaas_operator::gateway::http::router(state)).await });
+    let healthz = || async move {
+        let r = reqwest::get(format!("http://{addr}/healthz")).await.unwrap();
+        (r.status().as_u16(), r.text().await.unwrap())
+    };
+    assert_eq!(call(&gw, "ok", 2_000).await.0, Ok(42));
+    assert_eq!(healthz().await, (200, "ok\n".to_string()));
+
+    gw.put_function(function("broken"));
+    faults.inject("t/broken", Fault::BrokenBackend);
+    let (r, took) = call(&gw, "broken", 2_000).await;
+    println!("the request that killed the actor: {r:?} after {took:?}");
+    assert!(r.is_err(), "{r:?}");
+    assert!(took < Duration::from_secs(1), "answered at once: {took:?}");
+    assert!(!ex.alive());
+    let (r, took) = call(&gw, "ok", 2_000).await;
+    println!("the next request: {r:?} after {took:?}");
+    assert!(r.is_err() && took < Duration::from_secs(1), "answered at once with an error: {r:?} {took:?}");
+    let (code, body) = healthz().await;
+    assert_eq!((code, body.as_str()), (503, "dead: executor actor\n"));
+}

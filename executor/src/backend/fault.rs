@@ -24,6 +24,10 @@ pub enum Fault {
     Hang(Duration),
     /// The kernel takes this much longer, then runs normally.
     Slow(Duration),
+    /// Not the kernel but the backend's bookkeeping is broken: asking whether the device
+    /// can run the function panics, on whatever thread asks (the executor's actor, when the
+    /// function is registered). What `/healthz` must notice.
+    BrokenBackend,
 }
 
 /// A backend whose kernels fail as told, per function key (`namespace/name`).
@@ -67,6 +71,9 @@ impl Backend for FaultBackend {
         self.inner.free_memory()
     }
     fn can_run(&self, f: &FunctionDef) -> bool {
+        if self.plan.lock().unwrap_or_else(|p| p.into_inner()).get(&f.key()) == Some(&Fault::BrokenBackend) {
+            panic!("injected backend bug checking {}", f.key());
+        }
         self.inner.can_run(f)
     }
     fn is_resident(&self, f: &FunctionDef) -> bool {
@@ -117,7 +124,7 @@ impl Invocation for Faulty {
                 std::thread::sleep(d);
                 self.inner.run_kernel(k).map(|t| t + d)
             }
-            None if self.slowdown > 1.0 => {
+            None | Some(Fault::BrokenBackend) if self.slowdown > 1.0 => {
                 let (cpu, wall) = (ThreadTime::now(), Instant::now());
                 let t = self.inner.run_kernel(k)?;
                 let target = cpu.elapsed().mul_f64(self.slowdown);
@@ -126,7 +133,7 @@ impl Invocation for Faulty {
                 }
                 Ok(t.max(target))
             }
-            None => self.inner.run_kernel(k),
+            None | Some(Fault::BrokenBackend) => self.inner.run_kernel(k),
         }
     }
     fn finish(self: Box<Self>) -> Result<Outputs, ExecError> {

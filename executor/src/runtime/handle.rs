@@ -110,6 +110,12 @@ impl Executor {
         self.call(|reply| Msg::SetScheduler { config, reply }).await
     }
 
+    /// Whether the actor still runs: false once it has ended (a panic in it, or every
+    /// handle's shutdown), when every call answers [`ExecError::ShuttingDown`].
+    pub fn alive(&self) -> bool {
+        !self.tx.is_closed()
+    }
+
     /// The latest node status; changes are announced on [`watch`](Self::watch).
     pub fn status(&self) -> NodeSnapshot {
         self.status.borrow().clone()

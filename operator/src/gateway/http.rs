@@ -16,6 +16,8 @@ use base64::engine::general_purpose::STANDARD;
 use prometheus_client::registry::Registry;
 use serde::{Deserialize, Serialize};
 
+use kaas_executor::liveness::Liveness;
+
 use super::{Gateway, GatewayError, Invoked};
 
 /// Shared state of the HTTP handlers.
@@ -25,6 +27,9 @@ pub struct HttpState {
     pub gateway: Gateway,
     /// Every metric of the process.
     pub registry: Arc<Registry>,
+    /// The process's long-lived tasks and in-process executors: `/healthz` fails naming
+    /// any that has ended.
+    pub liveness: Liveness,
 }
 
 /// The router of the gateway's HTTP API.
@@ -32,7 +37,7 @@ pub fn router(state: HttpState) -> Router {
     Router::new()
         .route("/v1/namespaces/{ns}/functions/{action}", post(invoke))
         .route("/metrics", get(metrics))
-        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/healthz", get(healthz))
         .route("/readyz", get(ready))
         .with_state(state)
 }
@@ -41,7 +46,7 @@ pub fn router(state: HttpState) -> Router {
 pub fn ops_router(state: HttpState) -> Router {
     Router::new()
         .route("/metrics", get(metrics))
-        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/healthz", get(healthz))
         .route("/readyz", get(ready))
         .with_state(state)
 }
@@ -139,6 +144,11 @@ async fn metrics(State(s): State<HttpState>) -> Response {
         }
         Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
     }
+}
+
+async fn healthz(State(s): State<HttpState>) -> Response {
+    let (code, body) = s.liveness.report();
+    (StatusCode::from_u16(code).unwrap_or(StatusCode::SERVICE_UNAVAILABLE), body).into_response()
 }
 
 async fn ready(State(s): State<HttpState>) -> Response {
