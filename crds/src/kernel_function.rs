@@ -288,13 +288,16 @@ pub struct KernelFunctionStatus {
     /// Devices chosen to keep the function warm.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub placements: Vec<Placement>,
-    /// Observed end-to-end latency.
+    /// Observed end-to-end latency of served invocations, over every gateway replica
+    /// (read from a histogram: within 9 % of the exact percentile).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub latency_ms: Option<LatencyPercentiles>,
     /// Fraction of invocations that met the deadline (rejections count as misses).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub slo_attainment: Option<f64>,
-    /// Invocations served so far.
+    /// Invocations answered since the current gateway replicas started (served, rejected
+    /// or failed; malformed requests are not counted). Written by the leader at most every
+    /// 10 s.
     #[serde(default)]
     pub invocations: u64,
     /// Invocations that paid a cold start.

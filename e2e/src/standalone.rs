@@ -1,6 +1,7 @@
 //! The standalone suites' workload: a spin kernel of calibrated length, functions written
 //! as resources, executor and gateway processes, and an open-loop load generator.
 
+use std::collections::BTreeMap;
 use std::path::Path;
 use std::process::Command;
 use std::sync::Arc;
@@ -305,6 +306,29 @@ pub async fn answered_total(gw: &str) -> u64 {
         .filter(|l| l.starts_with("kaas_gateway_invocations_total{"))
         .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
         .sum()
+}
+
+/// One per-function counter family of the gateway's `/metrics` (namespace `e2e`), by
+/// `(function, outcome)` (outcome empty for families without one): for example
+/// `kaas_gateway_function_invocations_total`.
+pub async fn function_counter(gw: &str, family: &str) -> BTreeMap<(String, String), u64> {
+    let text = reqwest::get(format!("http://{gw}/metrics")).await.unwrap().text().await.unwrap();
+    let mut out = BTreeMap::new();
+    for line in text.lines() {
+        let Some(rest) = line.strip_prefix(family).and_then(|r| r.strip_prefix('{')) else { continue };
+        let Some((labels, value)) = rest.rsplit_once("} ") else { continue };
+        let label = |name: &str| {
+            labels
+                .split(',')
+                .find_map(|kv| kv.strip_prefix(&format!("{name}=\"")))
+                .map(|v| v.trim_end_matches('"').to_string())
+                .unwrap_or_default()
+        };
+        assert_eq!(label("namespace"), "e2e", "{line}");
+        let n = value.trim().parse::<f64>().unwrap_or_else(|_| panic!("{line}")) as u64;
+        out.insert((label("function"), label("outcome")), n);
+    }
+    out
 }
 
 /// (share of admitted requests in time, admitted, total).

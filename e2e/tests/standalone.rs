@@ -80,6 +80,7 @@ async fn gateway_and_two_executors_survive_a_kill_and_admission_protects_the_slo
         let outcomes = load(&addr, &classes, 2.0 * capacity, 6.0, None).await;
         tokio::time::sleep(Duration::from_millis(200)).await;
         assert_eq!(answered_total(&addr).await, (warmup.len() + outcomes.len()) as u64);
+        check_function_metrics(&addr, &classes, warmup.iter().chain(&outcomes)).await;
         assert!(outcomes.iter().filter(|o| o.status == 200).all(|o| o.correct));
         let (att, admitted, total) = attainment(&outcomes, &classes);
         let statuses: BTreeMap<u16, usize> = outcomes.iter().fold(BTreeMap::new(), |mut m, o| {
@@ -121,6 +122,33 @@ async fn gateway_and_two_executors_survive_a_kill_and_admission_protects_the_slo
     }
     assert!(results[0] >= 0.99, "deadline admission: {:.4} of admitted requests met the SLO", results[0]);
     assert!(results[1] < 0.99, "without admission the overload should miss deadlines: {:.4}", results[1]);
+}
+
+/// Issue 14, point 6: the per-function series (`namespace`, `function` labels) count what
+/// the callers saw — answers by outcome, deadlines met, and no function's total off.
+async fn check_function_metrics<'a>(
+    addr: &str,
+    classes: &[Class],
+    outcomes: impl Iterator<Item = &'a Outcome>,
+) {
+    let outcomes: Vec<&Outcome> = outcomes.collect();
+    let invocations = function_counter(addr, "kaas_gateway_function_invocations_total").await;
+    let met = function_counter(addr, "kaas_gateway_function_slo_met_total").await;
+    for (i, c) in classes.iter().enumerate() {
+        let mine: Vec<&&Outcome> = outcomes.iter().filter(|o| o.function == i).collect();
+        let count = |status: u16| mine.iter().filter(|o| o.status == status).count() as u64;
+        let get = |m: &BTreeMap<(String, String), u64>, outcome: &str| {
+            m.get(&(c.name.to_string(), outcome.to_string())).copied().unwrap_or(0)
+        };
+        assert_eq!(get(&invocations, "ok"), count(200), "{}: served", c.name);
+        assert_eq!(get(&invocations, "rejected"), count(429), "{}: rejected", c.name);
+        let total: u64 = invocations.iter().filter(|((f, _), _)| f == c.name).map(|(_, n)| n).sum();
+        assert_eq!(total, mine.len() as u64, "{}: every answer counted once", c.name);
+        let in_time =
+            mine.iter().filter(|o| o.status == 200 && o.server_ms <= c.deadline_ms as f64).count() as u64;
+        assert_eq!(get(&met, ""), in_time, "{}: deadlines met", c.name);
+    }
+    println!("per-function metrics: {invocations:?}, met {met:?}");
 }
 
 /// Issue 13, point 2, on the live path: a function with no prewarm, profiled with a

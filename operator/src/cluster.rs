@@ -40,6 +40,8 @@ pub struct RunOptions {
     pub node_stale_after: Duration,
     /// Keep per-function gateway metrics (labels `namespace`, `function`).
     pub function_metrics: bool,
+    /// This replica's Pod UID: its stats ConfigMap is owned by the Pod (and goes with it).
+    pub pod_uid: Option<String>,
 }
 
 /// A reflector store kept current by a background watch.
@@ -100,6 +102,20 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
     );
 
     let (leader_tx, mut leader_rx) = watch::channel(false);
+    let stats_task = liveness.spawn(
+        "function stats",
+        controller::stats::StatsTask {
+            client: client.clone(),
+            gateway: gateway.clone(),
+            namespace: opts.lease_namespace.clone(),
+            replica: opts.identity.clone(),
+            owner: opts
+                .pod_uid
+                .clone()
+                .map(|uid| controller::stats::PodRef { name: opts.identity.clone(), uid }),
+        }
+        .run(functions.clone(), leader_rx.clone(), stop_rx.clone()),
+    );
     let election = liveness.spawn(
         "leader election",
         leader::elect(
@@ -166,6 +182,7 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
     let _ = election.await;
     controllers.abort();
     let _ = sync_task.await;
+    let _ = stats_task.await;
     http_task.await??;
     ops_task.await??;
     grpc_task.await??;

@@ -51,6 +51,10 @@ enum Command {
         /// namespace and function), for clusters with very many functions.
         #[arg(long, env = "KAAS_NO_FUNCTION_METRICS")]
         no_function_metrics: bool,
+        /// This replica's Pod UID (the chart sets it from the downward API): the ConfigMap
+        /// carrying its per-function counts is owned by the Pod and deleted with it.
+        #[arg(long, env = "POD_UID")]
+        pod_uid: Option<String>,
     },
     /// Serve the functions in a directory of YAML with no Kubernetes: the gateway plus an
     /// in-process executor (WebAssembly on the CPU, CUDA when a GPU is present).
@@ -102,6 +106,7 @@ async fn main() -> anyhow::Result<()> {
             identity,
             node_stale_after,
             no_function_metrics,
+            pod_uid,
         } => {
             let identity = identity.filter(|i| !i.is_empty()).unwrap_or_else(|| {
                 std::fs::read_to_string("/proc/sys/kernel/hostname")
@@ -118,6 +123,7 @@ async fn main() -> anyhow::Result<()> {
                 identity,
                 node_stale_after,
                 function_metrics: !no_function_metrics,
+                pod_uid: pod_uid.filter(|u| !u.is_empty()),
             })
             .await
         }

@@ -173,6 +173,9 @@ async fn an_admitted_function_gets_its_status_by_server_side_apply_and_an_event(
         assert_eq!(admitted["status"], "True", "{admitted}");
         assert_eq!(body["status"]["placements"][0]["node"], "cpu-1");
         assert_eq!(body["status"]["observedGeneration"], 1);
+        for figure in ["invocations", "sloAttainment", "latencyMs", "coldStarts", "rejections"] {
+            assert!(body["status"].get(figure).is_none(), "{figure} belongs to the stats writer: {body}");
+        }
         let mut v = serde_json::to_value(&echo).unwrap();
         v["status"] = body["status"].clone();
         send.send_response(ok(&v));

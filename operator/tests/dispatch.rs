@@ -8,61 +8,21 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use kaas_executor::backend::Backend;
+use kaas_executor::Executor;
 use kaas_executor::backend::fault::{Fault, FaultBackend};
-use kaas_executor::backend::wasm::WasmBackend;
 use kaas_executor::proto;
-use kaas_executor::{Executor, ExecutorConfig};
 use kaas_operator::gateway::{Gateway, GatewayConfig, GatewayError, NodeClient};
 use kaas_scheduler::{PolicyConfig, SchedulerConfig};
 
-const WAT: &str = r#"(module
-  (memory (export "memory") 1)
-  (func (export "inc") (param i32 i32 i32 i32 i32 i32) (param $in i32) (param $out i32)
-    (i32.store (local.get $out) (i32.add (i32.load (local.get $in)) (i32.const 1)))))"#;
-
-fn function(name: &str) -> proto::FunctionDef {
-    let buffer = |n: &str, kind: proto::BufferKind| proto::Buffer {
-        name: n.into(),
-        size: 4,
-        kind: kind as i32,
-        content: vec![],
-    };
-    proto::FunctionDef {
-        namespace: "t".into(),
-        name: name.into(),
-        version: "1".into(),
-        modules: vec![proto::Module { name: "m".into(), wasm: WAT.as_bytes().to_vec(), cuda: None }],
-        buffers: vec![buffer("in", proto::BufferKind::Input), buffer("out", proto::BufferKind::Output)],
-        kernels: vec![proto::Kernel {
-            module: "m".into(),
-            entry: "inc".into(),
-            grid: vec![1, 1, 1],
-            block: vec![1, 1, 1],
-            shared_mem_bytes: 0,
-            args: ["in", "out"]
-                .iter()
-                .map(|b| proto::Arg { value: Some(proto::arg::Value::Buffer(b.to_string())) })
-                .collect(),
-        }],
-        deadline_ms: 5_000,
-        weight: 1,
-        priority: 0,
-        runtime_ms: [("cpu".to_string(), 1.0)].into(),
-        load_ms: Default::default(),
-        memory_quota_bytes: 0,
-        expected_rate: 0.0,
-        class_runtime_ms: Default::default(),
-        class_load_ms: Default::default(),
-    }
-}
+mod common;
+use common::{executor_over, function};
 
 async fn setup() -> (Gateway, Arc<FaultBackend>, Executor) {
     let scheduler = SchedulerConfig::new(PolicyConfig::named("edf"));
     let (ex, faults) = executor_over(64 << 20, &scheduler);
     let gw = Gateway::start(GatewayConfig { scheduler, ..GatewayConfig::default() }).unwrap();
     gw.add_node("n", NodeClient::Local(ex.clone()));
-    assert!(gw.wait_ready(Duration::from_secs(5)).await, "the node comes up");
+    assert!(gw.wait_ready(Duration::from_secs(20)).await, "the node comes up");
     for f in ["ok", "hang", "panic", "slow"] {
         gw.put_function(function(f));
     }
@@ -155,23 +115,6 @@ async fn a_request_whose_caller_gave_up_is_dropped_from_the_executor_queue() {
     assert_eq!(m.invocations.get_or_create(&label("ok")).get(), 1, "and never ran: only the slow one did");
 }
 
-fn executor_over(memory: u64, scheduler: &SchedulerConfig) -> (Executor, Arc<FaultBackend>) {
-    let wasm: Arc<dyn Backend> = Arc::new(WasmBackend::new(memory, 1, Duration::from_secs(10)).unwrap());
-    let faults = Arc::new(FaultBackend::new(wasm));
-    let ex = Executor::start(
-        vec![faults.clone() as Arc<dyn Backend>],
-        ExecutorConfig {
-            node: "n".into(),
-            scheduler: scheduler.clone(),
-            shares: vec![],
-            health_interval: Duration::from_millis(200),
-            accelerator_classes: Default::default(),
-        },
-    )
-    .unwrap();
-    (ex, faults)
-}
-
 /// Spillback: the node routing ranks first refuses (here: the function's 2 MiB weights
 /// do not fit its 1 MiB device), and the gateway sends the request to the next node.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -183,7 +126,7 @@ async fn a_refusing_node_spills_the_request_over_to_the_next() {
     // Equal predictions: the tie goes to the first node by name, the small one.
     gw.add_node("a-small", NodeClient::Local(small));
     gw.add_node("b-large", NodeClient::Local(large));
-    assert!(gw.wait_ready(Duration::from_secs(5)).await);
+    assert!(gw.wait_ready(Duration::from_secs(20)).await);
     tokio::time::sleep(Duration::from_millis(100)).await;
     let mut f = function("heavy");
     f.buffers.push(proto::Buffer {
@@ -208,7 +151,7 @@ async fn refused_everywhere_is_a_429_with_the_executors_reason() {
     let (ex, faults) = executor_over(64 << 20, &scheduler);
     let gw = Gateway::start(GatewayConfig { scheduler, ..GatewayConfig::default() }).unwrap();
     gw.add_node("only", NodeClient::Local(ex.clone()));
-    assert!(gw.wait_ready(Duration::from_secs(5)).await);
+    assert!(gw.wait_ready(Duration::from_secs(20)).await);
     let mut slow = function("slow");
     slow.runtime_ms = [("cpu".to_string(), 400.0)].into();
     gw.put_function(slow);

@@ -15,6 +15,7 @@
 pub mod decide;
 pub mod leader;
 pub mod sources;
+pub mod stats;
 pub mod sync;
 
 use std::sync::Arc;
@@ -154,6 +155,19 @@ pub async fn reconcile_function(kf: Arc<KernelFunction>, ctx: Arc<Context>) -> R
     .map_err(|e| Error::Finalizer(Box::new(e)))
 }
 
+/// The status fields the reconciler owns: conditions, observed generation, placements.
+/// The traffic figures belong to [`stats`] (another field manager): applying copies of
+/// them here would race its writes.
+fn decided_fields(status: &kaas_crds::KernelFunctionStatus) -> serde_json::Value {
+    let mut v = serde_json::to_value(status).unwrap_or_default();
+    if let Some(m) = v.as_object_mut() {
+        for k in ["latencyMs", "sloAttainment", "invocations", "coldStarts", "rejections"] {
+            m.remove(k);
+        }
+    }
+    v
+}
+
 async fn apply_function(kf: &KernelFunction, ctx: &Context) -> Result<Action, Error> {
     // Input I/O.
     let fetched = sources::prefetch(&ctx.client, kf).await?;
@@ -169,7 +183,7 @@ async fn apply_function(kf: &KernelFunction, ctx: &Context) -> Result<Action, Er
         let patch = serde_json::json!({
             "apiVersion": KernelFunction::api_version(&()),
             "kind": KernelFunction::kind(&()),
-            "status": status,
+            "status": decided_fields(&status),
         });
         api.patch_status(&kf.name_any(), &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&patch))
             .await?;

@@ -7,6 +7,7 @@ pub mod grpc;
 pub mod http;
 pub mod metrics;
 pub mod node;
+pub mod stats;
 
 use std::collections::BTreeMap;
 use std::time::Duration;

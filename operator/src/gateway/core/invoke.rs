@@ -32,9 +32,17 @@ impl Gateway {
             Ok(i) => {
                 let in_time = rel.is_some_and(|d| i.total <= d);
                 m.answered(key, "ok", Some((i.total.as_secs_f64(), in_time, i.cold_start)));
+                self.inner.stats.record(
+                    key,
+                    Some((i.total.as_secs_f64() * 1000.0, in_time, i.cold_start)),
+                    false,
+                );
             }
             Err(e) if key.is_empty() => m.outcome(e.reason()),
-            Err(e) => m.answered(key, e.reason(), None),
+            Err(e) => {
+                m.answered(key, e.reason(), None);
+                self.inner.stats.record(key, None, matches!(e, GatewayError::Rejected { .. }));
+            }
         }
         result
     }

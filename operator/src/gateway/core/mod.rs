@@ -125,6 +125,8 @@ pub(crate) struct State {
 pub(crate) struct Inner {
     pub(crate) state: Mutex<State>,
     pub(crate) metrics: Arc<GatewayMetrics>,
+    /// Per-function counts for `KernelFunction.status`.
+    pub(crate) stats: super::stats::Stats,
     pub(crate) ready: watch::Sender<bool>,
 }
 
@@ -155,6 +157,7 @@ impl Gateway {
                     measured: HashMap::new(),
                 }),
                 metrics: Arc::new(metrics),
+                stats: Default::default(),
                 ready,
             }),
         })
@@ -163,6 +166,12 @@ impl Gateway {
     pub(crate) fn state(&self) -> std::sync::MutexGuard<'_, State> {
         // A panic while holding the lock leaves plain data behind; keep serving.
         self.inner.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// This replica's per-function counts (at most `limit` functions, the busiest), for
+    /// the leader to merge into `KernelFunction.status`.
+    pub fn stats_snapshot(&self, replica: &str, limit: usize) -> super::stats::Snapshot {
+        self.inner.stats.snapshot(replica, limit)
     }
 
     /// Registers or updates a function (it is pushed to a node when first sent there).
@@ -178,6 +187,7 @@ impl Gateway {
         if st.functions.remove(key).is_none() {
             return;
         }
+        self.inner.stats.forget(key);
         let (ns, name) = key.split_once('/').unwrap_or(("", key));
         for n in st.nodes.values_mut() {
             n.registered.remove(key);
