@@ -68,6 +68,11 @@ impl Sources for InlineOnly {
     }
 }
 
+/// The label a Secret's owner sets (to `"true"`) to consent to its use as a module or
+/// weights source. Without it the operator does not read the Secret's data: an author of
+/// KernelFunctions who cannot read a Secret must not get it back through a kernel.
+pub const MODULE_SOURCE_LABEL: &str = "kaas.dev/module-source";
+
 /// ConfigMap and Secret keys fetched ahead of conversion, plus verified downloads.
 #[derive(Default, Clone, Debug)]
 pub struct Prefetched {
@@ -75,6 +80,9 @@ pub struct Prefetched {
     pub config_maps: BTreeMap<(String, String, String), Vec<u8>>,
     /// `(namespace, secret, key)` → bytes.
     pub secrets: BTreeMap<(String, String, String), Vec<u8>>,
+    /// `(namespace, secret)` of Secrets that exist but do not carry
+    /// [`MODULE_SOURCE_LABEL`]`: "true"`: their data was not read.
+    pub unconsented_secrets: std::collections::BTreeSet<(String, String)>,
     /// URL → bytes whose sha256 matched.
     pub downloads: BTreeMap<String, Vec<u8>>,
 }
@@ -96,6 +104,15 @@ impl Sources for Prefetched {
                 .ok_or_else(|| missing("ConfigMap", &r.name, &r.key));
         }
         if let Some(r) = &source.secret_ref {
+            if self.unconsented_secrets.contains(&(namespace.to_string(), r.name.clone())) {
+                return Err(ConvertError::Source {
+                    what: what.into(),
+                    message: format!(
+                        "Secret {namespace}/{} is not labelled {MODULE_SOURCE_LABEL}=\"true\": its owner must label it to allow its use as a source",
+                        r.name
+                    ),
+                });
+            }
             return self
                 .secrets
                 .get(&(namespace.into(), r.name.clone(), r.key.clone()))

@@ -232,6 +232,63 @@ async fn a_missing_configmap_is_not_admitted_and_says_which() {
     server.await.unwrap();
 }
 
+/// Issue 16, point 6: a Secret is read as a source only with its owner's consent, the
+/// label `kaas.dev/module-source: "true"`. Without it the function is not admitted and
+/// says why; with it the Secret's key is the module.
+#[tokio::test]
+async fn a_secret_source_needs_its_owners_label() {
+    for labelled in [false, true] {
+        let (svc, mut handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
+        let ctx = context(Client::new(svc, "default"), true);
+        let mut kf = saxpy();
+        kf.metadata.finalizers = Some(vec![FUNCTION_FINALIZER.into()]);
+        let m = &mut kf.spec.modules[0];
+        let wat = m.wasm.as_ref().unwrap().inline.clone().unwrap();
+        m.wasm = Some(Source {
+            secret_ref: Some(KeyRef { name: "weights".into(), key: "saxpy.wat".into() }),
+            ..Default::default()
+        });
+        let echo = kf.clone();
+        let server = tokio::spawn(async move {
+            let (req, _, send) = next(&mut handle).await;
+            assert_eq!(req.method(), Method::GET, "a get, never a list or watch");
+            assert_eq!(req.uri().path(), "/api/v1/namespaces/default/secrets/weights");
+            let labels = if labelled { json!({"kaas.dev/module-source": "true"}) } else { json!({}) };
+            use base64::Engine;
+            let data = base64::engine::general_purpose::STANDARD.encode(wat.as_bytes());
+            send.send_response(ok(&json!({"apiVersion": "v1", "kind": "Secret",
+                "metadata": {"name": "weights", "namespace": "default", "labels": labels},
+                "data": {"saxpy.wat": data}})));
+            let (req, body, send) = next(&mut handle).await;
+            assert!(req.uri().path().ends_with("/kernelfunctions/saxpy/status"));
+            let admitted = body["status"]["conditions"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|c| c["type"] == "Admitted")
+                .unwrap()
+                .clone();
+            if labelled {
+                assert_eq!(admitted["status"], "True", "{admitted}");
+            } else {
+                assert_eq!(admitted["status"], "False");
+                assert_eq!(admitted["reason"], "SourceUnavailable");
+                let msg = admitted["message"].as_str().unwrap();
+                assert!(msg.contains("not labelled kaas.dev/module-source"), "{msg}");
+            }
+            let mut v = serde_json::to_value(&echo).unwrap();
+            v["status"] = body["status"].clone();
+            send.send_response(ok(&v));
+            // The event of the decision.
+            let (req, body, send) = next(&mut handle).await;
+            assert_eq!(req.method(), Method::POST);
+            send.send_response(ok(&body));
+        });
+        reconcile(kf, ctx).await;
+        server.await.unwrap();
+    }
+}
+
 #[tokio::test]
 async fn deleting_a_function_evicts_then_releases_the_finalizer() {
     let (svc, mut handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();

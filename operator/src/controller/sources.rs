@@ -10,7 +10,7 @@ use kube::{Api, Client, ResourceExt};
 use sha2::{Digest, Sha256};
 use tracing::warn;
 
-use crate::convert::Prefetched;
+use crate::convert::{MODULE_SOURCE_LABEL, Prefetched};
 
 /// Every source of a function.
 pub fn sources(kf: &KernelFunction) -> Vec<&Source> {
@@ -49,10 +49,13 @@ pub async fn prefetch(client: &Client, kf: &KernelFunction) -> Result<Prefetched
             if !secret_cache.contains_key(&r.name) {
                 secret_cache.insert(r.name.clone(), secrets.get_opt(&r.name).await?);
             }
-            if let Some(sec) = &secret_cache[&r.name]
-                && let Some(b) = sec.data.as_ref().and_then(|d| d.get(&r.key))
-            {
-                out.secrets.insert((ns.clone(), r.name.clone(), r.key.clone()), b.0.clone());
+            if let Some(sec) = &secret_cache[&r.name] {
+                let consented = sec.labels().get(MODULE_SOURCE_LABEL).is_some_and(|v| v == "true");
+                if !consented {
+                    out.unconsented_secrets.insert((ns.clone(), r.name.clone()));
+                } else if let Some(b) = sec.data.as_ref().and_then(|d| d.get(&r.key)) {
+                    out.secrets.insert((ns.clone(), r.name.clone(), r.key.clone()), b.0.clone());
+                }
             }
         }
         if let Some(h) = &s.https
