@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use futures::Stream;
 use tokio_stream::wrappers::UnixListenerStream;
+use tonic::codegen::http;
 use tonic::{Request, Response, Status};
 
 use crate::model::FunctionDef;
@@ -27,10 +28,34 @@ impl ExecutorService {
         ExecutorService { executor }
     }
 
-    /// The tonic server wrapper, with large message limits (buffers can be big).
-    pub fn into_server(self) -> ExecutorServer<Self> {
-        ExecutorServer::new(self).max_decoding_message_size(1 << 30).max_encoding_message_size(1 << 30)
+    /// The tonic server wrapper, taking messages of at most `max_bytes`.
+    pub fn into_server(self, max_bytes: usize) -> ExecutorServer<Self> {
+        ExecutorServer::new(self).max_decoding_message_size(max_bytes).max_encoding_message_size(max_bytes)
     }
+}
+
+/// The largest message the node API (TCP, the gateways' channel) takes: it carries
+/// function definitions with their weights (`Const` contents), up to 1 GiB.
+pub const NODE_MAX_MESSAGE_BYTES: usize = 1 << 30;
+/// The largest message a pod's share socket takes (invocations only): 64 MiB, the
+/// gateway's default.
+pub const SHARE_MAX_MESSAGE_BYTES: usize = 64 << 20;
+
+/// A server layer that answers a message over the limit with `RESOURCE_EXHAUSTED`, the
+/// code gRPC specifies for it (tonic says `OUT_OF_RANGE`). Tonic refuses such a message
+/// from its length prefix, before reading it, so its size costs no memory.
+pub fn oversize_is_resource_exhausted<B>(mut r: http::Response<B>) -> http::Response<B> {
+    let has = |hay: &[u8], needle: &[u8]| hay.windows(needle.len()).any(|w| w == needle);
+    let oversize = r.headers().get("grpc-status").is_some_and(|v| v == "11")
+        && r.headers().get("grpc-message").is_some_and(|m| {
+            // Percent-encoded on the wire.
+            has(m.as_bytes(), b"message%20length%20too%20large")
+                || has(m.as_bytes(), b"message length too large")
+        });
+    if oversize {
+        r.headers_mut().insert("grpc-status", http::HeaderValue::from_static("8"));
+    }
+    r
 }
 
 fn key(namespace: &str, name: &str) -> String {
@@ -176,7 +201,8 @@ pub async fn serve_tcp(
         move |signal| {
             Box::pin(
                 tonic::transport::Server::builder()
-                    .add_service(ExecutorService::new(executor).into_server())
+                    .layer(tower::util::MapResponseLayer::new(oversize_is_resource_exhausted))
+                    .add_service(ExecutorService::new(executor).into_server(NODE_MAX_MESSAGE_BYTES))
                     .serve_with_incoming_shutdown(
                         tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true)),
                         signal,
@@ -201,7 +227,8 @@ pub async fn serve_unix(
         move |signal| {
             Box::pin(
                 tonic::transport::Server::builder()
-                    .add_service(ExecutorService::new(executor).into_server())
+                    .layer(tower::util::MapResponseLayer::new(oversize_is_resource_exhausted))
+                    .add_service(ExecutorService::new(executor).into_server(SHARE_MAX_MESSAGE_BYTES))
                     .serve_with_incoming_shutdown(UnixListenerStream::new(listener), signal),
             )
         },
@@ -233,6 +260,6 @@ pub async fn connect_unix(
         }))
         .await?;
     Ok(proto::executor_client::ExecutorClient::new(channel)
-        .max_decoding_message_size(1 << 30)
-        .max_encoding_message_size(1 << 30))
+        .max_decoding_message_size(SHARE_MAX_MESSAGE_BYTES)
+        .max_encoding_message_size(SHARE_MAX_MESSAGE_BYTES))
 }

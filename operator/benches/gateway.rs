@@ -126,15 +126,19 @@ fn main() {
         let grpc_addr = grpc.local_addr().unwrap();
         tokio::spawn(
             tonic::transport::Server::builder()
-                .add_service(GatewayService::server(gateway.clone()))
+                .add_service(GatewayService::server(gateway.clone(), 1 << 30))
                 .serve_with_incoming(
                     tonic::transport::server::TcpIncoming::from(grpc).with_nodelay(Some(true)),
                 ),
         );
         let http = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let http_addr = http.local_addr().unwrap();
-        let state =
-            HttpState { gateway, registry: Arc::new(Registry::default()), liveness: Default::default() };
+        let state = HttpState {
+            gateway,
+            registry: Arc::new(Registry::default()),
+            liveness: Default::default(),
+            max_request_bytes: 1 << 30,
+        };
         tokio::spawn(async move { axum::serve(http, router(state)).await });
 
         let mut rows = Vec::new();

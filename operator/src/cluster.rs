@@ -42,6 +42,8 @@ pub struct RunOptions {
     pub function_metrics: bool,
     /// This replica's Pod UID: its stats ConfigMap is owned by the Pod (and goes with it).
     pub pod_uid: Option<String>,
+    /// The largest invocation payload over gRPC and HTTP.
+    pub max_request_bytes: usize,
 }
 
 /// A reflector store kept current by a background watch.
@@ -80,8 +82,12 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
     let mut registry = Registry::default();
     gateway.metrics().register(&mut registry);
     let liveness = Liveness::new();
-    let state =
-        HttpState { gateway: gateway.clone(), registry: Arc::new(registry), liveness: liveness.clone() };
+    let state = HttpState {
+        gateway: gateway.clone(),
+        registry: Arc::new(registry),
+        liveness: liveness.clone(),
+        max_request_bytes: opts.max_request_bytes,
+    };
 
     let l = &liveness;
     let classes = store(l, "AcceleratorClass watch", Api::<AcceleratorClass>::all(client.clone()));
@@ -170,7 +176,8 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
     let grpc_task = liveness.spawn(
         "gRPC server",
         tonic::transport::Server::builder()
-            .add_service(GatewayService::server(gateway))
+            .layer(tower::util::MapResponseLayer::new(kaas_executor::service::oversize_is_resource_exhausted))
+            .add_service(GatewayService::server(gateway, opts.max_request_bytes))
             .serve_with_incoming_shutdown(
                 tonic::transport::server::TcpIncoming::from(grpc).with_nodelay(Some(true)),
                 until(stop_rx.clone()),

@@ -55,6 +55,11 @@ enum Command {
         /// carrying its per-function counts is owned by the Pod and deleted with it.
         #[arg(long, env = "POD_UID")]
         pod_uid: Option<String>,
+        /// The largest invocation payload, in bytes: a gRPC request above it is answered
+        /// RESOURCE_EXHAUSTED, an HTTP body above its base64 size 413, both before they are
+        /// read into memory.
+        #[arg(long, env = "KAAS_MAX_REQUEST_BYTES", default_value_t = kaas_operator::gateway::http::DEFAULT_MAX_REQUEST_BYTES)]
+        max_request_bytes: usize,
     },
     /// Serve the functions in a directory of YAML with no Kubernetes: the gateway plus an
     /// in-process executor (WebAssembly on the CPU, CUDA when a GPU is present).
@@ -84,6 +89,11 @@ enum Command {
         /// Do not make functions resident at start (first invocations pay a cold start).
         #[arg(long)]
         no_prewarm: bool,
+        /// The largest invocation payload, in bytes: a gRPC request above it is answered
+        /// RESOURCE_EXHAUSTED, an HTTP body above its base64 size 413, both before they are
+        /// read into memory.
+        #[arg(long, env = "KAAS_MAX_REQUEST_BYTES", default_value_t = kaas_operator::gateway::http::DEFAULT_MAX_REQUEST_BYTES)]
+        max_request_bytes: usize,
     },
 }
 
@@ -107,6 +117,7 @@ async fn main() -> anyhow::Result<()> {
             node_stale_after,
             no_function_metrics,
             pod_uid,
+            max_request_bytes,
         } => {
             let identity = identity.filter(|i| !i.is_empty()).unwrap_or_else(|| {
                 std::fs::read_to_string("/proc/sys/kernel/hostname")
@@ -124,6 +135,7 @@ async fn main() -> anyhow::Result<()> {
                 node_stale_after,
                 function_metrics: !no_function_metrics,
                 pod_uid: pod_uid.filter(|u| !u.is_empty()),
+                max_request_bytes,
             })
             .await
         }
@@ -136,6 +148,7 @@ async fn main() -> anyhow::Result<()> {
             backend,
             cpu_slots,
             no_prewarm,
+            max_request_bytes,
         } => {
             run(StandaloneOptions {
                 functions,
@@ -146,6 +159,7 @@ async fn main() -> anyhow::Result<()> {
                 backend,
                 cpu_slots,
                 prewarm: !no_prewarm,
+                max_request_bytes,
             })
             .await
         }

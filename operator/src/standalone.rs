@@ -97,6 +97,8 @@ pub struct StandaloneOptions {
     pub cpu_slots: Option<u32>,
     /// Make every function resident at start.
     pub prewarm: bool,
+    /// The largest invocation payload over gRPC and HTTP.
+    pub max_request_bytes: usize,
 }
 
 /// Kind → class name, for each kind exactly one AcceleratorClass declares.
@@ -184,8 +186,12 @@ pub async fn run(opts: StandaloneOptions) -> anyhow::Result<()> {
         let ex = ex.clone();
         liveness.check("executor actor", move || ex.alive());
     }
-    let state =
-        HttpState { gateway: gateway.clone(), registry: Arc::new(registry), liveness: liveness.clone() };
+    let state = HttpState {
+        gateway: gateway.clone(),
+        registry: Arc::new(registry),
+        liveness: liveness.clone(),
+        max_request_bytes: opts.max_request_bytes,
+    };
     let http = tokio::net::TcpListener::bind(opts.listen)
         .await
         .with_context(|| format!("binding {}", opts.listen))?;
@@ -211,7 +217,10 @@ pub async fn run(opts: StandaloneOptions) -> anyhow::Result<()> {
         liveness.spawn(
             "gRPC server",
             tonic::transport::Server::builder()
-                .add_service(GatewayService::server(gateway.clone()))
+                .layer(tower::util::MapResponseLayer::new(
+                    kaas_executor::service::oversize_is_resource_exhausted,
+                ))
+                .add_service(GatewayService::server(gateway.clone(), opts.max_request_bytes))
                 .serve_with_incoming_shutdown(
                     tonic::transport::server::TcpIncoming::from(grpc).with_nodelay(Some(true)),
                     async move {

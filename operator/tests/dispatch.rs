@@ -191,6 +191,7 @@ async fn a_dead_executor_actor_fails_healthz_and_answers_every_request() {
         gateway: gw.clone(),
         registry: Arc::new(prometheus_client::registry::Registry::default()),
         liveness,
+        max_request_bytes: kaas_operator::gateway::http::DEFAULT_MAX_REQUEST_BYTES,
     };
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();

@@ -15,11 +15,14 @@ pub struct GatewayService {
 }
 
 impl GatewayService {
-    /// The tonic server for `gateway`, with large message limits.
-    pub fn server(gateway: Gateway) -> GatewayServer<Self> {
+    /// The tonic server for `gateway`, taking requests (and sending answers) of at most
+    /// `max_bytes`. Serve it behind
+    /// [`oversize_is_resource_exhausted`](kaas_executor::service::oversize_is_resource_exhausted)
+    /// so that a larger request is answered `RESOURCE_EXHAUSTED`.
+    pub fn server(gateway: Gateway, max_bytes: usize) -> GatewayServer<Self> {
         GatewayServer::new(GatewayService { gateway })
-            .max_decoding_message_size(1 << 30)
-            .max_encoding_message_size(1 << 30)
+            .max_decoding_message_size(max_bytes)
+            .max_encoding_message_size(max_bytes)
     }
 }
 

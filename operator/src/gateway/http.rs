@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::body::Bytes;
-use axum::extract::{Path, State};
+use axum::extract::{DefaultBodyLimit, Path, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -30,12 +30,28 @@ pub struct HttpState {
     /// The process's long-lived tasks and in-process executors: `/healthz` fails naming
     /// any that has ended.
     pub liveness: Liveness,
+    /// The largest payload (decoded input bytes) a request may carry; the body limit is
+    /// what its base64 and JSON take ([`body_limit`]).
+    pub max_request_bytes: usize,
+}
+
+/// The default of `--max-request-bytes`: 64 MiB.
+pub const DEFAULT_MAX_REQUEST_BYTES: usize = 64 << 20;
+
+/// The HTTP body limit for payloads of `max_request_bytes`: base64 takes 4/3, plus 64 KiB
+/// for names and JSON. A larger body is answered 413 without being read.
+pub fn body_limit(max_request_bytes: usize) -> usize {
+    max_request_bytes.saturating_mul(4) / 3 + (64 << 10)
 }
 
 /// The router of the gateway's HTTP API.
 pub fn router(state: HttpState) -> Router {
+    let limit = body_limit(state.max_request_bytes);
+    let invoke = post(invoke)
+        .layer(DefaultBodyLimit::max(limit))
+        .layer(axum::middleware::from_fn_with_state(limit, refuse_declared_oversize));
     Router::new()
-        .route("/v1/namespaces/{ns}/functions/{action}", post(invoke))
+        .route("/v1/namespaces/{ns}/functions/{action}", invoke)
         .route("/metrics", get(metrics))
         .route("/healthz", get(healthz))
         .route("/readyz", get(ready))
@@ -144,6 +160,30 @@ async fn metrics(State(s): State<HttpState>) -> Response {
         }
         Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
     }
+}
+
+/// A body whose declared length is over the limit is answered 413 before any of it is
+/// read (a body without a length is read up to the limit, then refused alike).
+async fn refuse_declared_oversize(
+    State(limit): State<usize>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let declared = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if let Some(len) = declared
+        && len > limit as u64
+    {
+        let body = serde_json::json!({
+            "error": format!("request body of {len} bytes exceeds the limit of {limit} bytes (--max-request-bytes of payload, in base64)"),
+            "reason": "too_large",
+        });
+        return (StatusCode::PAYLOAD_TOO_LARGE, axum::Json(body)).into_response();
+    }
+    next.run(req).await
 }
 
 async fn healthz(State(s): State<HttpState>) -> Response {
