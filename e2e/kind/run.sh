@@ -55,8 +55,16 @@ kubectl -n "$ns" port-forward svc/kaas-gateway 18080:8080 19100:9100 >/dev/null 
 pf=$!
 for _ in $(seq 50); do curl -sf localhost:19100/healthz >/dev/null && break; sleep 0.2; done
 x=$(python3 -c 'import base64,struct;print(base64.b64encode(struct.pack("<32f",*[1.0]*32)).decode())')
+# Invoking needs a token whose subject holds verb invoke (ClusterRole kaas-invoker).
+kubectl -n default create serviceaccount e2e-caller
+kubectl -n default create rolebinding e2e-invokers --clusterrole=kaas-invoker --serviceaccount=default:e2e-caller
+token=$(kubectl -n default create token e2e-caller)
+code=$(curl -s -o /dev/null -w '%{http_code}' -X POST localhost:18080/v1/namespaces/default/functions/dense-relu:invoke \
+  -H 'content-type: application/json' -d "{\"inputs\": {\"x\": \"$x\"}}")
+[ "$code" = 401 ] || { echo "without a token: expected 401, got $code" >&2; exit 1; }
 for _ in $(seq 30); do
   out=$(curl -s -X POST localhost:18080/v1/namespaces/default/functions/dense-relu:invoke \
+    -H "authorization: Bearer $token" \
     -H 'content-type: application/json' -d "{\"inputs\": {\"x\": \"$x\"}}") && echo "$out" | grep -q '"outputs"' && break
   sleep 1
 done

@@ -44,6 +44,8 @@ pub struct RunOptions {
     pub pod_uid: Option<String>,
     /// The largest invocation payload over gRPC and HTTP.
     pub max_request_bytes: usize,
+    /// Check callers by TokenReview and SubjectAccessReview (else anyone may invoke).
+    pub kubernetes_auth: bool,
 }
 
 /// A reflector store kept current by a background watch.
@@ -79,6 +81,11 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
         function_metrics: opts.function_metrics,
         ..GatewayConfig::default()
     })?;
+    if opts.kubernetes_auth {
+        gateway.require_auth(Arc::new(crate::gateway::auth::KubeAuth::new(client.clone())));
+    } else {
+        warn!("--auth=none: anyone who reaches the gateway may invoke any function");
+    }
     let mut registry = Registry::default();
     gateway.metrics().register(&mut registry);
     let liveness = Liveness::new();

@@ -55,6 +55,12 @@ enum Command {
         /// carrying its per-function counts is owned by the Pod and deleted with it.
         #[arg(long, env = "POD_UID")]
         pod_uid: Option<String>,
+        /// Who may invoke: `kubernetes` checks each caller's bearer token by TokenReview
+        /// and its right (verb `invoke` on `kernelfunctions` in the function's namespace,
+        /// as ClusterRole kaas-invoker grants) by SubjectAccessReview; `none` lets anyone
+        /// who reaches the gateway invoke anything (mutually trusting tenants only).
+        #[arg(long, env = "KAAS_AUTH", default_value = "kubernetes", value_parser = ["kubernetes", "none"])]
+        auth: String,
         /// The largest invocation payload, in bytes: a gRPC request above it is answered
         /// RESOURCE_EXHAUSTED, an HTTP body above its base64 size 413, both before they are
         /// read into memory.
@@ -89,6 +95,10 @@ enum Command {
         /// Do not make functions resident at start (first invocations pay a cold start).
         #[arg(long)]
         no_prewarm: bool,
+        /// Require a bearer token on every invocation: one `TOKEN NAMESPACE[,NAMESPACE...]`
+        /// or `TOKEN *` per line. Without it standalone listens on loopback addresses only.
+        #[arg(long, env = "KAAS_AUTH_TOKEN_FILE")]
+        auth_token_file: Option<PathBuf>,
         /// The largest invocation payload, in bytes: a gRPC request above it is answered
         /// RESOURCE_EXHAUSTED, an HTTP body above its base64 size 413, both before they are
         /// read into memory.
@@ -117,6 +127,7 @@ async fn main() -> anyhow::Result<()> {
             node_stale_after,
             no_function_metrics,
             pod_uid,
+            auth,
             max_request_bytes,
         } => {
             let identity = identity.filter(|i| !i.is_empty()).unwrap_or_else(|| {
@@ -135,6 +146,7 @@ async fn main() -> anyhow::Result<()> {
                 node_stale_after,
                 function_metrics: !no_function_metrics,
                 pod_uid: pod_uid.filter(|u| !u.is_empty()),
+                kubernetes_auth: auth == "kubernetes",
                 max_request_bytes,
             })
             .await
@@ -148,6 +160,7 @@ async fn main() -> anyhow::Result<()> {
             backend,
             cpu_slots,
             no_prewarm,
+            auth_token_file,
             max_request_bytes,
         } => {
             run(StandaloneOptions {
@@ -159,6 +172,7 @@ async fn main() -> anyhow::Result<()> {
                 backend,
                 cpu_slots,
                 prewarm: !no_prewarm,
+                auth_token_file,
                 max_request_bytes,
             })
             .await

@@ -99,6 +99,8 @@ pub struct StandaloneOptions {
     pub prewarm: bool,
     /// The largest invocation payload over gRPC and HTTP.
     pub max_request_bytes: usize,
+    /// Bearer tokens and their namespaces; without, loopback addresses only.
+    pub auth_token_file: Option<PathBuf>,
 }
 
 /// Kind → class name, for each kind exactly one AcceleratorClass declares.
@@ -115,6 +117,20 @@ fn single_class_per_kind(
 
 /// Runs standalone mode until SIGINT or SIGTERM.
 pub async fn run(opts: StandaloneOptions) -> anyhow::Result<()> {
+    let tokens = match &opts.auth_token_file {
+        Some(path) => Some(crate::gateway::auth::TokenFile::load(path)?),
+        None => {
+            for addr in [opts.listen, opts.grpc_listen] {
+                if !addr.ip().is_loopback() {
+                    bail!(
+                        "standalone without --auth-token-file lets anyone who reaches it invoke every function: \
+                         listen on a loopback address (127.0.0.1, ::1) or give --auth-token-file (not {addr})"
+                    );
+                }
+            }
+            None
+        }
+    };
     let res = load_dir(&opts.functions)?;
     if res.functions.is_empty() {
         bail!("no KernelFunction found under {}", opts.functions.display());
@@ -129,6 +145,10 @@ pub async fn run(opts: StandaloneOptions) -> anyhow::Result<()> {
     }
     config.classes = crate::controller::sync::class_model(&res.classes);
     let gateway = Gateway::start(config.clone())?;
+    if let Some(tokens) = tokens {
+        info!(tokens = tokens.len(), "invocations need a bearer token from the token file");
+        gateway.require_auth(Arc::new(tokens));
+    }
     let mut registry = Registry::default();
     gateway.metrics().register(&mut registry);
     let mut local = None;

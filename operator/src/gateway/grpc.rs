@@ -35,6 +35,8 @@ impl From<GatewayError> for Status {
             GatewayError::Unavailable(_) => Code::Unavailable,
             GatewayError::DeadlineExceeded(_) => Code::DeadlineExceeded,
             GatewayError::Failed(_) => Code::Internal,
+            GatewayError::Unauthenticated(_) => Code::Unauthenticated,
+            GatewayError::Forbidden(_) => Code::PermissionDenied,
         };
         let mut s = Status::new(code, e.to_string());
         if let GatewayError::Rejected { retry_after_ms, .. } = &e
@@ -52,7 +54,13 @@ impl From<GatewayError> for Status {
 #[tonic::async_trait]
 impl GatewayApi for GatewayService {
     async fn invoke(&self, req: Request<InvokeRequest>) -> Result<Response<InvokeResponse>, Status> {
+        let token = req.metadata().get("authorization").and_then(|v| v.to_str().ok());
+        let token = super::auth::bearer(token).map(str::to_string);
         let r = req.into_inner();
+        if let Err(e) = self.gateway.authorize(token.as_deref(), &r.namespace, &r.name).await {
+            self.gateway.metrics().outcome(e.reason());
+            return Err(e.into());
+        }
         let deadline = (r.deadline_ms > 0).then(|| Duration::from_millis(r.deadline_ms as u64));
         let done = self
             .gateway

@@ -49,7 +49,8 @@ pub fn router(state: HttpState) -> Router {
     let limit = body_limit(state.max_request_bytes);
     let invoke = post(invoke)
         .layer(DefaultBodyLimit::max(limit))
-        .layer(axum::middleware::from_fn_with_state(limit, refuse_declared_oversize));
+        .layer(axum::middleware::from_fn_with_state(limit, refuse_declared_oversize))
+        .layer(axum::middleware::from_fn_with_state(state.gateway.clone(), authorize));
     Router::new()
         .route("/v1/namespaces/{ns}/functions/{action}", invoke)
         .route("/metrics", get(metrics))
@@ -160,6 +161,29 @@ async fn metrics(State(s): State<HttpState>) -> Response {
         }
         Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
     }
+}
+
+/// The caller's token is checked first, before the body is read.
+async fn authorize(
+    State(gw): State<Gateway>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    // /v1/namespaces/{ns}/functions/{name}:invoke
+    let mut parts = req.uri().path().trim_start_matches('/').split('/');
+    let ns = parts.nth(2).unwrap_or_default().to_string();
+    let name = parts.nth(1).unwrap_or_default();
+    let name = name.strip_suffix(":invoke").unwrap_or(name).to_string();
+    let token = req.headers().get(header::AUTHORIZATION).and_then(|v| v.to_str().ok());
+    if let Err(e) = gw.authorize(super::auth::bearer(token), &ns, &name).await {
+        gw.metrics().outcome(e.reason());
+        let mut resp = error(e);
+        if resp.status() == StatusCode::UNAUTHORIZED {
+            resp.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        }
+        return resp;
+    }
+    next.run(req).await
 }
 
 /// A body whose declared length is over the limit is answered 413 before any of it is

@@ -2,6 +2,7 @@
 //! admit under the cluster's policy), spillback to the next node on a refusal, retries
 //! when a node dies. Every accepted request ends in exactly one answer.
 
+pub mod auth;
 mod core;
 pub mod grpc;
 pub mod http;
@@ -41,6 +42,12 @@ pub enum GatewayError {
     /// The function's code failed (a bad module, a kernel fault) (500).
     #[error("{0}")]
     Failed(String),
+    /// No valid credentials (401).
+    #[error("{0}")]
+    Unauthenticated(String),
+    /// Valid credentials without the right to invoke this function (403).
+    #[error("{0}")]
+    Forbidden(String),
 }
 
 impl GatewayError {
@@ -53,6 +60,8 @@ impl GatewayError {
             GatewayError::Unavailable(_) => 503,
             GatewayError::DeadlineExceeded(_) => 504,
             GatewayError::Failed(_) => 500,
+            GatewayError::Unauthenticated(_) => 401,
+            GatewayError::Forbidden(_) => 403,
         }
     }
 
@@ -65,6 +74,8 @@ impl GatewayError {
             GatewayError::Unavailable(_) => "unavailable",
             GatewayError::DeadlineExceeded(_) => "deadline_exceeded",
             GatewayError::Failed(_) => "function_failed",
+            GatewayError::Unauthenticated(_) => "unauthenticated",
+            GatewayError::Forbidden(_) => "forbidden",
         }
     }
 }

@@ -128,6 +128,8 @@ pub(crate) struct Inner {
     /// Per-function counts for `KernelFunction.status`.
     pub(crate) stats: super::stats::Stats,
     pub(crate) ready: watch::Sender<bool>,
+    /// Who may invoke; unset: anyone who can reach the gateway.
+    pub(crate) auth: std::sync::OnceLock<Arc<dyn super::auth::Authorize>>,
 }
 
 /// A handle to the gateway. Cheap to clone.
@@ -159,6 +161,7 @@ impl Gateway {
                 metrics: Arc::new(metrics),
                 stats: Default::default(),
                 ready,
+                auth: std::sync::OnceLock::new(),
             }),
         })
     }
@@ -166,6 +169,27 @@ impl Gateway {
     pub(crate) fn state(&self) -> std::sync::MutexGuard<'_, State> {
         // A panic while holding the lock leaves plain data behind; keep serving.
         self.inner.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Requires every invocation over HTTP and gRPC to pass `auth` (set once, at start).
+    pub fn require_auth(&self, auth: Arc<dyn super::auth::Authorize>) {
+        if self.inner.auth.set(auth).is_err() {
+            warn!("the gateway's authorizer was already set; keeping the first");
+        }
+    }
+
+    /// Checks the bearer of `token` may invoke `namespace/name` (always, with no
+    /// authorizer set).
+    pub async fn authorize(
+        &self,
+        token: Option<&str>,
+        namespace: &str,
+        name: &str,
+    ) -> Result<(), GatewayError> {
+        match self.inner.auth.get() {
+            Some(a) => a.authorize(token, namespace, name).await,
+            None => Ok(()),
+        }
     }
 
     /// This replica's per-function counts (at most `limit` functions, the busiest), for
