@@ -5,6 +5,7 @@
 pub mod cluster;
 pub mod controller;
 pub mod convert;
+pub mod crds;
 pub mod gateway;
 pub mod policy;
 pub mod standalone;

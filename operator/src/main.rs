@@ -67,6 +67,9 @@ enum Command {
         #[arg(long, env = "KAAS_MAX_REQUEST_BYTES", default_value_t = kaas_operator::gateway::http::DEFAULT_MAX_REQUEST_BYTES)]
         max_request_bytes: usize,
     },
+    /// Apply (server-side) the kaas CRDs this binary was built with, then exit: the
+    /// chart's pre-install/pre-upgrade hook runs it, so `helm upgrade` upgrades the CRDs.
+    ApplyCrds,
     /// Serve the functions in a directory of YAML with no Kubernetes: the gateway plus an
     /// in-process executor (WebAssembly on the CPU, CUDA when a GPU is present).
     Standalone {
@@ -150,6 +153,14 @@ async fn main() -> anyhow::Result<()> {
                 max_request_bytes,
             })
             .await
+        }
+        Command::ApplyCrds => {
+            let client = kube::Client::try_default().await.map_err(|e| {
+                anyhow::anyhow!("no Kubernetes API configuration (in-cluster or kubeconfig): {e}")
+            })?;
+            let names = kaas_operator::crds::apply(&client).await?;
+            println!("applied {} CRDs: {}", names.len(), names.join(", "));
+            Ok(())
         }
         Command::Standalone {
             functions,
