@@ -44,7 +44,7 @@ enum Command {
         #[arg(long, env = "POD_NAME")]
         identity: Option<String>,
         /// A node whose KaasNode heartbeat is older than this leaves placement and the
-        /// gateway (for example 30s, 2m).
+        /// gateway (for example 30s, 1m30s, 2m).
         #[arg(long, env = "KAAS_NODE_STALE_AFTER", default_value = "30s", value_parser = parse_duration)]
         node_stale_after: std::time::Duration,
         /// Drop the per-function gateway metrics (`kaas_gateway_function_*`, labelled by
@@ -191,17 +191,13 @@ async fn main() -> anyhow::Result<()> {
     }
 }
 
-/// Parses `30s`, `2m`, `1h` or plain seconds.
+/// Parses a duration as `humantime` does (`500ms`, `30s`, `1m30s`, `2h`), or plain seconds.
 fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
-    let (num, unit) = s.find(|c: char| !c.is_ascii_digit()).map_or((s, "s"), |i| s.split_at(i));
-    let n: u64 = num.parse().map_err(|_| format!("{s:?} is not a duration like 30s, 2m or 1h"))?;
-    let secs = match unit {
-        "s" => n,
-        "m" => n * 60,
-        "h" => n * 3600,
-        _ => return Err(format!("unknown unit {unit:?} in {s:?}; use s, m or h")),
-    };
-    Ok(std::time::Duration::from_secs(secs))
+    let s = s.trim();
+    if let Ok(secs) = s.parse::<u64>() {
+        return Ok(std::time::Duration::from_secs(secs));
+    }
+    humantime::parse_duration(s).map_err(|e| format!("{s:?} is not a duration like 500ms, 30s or 1m30s: {e}"))
 }
 
 #[cfg(test)]
@@ -219,6 +215,11 @@ mod tests {
         assert_eq!(super::parse_duration("30s"), Ok(Duration::from_secs(30)));
         assert_eq!(super::parse_duration("2m"), Ok(Duration::from_secs(120)));
         assert_eq!(super::parse_duration("45"), Ok(Duration::from_secs(45)));
-        assert!(super::parse_duration("3d").unwrap_err().contains("unknown unit"));
+        // What the hand-written parser refused.
+        assert_eq!(super::parse_duration("500ms"), Ok(Duration::from_millis(500)));
+        assert_eq!(super::parse_duration("1m30s"), Ok(Duration::from_secs(90)));
+        assert_eq!(super::parse_duration("1m 30s"), Ok(Duration::from_secs(90)));
+        let e = super::parse_duration("3 fortnights").unwrap_err();
+        assert!(e.contains("not a duration"), "{e}");
     }
 }

@@ -147,26 +147,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 std::fs::create_dir_all(&dir)?;
                 std::fs::write(dir.join("results.csv"), report::csv(&rows))?;
                 std::fs::write(dir.join("results.json"), report::json(&rows))?;
-                let mut per = String::from(
-                    "policy,function,requests,rejected,completed,slo_met,slo_attainment,cold_starts,latency_ms_p50,latency_ms_p99\n",
-                );
-                for r in &rows {
-                    for (name, m) in &r.per_function {
-                        per += &format!(
-                            "{},{},{},{},{},{},{:.6},{},{:.6},{:.6}\n",
-                            r.policy,
-                            name,
-                            m.requests,
-                            m.rejected,
-                            m.completed,
-                            m.slo_met,
-                            m.slo_attainment,
-                            m.cold_starts,
-                            m.latency_ms.p50,
-                            m.latency_ms.p99
-                        );
-                    }
-                }
+                let per = report::per_function_csv(&rows);
                 std::fs::write(dir.join("per-function.csv"), per)?;
                 eprintln!("wrote {}/results.csv, results.json, per-function.csv", dir.display());
             }

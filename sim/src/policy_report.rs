@@ -183,23 +183,18 @@ pub fn write(
         files.push(p);
         Ok(())
     };
-    let mut csv = String::new();
+    let mut w = csv::Writer::from_writer(Vec::new());
+    let mut header = true;
     for mode in [AdmissionMode::None, AdmissionMode::Deadline] {
-        let these: Vec<RunResult> =
-            rows.iter().filter(|r| r.admission == mode).map(|r| r.result.clone()).collect();
-        let body = report::csv(&these);
-        let mut lines = body.lines();
-        if csv.is_empty()
-            && let Some(h) = lines.next()
-        {
-            csv += &format!("admission,{h}\n");
-        } else {
-            lines.next();
-        }
-        for l in lines {
-            csv += &format!("{},{l}\n", mode_name(mode));
+        for r in rows.iter().filter(|r| r.admission == mode) {
+            let cols = report::columns(&r.result);
+            if std::mem::take(&mut header) {
+                let _ = w.write_record(std::iter::once("admission").chain(cols.iter().map(|c| c.0)));
+            }
+            let _ = w.write_record(std::iter::once(mode_name(mode)).chain(cols.iter().map(|c| c.1.as_str())));
         }
     }
+    let csv = String::from_utf8(w.into_inner().unwrap_or_default()).unwrap_or_default();
     put("report.csv", csv)?;
     let series = |mode: AdmissionMode, f: &dyn Fn(&RunResult) -> f64| -> Vec<Series> {
         policies

@@ -64,18 +64,56 @@ pub fn columns(r: &RunResult) -> Vec<(&'static str, String)> {
     c
 }
 
-/// CSV with a header row.
+/// CSV with a header row (RFC 4180: a field with a comma, quote or line break is quoted).
 pub fn csv(rows: &[RunResult]) -> String {
-    let mut out = String::new();
+    let mut w = csv::Writer::from_writer(Vec::new());
     if let Some(first) = rows.first() {
-        out += &columns(first).iter().map(|c| c.0).collect::<Vec<_>>().join(",");
-        out.push('\n');
+        let _ = w.write_record(columns(first).iter().map(|c| c.0));
     }
     for r in rows {
-        out += &columns(r).iter().map(|c| c.1.as_str()).collect::<Vec<_>>().join(",");
-        out.push('\n');
+        let _ = w.write_record(columns(r).iter().map(|c| c.1.as_str()));
     }
-    out
+    finish(w)
+}
+
+/// One row per (result, function): what `--out` writes to `per-function.csv`.
+pub fn per_function_csv(rows: &[RunResult]) -> String {
+    let mut w = csv::Writer::from_writer(Vec::new());
+    let _ = w.write_record([
+        "policy",
+        "function",
+        "requests",
+        "rejected",
+        "completed",
+        "slo_met",
+        "slo_attainment",
+        "cold_starts",
+        "latency_ms_p50",
+        "latency_ms_p99",
+    ]);
+    for r in rows {
+        for (name, m) in &r.per_function {
+            let _ = w.write_record([
+                r.policy.clone(),
+                name.clone(),
+                m.requests.to_string(),
+                m.rejected.to_string(),
+                m.completed.to_string(),
+                m.slo_met.to_string(),
+                format!("{:.6}", m.slo_attainment),
+                m.cold_starts.to_string(),
+                format!("{:.6}", m.latency_ms.p50),
+                format!("{:.6}", m.latency_ms.p99),
+            ]);
+        }
+    }
+    finish(w)
+}
+
+/// The text of an in-memory writer (writes to a `Vec` cannot fail; CSV output is UTF-8).
+fn finish(w: csv::Writer<Vec<u8>>) -> String {
+    let bytes = w.into_inner().unwrap_or_default();
+    String::from_utf8(bytes).unwrap_or_default()
 }
 
 /// A JSON array; `wait_ms` and `latency_ms` are objects with `mean, p50, p95, p99`.

@@ -229,3 +229,36 @@ fn bad_input_is_a_clear_error() {
     let e = err(&["run", "--scenario", SCENARIO, "--policy", "fifo"]);
     assert!(e.contains("unknown policy `fifo`") && e.contains("mqfq-sticky"), "{e}");
 }
+
+/// Issue 17, point 5: traces and reports are CSV as RFC 4180 means it. A function named
+/// with a comma, quoted in a trace with CRLF line ends, a comment and a blank line, runs;
+/// and `per-function.csv` quotes the name so that it reads back as one field.
+#[test]
+fn quoted_names_crlf_and_comments_round_trip_through_csv() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("trace.csv"),
+        "function,arrival_ms,duration_ms\r\n# a comment\r\n\"f, the first\",1,0.5\r\n\r\n\"f, the first\" , 2 ,\r\n",
+    )
+    .unwrap();
+    let yaml = "name: quoted\ncluster: [{ name: gpu, memoryBytes: 1000000000, count: 1 }]\n\
+         functions: [{ name: \"f, the first\", slo: { deadlineMs: 100 }, profile: [{ acceleratorClass: gpu, runtimeMs: 1 }] }]\n\
+         policy: { name: balance }\nworkload: { trace: { format: csv, path: trace.csv } }\n";
+    let scenario = dir.path().join("s.yaml");
+    std::fs::write(&scenario, yaml).unwrap();
+    let out = dir.path().join("out");
+    ok(&["run", "--scenario", scenario.to_str().unwrap(), "--out", out.to_str().unwrap()]);
+    let text = std::fs::read_to_string(out.join("per-function.csv")).unwrap();
+    println!("{text}");
+    let mut r = csv::Reader::from_reader(text.as_bytes());
+    let header = r.headers().unwrap().clone();
+    let rows: Vec<csv::StringRecord> = r.records().map(Result::unwrap).collect();
+    assert_eq!(rows.len(), 1, "{text}");
+    let field = |name: &str| &rows[0][header.iter().position(|h| h == name).unwrap()];
+    assert_eq!(field("function"), "f, the first");
+    assert_eq!(field("requests"), "2", "both rows of the trace were read");
+    let results = std::fs::read_to_string(out.join("results.csv")).unwrap();
+    let mut r = csv::Reader::from_reader(results.as_bytes());
+    let width = r.headers().unwrap().len();
+    assert!(r.records().all(|x| x.unwrap().len() == width), "every results row has every column");
+}
