@@ -1,3 +1,4 @@
+#![allow(dead_code)] // each test file uses a part
 //! What the gateway tests share: a one-kernel WASM function and an in-process executor
 //! over a fault-injection backend.
 
