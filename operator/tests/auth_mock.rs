@@ -10,23 +10,10 @@ use kaas_operator::gateway::GatewayError;
 use kaas_operator::gateway::auth::{Authorize, KubeAuth};
 use kube::Client;
 use kube::client::Body;
-use serde_json::{Value, json};
+use serde_json::json;
 
-type Handle = tower_test::mock::Handle<Request<Body>, Response<Body>>;
-
-async fn next(handle: &mut Handle) -> (Request<()>, Value, tower_test::mock::SendResponse<Response<Body>>) {
-    let (req, send) = tokio::time::timeout(Duration::from_secs(5), handle.next_request())
-        .await
-        .expect("no further request")
-        .expect("client gone");
-    let (parts, body) = req.into_parts();
-    let bytes = body.collect_bytes().await.unwrap();
-    (Request::from_parts(parts, ()), serde_json::from_slice(&bytes).unwrap(), send)
-}
-
-fn ok(v: &Value) -> Response<Body> {
-    Response::builder().status(201).body(Body::from(serde_json::to_vec(v).unwrap())).unwrap()
-}
+mod mock;
+use mock::{Handle, next, ok};
 
 /// Answers a TokenReview: `user` authenticated, or not when `None`.
 async fn token_review(handle: &mut Handle, token: &str, user: Option<&str>) {

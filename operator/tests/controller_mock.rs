@@ -17,9 +17,10 @@ use kube::runtime::reflector::{self, Store};
 use kube::runtime::watcher;
 use kube::{Client, Resource};
 use serde::de::DeserializeOwned;
-use serde_json::{Value, json};
+use serde_json::json;
 
-type Handle = tower_test::mock::Handle<Request<Body>, Response<Body>>;
+mod mock;
+use mock::{next, ok};
 
 fn docs<T: DeserializeOwned>(path: &str) -> Vec<T> {
     let text = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join(path)).unwrap();
@@ -77,10 +78,6 @@ fn from_configmap(kf: &mut KernelFunction) -> String {
     text
 }
 
-fn ok(v: &Value) -> Response<Body> {
-    Response::builder().status(200).body(Body::from(serde_json::to_vec(v).unwrap())).unwrap()
-}
-
 fn not_found(what: &str) -> Response<Body> {
     let status = json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": "NotFound",
         "message": format!("{what} not found"), "code": 404});
@@ -88,18 +85,6 @@ fn not_found(what: &str) -> Response<Body> {
         .status(StatusCode::NOT_FOUND)
         .body(Body::from(serde_json::to_vec(&status).unwrap()))
         .unwrap()
-}
-
-/// The next request, its decoded body, and the responder.
-async fn next(handle: &mut Handle) -> (Request<()>, Value, tower_test::mock::SendResponse<Response<Body>>) {
-    let (req, send) = tokio::time::timeout(Duration::from_secs(5), handle.next_request())
-        .await
-        .expect("the reconciler made no further request")
-        .expect("client gone");
-    let (parts, body) = req.into_parts();
-    let bytes = body.collect_bytes().await.unwrap();
-    let v = if bytes.is_empty() { Value::Null } else { serde_json::from_slice(&bytes).unwrap() };
-    (Request::from_parts(parts, ()), v, send)
 }
 
 fn query(req: &Request<()>) -> String {

@@ -19,27 +19,12 @@ use kaas_scheduler::{PolicyConfig, SchedulerConfig};
 use kube::Client;
 use kube::api::ObjectMeta;
 use kube::client::Body;
-use serde_json::{Value, json};
+use serde_json::json;
 
 mod common;
+mod mock;
 use common::{executor_over, function};
-
-type Handle = tower_test::mock::Handle<Request<Body>, Response<Body>>;
-
-async fn next(handle: &mut Handle) -> (Request<()>, Value, tower_test::mock::SendResponse<Response<Body>>) {
-    let (req, send) = tokio::time::timeout(Duration::from_secs(5), handle.next_request())
-        .await
-        .expect("no further request")
-        .expect("client gone");
-    let (parts, body) = req.into_parts();
-    let bytes = body.collect_bytes().await.unwrap();
-    let v = if bytes.is_empty() { Value::Null } else { serde_json::from_slice(&bytes).unwrap() };
-    (Request::from_parts(parts, ()), v, send)
-}
-
-fn ok(v: &Value) -> Response<Body> {
-    Response::builder().status(200).body(Body::from(serde_json::to_vec(v).unwrap())).unwrap()
-}
+use mock::{next, ok};
 
 fn kf(name: &str, status: Option<KernelFunctionStatus>) -> Arc<KernelFunction> {
     let mut k: KernelFunction = serde_json::from_value(json!({
