@@ -33,6 +33,7 @@ pub enum DeviceKind {
     printcolumn = r#"{"name":"Speed","type":"number","jsonPath":".spec.relativeSpeed"}"#,
     printcolumn = r#"{"name":"Cost/h","type":"number","jsonPath":".spec.costPerHour"}"#,
     printcolumn = r#"{"name":"Devices","type":"integer","jsonPath":".status.devices"}"#,
+    printcolumn = r#"{"name":"Ready","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].status"}"#,
     printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
 )]
 #[serde(rename_all = "camelCase")]
@@ -81,6 +82,7 @@ pub struct AcceleratorClassStatus {
     pub nodes: u32,
     /// `Ready` when at least one healthy device exists.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
     pub conditions: Vec<Condition>,
 }
 

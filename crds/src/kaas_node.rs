@@ -19,6 +19,7 @@ use crate::accelerator_class::DeviceKind;
     status = "KaasNodeStatus",
     printcolumn = r#"{"name":"Endpoint","type":"string","jsonPath":".spec.executorEndpoint"}"#,
     printcolumn = r#"{"name":"Devices","type":"integer","jsonPath":".status.healthyDevices"}"#,
+    printcolumn = r#"{"name":"Ready","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].status"}"#,
     printcolumn = r#"{"name":"Heartbeat","type":"date","jsonPath":".status.heartbeat"}"#,
     printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
 )]
@@ -75,6 +76,7 @@ pub struct KaasNodeStatus {
     pub resident_functions: Vec<ResidentFunction>,
     /// `Ready` while the executor serves.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
     pub conditions: Vec<Condition>,
 }
 

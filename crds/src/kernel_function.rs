@@ -281,6 +281,7 @@ pub struct LatencyPercentiles {
 pub struct KernelFunctionStatus {
     /// `Admitted`, `Ready` and `Degraded`, with reasons.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
     pub conditions: Vec<Condition>,
     /// Generation of the spec these conditions describe.
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -117,6 +117,7 @@ pub struct PolicyParameters {
     printcolumn = r#"{"name":"Policy","type":"string","jsonPath":".spec.policy"}"#,
     printcolumn = r#"{"name":"Admission","type":"string","jsonPath":".spec.admission"}"#,
     printcolumn = r#"{"name":"Eviction","type":"string","jsonPath":".spec.cacheEviction"}"#,
+    printcolumn = r#"{"name":"Applied","type":"string","jsonPath":".status.conditions[?(@.type==\"Applied\")].status"}"#,
     printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
 )]
 #[serde(rename_all = "camelCase")]
@@ -149,4 +150,10 @@ pub struct SchedulingPolicyStatus {
     /// Policy the gateway runs now.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub active_policy: Option<String>,
+    /// `Applied`: whether the gateways run this spec (`kubectl wait
+    /// --for=condition=Applied schedulingpolicy/default`); reason `Applied`, or
+    /// `InvalidPolicy` with what is wrong, or `NotDefault` (only `default` is applied).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
+    pub conditions: Vec<k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition>,
 }

@@ -369,3 +369,50 @@ async fn the_finalizer_evicts_from_live_executors() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
+
+/// Issue 17, point 4: `SchedulingPolicy` carries an `Applied` condition (so `kubectl wait
+/// --for=condition=Applied` works): True when the gateways run it, False with the reason
+/// when its spec is invalid (after an `InvalidPolicy` event).
+#[tokio::test]
+async fn a_scheduling_policy_says_whether_it_is_applied() {
+    use kaas_crds::SchedulingPolicy;
+    use kaas_operator::controller::reconcile_policy;
+    for (spec, applied) in
+        [(json!({"policy": "edf", "admission": "deadline"}), true), (json!({"policy": "static"}), false)]
+    {
+        let (svc, mut handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
+        let ctx = context(Client::new(svc, "default"), true);
+        let mut p: SchedulingPolicy = serde_json::from_value(json!({
+            "apiVersion": "kaas.dev/v1alpha1", "kind": "SchedulingPolicy",
+            "metadata": {"name": "default", "generation": 3}, "spec": spec,
+        }))
+        .unwrap();
+        p.metadata.uid = Some("p-1".into());
+        let echo = serde_json::to_value(&p).unwrap();
+        let server = tokio::spawn(async move {
+            if !applied {
+                let (req, body, send) = next(&mut handle).await;
+                assert_eq!(req.method(), Method::POST, "the InvalidPolicy event first");
+                assert_eq!(body["reason"], "InvalidPolicy");
+                send.send_response(ok(&body));
+            }
+            let (req, body, send) = next(&mut handle).await;
+            assert_eq!(req.method(), Method::PATCH);
+            assert_eq!(req.uri().path(), "/apis/kaas.dev/v1alpha1/schedulingpolicies/default/status");
+            let c = &body["status"]["conditions"][0];
+            println!("{c}");
+            assert_eq!(c["type"], "Applied");
+            assert_eq!(c["status"], if applied { "True" } else { "False" });
+            assert_eq!(c["reason"], if applied { "Applied" } else { "InvalidPolicy" });
+            assert_eq!(c["observedGeneration"], 3);
+            let mut v = echo.clone();
+            v["status"] = body["status"].clone();
+            send.send_response(ok(&v));
+        });
+        tokio::time::timeout(Duration::from_secs(10), reconcile_policy(Arc::new(p), ctx))
+            .await
+            .unwrap()
+            .unwrap();
+        server.await.unwrap();
+    }
+}

@@ -304,14 +304,32 @@ pub async fn reconcile_policy(p: Arc<SchedulingPolicy>, ctx: Arc<Context>) -> Re
     }
     let active = p.name_any() == ctx.policy_name;
     let name = serde_json::to_value(p.spec.policy).ok().and_then(|v| v.as_str().map(String::from));
+    let old = p.status.clone().unwrap_or_default();
+    let (applied, reason, message) = match (&valid, active) {
+        (Err(e), _) => (false, "InvalidPolicy", format!("{e}; the gateways keep the previous policy")),
+        (Ok(_), false) => {
+            (false, "NotDefault", format!("only SchedulingPolicy {:?} is applied", ctx.policy_name))
+        }
+        (Ok(_), true) => (true, "Applied", format!("the gateways run {}", name.clone().unwrap_or_default())),
+    };
     let status = SchedulingPolicyStatus {
         observed_generation: p.metadata.generation,
         active_policy: if active && valid.is_ok() {
             name
         } else {
-            p.status.as_ref().and_then(|s| s.active_policy.clone()).filter(|_| active)
+            old.active_policy.clone().filter(|_| active)
         },
+        conditions: vec![decide::transition(
+            &old.conditions,
+            "Applied",
+            applied,
+            reason.into(),
+            message,
+            p.metadata.generation,
+            Timestamp::now(),
+        )],
     };
+    // The condition's time changes only on a transition, so equal statuses compare equal.
     if p.status.as_ref() != Some(&status) {
         let patch = serde_json::json!({
             "apiVersion": SchedulingPolicy::api_version(&()),
