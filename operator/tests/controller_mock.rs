@@ -20,7 +20,7 @@ use serde::de::DeserializeOwned;
 use serde_json::json;
 
 mod mock;
-use mock::{next, ok};
+use mock::{condition, next, ok};
 
 fn docs<T: DeserializeOwned>(path: &str) -> Vec<T> {
     let text = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join(path)).unwrap();
@@ -153,8 +153,7 @@ async fn an_admitted_function_gets_its_status_by_server_side_apply_and_an_event(
         assert_eq!(body["apiVersion"], "kaas.dev/v1alpha1");
         assert_eq!(body["kind"], "KernelFunction");
         assert!(body.get("spec").is_none(), "a status patch must not own spec fields");
-        let conds = body["status"]["conditions"].as_array().unwrap();
-        let admitted = conds.iter().find(|c| c["type"] == "Admitted").unwrap();
+        let admitted = condition(&body["status"], "Admitted");
         assert_eq!(admitted["status"], "True", "{admitted}");
         assert_eq!(body["status"]["placements"][0]["node"], "cpu-1");
         assert_eq!(body["status"]["observedGeneration"], 1);
@@ -193,13 +192,7 @@ async fn a_missing_configmap_is_not_admitted_and_says_which() {
 
         let (req, body, send) = next(&mut handle).await;
         assert!(req.uri().path().ends_with("/kernelfunctions/saxpy/status"));
-        let admitted = body["status"]["conditions"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|c| c["type"] == "Admitted")
-            .unwrap()
-            .clone();
+        let admitted = condition(&body["status"], "Admitted");
         assert_eq!(admitted["status"], "False");
         assert_eq!(admitted["reason"], "SourceUnavailable");
         assert!(admitted["message"].as_str().unwrap().contains("ConfigMap default/kernels"), "{admitted}");
@@ -246,13 +239,7 @@ async fn a_secret_source_needs_its_owners_label() {
                 "data": {"saxpy.wat": data}})));
             let (req, body, send) = next(&mut handle).await;
             assert!(req.uri().path().ends_with("/kernelfunctions/saxpy/status"));
-            let admitted = body["status"]["conditions"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .find(|c| c["type"] == "Admitted")
-                .unwrap()
-                .clone();
+            let admitted = condition(&body["status"], "Admitted");
             if labelled {
                 assert_eq!(admitted["status"], "True", "{admitted}");
             } else {
@@ -399,9 +386,8 @@ async fn a_scheduling_policy_says_whether_it_is_applied() {
             let (req, body, send) = next(&mut handle).await;
             assert_eq!(req.method(), Method::PATCH);
             assert_eq!(req.uri().path(), "/apis/kaas.dev/v1alpha1/schedulingpolicies/default/status");
-            let c = &body["status"]["conditions"][0];
+            let c = &condition(&body["status"], "Applied");
             println!("{c}");
-            assert_eq!(c["type"], "Applied");
             assert_eq!(c["status"], if applied { "True" } else { "False" });
             assert_eq!(c["reason"], if applied { "Applied" } else { "InvalidPolicy" });
             assert_eq!(c["observedGeneration"], 3);

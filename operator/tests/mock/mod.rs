@@ -29,3 +29,13 @@ pub async fn next(
 pub fn ok(v: &Value) -> Response<Body> {
     Response::builder().status(200).body(Body::from(serde_json::to_vec(v).unwrap())).unwrap()
 }
+
+/// The condition of `kind` in a status body (`{"conditions": [...]}`); panics naming it
+/// when absent.
+pub fn condition(status: &Value, kind: &str) -> Value {
+    status["conditions"]
+        .as_array()
+        .and_then(|cs| cs.iter().find(|c| c["type"] == kind))
+        .unwrap_or_else(|| panic!("no {kind} condition in {status}"))
+        .clone()
+}
