@@ -104,7 +104,10 @@ async fn oversized_requests_are_refused_before_they_are_read() {
 
     let after = peak_rss(pid);
     println!("gateway peak RSS {} MB -> {} MB", before >> 20, after >> 20);
-    assert!(after.saturating_sub(before) < 100_000_000, "peak RSS grew by {} bytes", after - before);
+    // The issue asks for < 100 MB; reading the HTTP body up to its 85 MiB limit before
+    // refusing it stayed under that (+87 MB), so the bound here is what refusing from the
+    // length costs (+1 MB measured), with room for noise.
+    assert!(after.saturating_sub(before) < 32 << 20, "peak RSS grew by {} bytes", after - before);
     assert_eq!(ordinary().await, 200, "the next ordinary request is served");
 }
 
