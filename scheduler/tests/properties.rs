@@ -436,4 +436,47 @@ mod scale_from_zero {
             assert_eq!((run.id, run.device, run.cold), (id, gpu, false), "{policy}");
         }
     }
+
+    /// Scaling out from zero is not one load at a time: while a function's warm-up is
+    /// loading, each request rejected for it loads it onto one more idle device that has
+    /// the memory to spare (what cold starts on idle devices would do without admission),
+    /// never onto a device that would have to evict another function's state; and not at
+    /// all under `exclusive`, whose devices belong to one function each.
+    #[test]
+    fn scaling_out_loads_onto_idle_devices_with_memory_to_spare() {
+        for policy in ["balance", "edf", "slo-aware", "mqfq-sticky", "cfs-affinity", "exclusive"] {
+            let mut config = SchedulerConfig::new(PolicyConfig::named(policy));
+            config.admission = AdmissionMode::Deadline;
+            // Four 1 GiB devices; the last holds another function's 768 MiB.
+            let mut s = Scheduler::new(gpus(4, 1, 1 << 30), config).unwrap();
+            let mut big = Function::uniform("big", 1, msec(5), msec(10), msec(1000));
+            big.resident_bytes = 768 << 20;
+            let big = s.add_function(big).unwrap();
+            assert!(s.preload(0, big, kaas_scheduler::model::DeviceId(3)));
+            let mut f = Function::uniform("f", 1, msec(5), msec(300), msec(50));
+            f.resident_bytes = 512 << 20;
+            let f = s.add_function(f).unwrap();
+            let mut loads = Vec::new();
+            for k in 0..4 {
+                let t = msec(k);
+                let err =
+                    s.submit(t, Request { function: f, arrival: t, deadline: t + msec(50) }).unwrap_err();
+                // The first is told when it will be warm; the later ones may be told they
+                // miss (`slo-aware` predicts them behind the load on the warming device).
+                let told = matches!(err, Rejection::Warming { .. })
+                    || (k > 0 && matches!(err, Rejection::DeadlineUnmeetable { .. }));
+                assert!(told, "{policy}: {err:?}");
+                while let Some(d) = s.next_dispatch(t) {
+                    assert!(d.warmup && d.cold, "{policy}: {d:?}");
+                    loads.push(d.device.0);
+                }
+            }
+            loads.sort_unstable();
+            if policy == "exclusive" {
+                assert_eq!(loads.len(), 1, "{policy}: one load, no replicas: {loads:?}");
+            } else {
+                assert_eq!(loads, [0, 1, 2], "{policy}: every idle device with room, not the full one");
+            }
+        }
+    }
 }

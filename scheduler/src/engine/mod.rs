@@ -7,13 +7,12 @@ use std::collections::BinaryHeap;
 use crate::admission::{AdmissionMode, Rejection, TokenBuckets};
 use crate::cache::{DeviceCache, Eviction};
 use crate::devset::DeviceSet;
-use crate::model::{Cluster, DeviceId, Function, FunctionId, Nanos, Request};
+use crate::model::{ClassId, Cluster, DeviceId, Function, FunctionId, Nanos, Request};
 use crate::policy::{BuiltPolicy, Cx, Pick, Policy, PolicyConfig, Queued, Rank, Registry};
 use crate::{ConfigError, Granularity, ReqId, SchedulerConfig};
 
 mod backlog;
 mod types;
-mod warmup;
 pub(crate) use crate::view::{ClassCost, Hot, NONE, View};
 use backlog::Backlog;
 pub use predict::Prediction;
@@ -106,8 +105,8 @@ pub struct Scheduler {
     /// Per function: the warm-up started for it and not finished (scale from zero).
     warmup_of: Vec<Option<WarmUp>>,
     /// Warm-ups waiting for a free slot on a device of their class (the engine places
-    /// them, not the policy).
-    pending_warmups: Vec<ReqId>,
+    /// them, not the policy), and whether they may only use room nobody holds.
+    pending_warmups: Vec<(ReqId, ClassId, bool)>,
     /// Per request slot: whether the request there is a warm-up.
     is_warmup: Vec<bool>,
     /// What policies read while deciding (borrowed whole by [`Cx`]).
@@ -784,3 +783,4 @@ mod predict;
 mod query;
 mod report;
 mod submit;
+mod warmup;

@@ -237,7 +237,17 @@ impl Scheduler {
         // warm, if it is resident in the class, else any slot, paying the load).
         if scope.class_aware && exact && scope.devices.is_none() {
             let res = &self.v.resident[fi];
-            return (0..classes)
+            // With nothing ahead, the policy takes the cheapest class free now whose
+            // completion meets the deadline (admission asks for its own margin), else
+            // the one that finishes first; with work ahead, which classes will be free
+            // when the request's turn comes is not known: the one that finishes first.
+            let latest =
+                deadline.saturating_sub((deadline.saturating_sub(now) as f64 * self.headroom) as Nanos);
+            let price = |c: usize| {
+                let class = &self.cluster.classes[c];
+                class.price_per_hour / class.slots.max(1) as f64
+            };
+            let candidates: Vec<Prediction> = (0..classes)
                 .filter(|&c| run_on(c) != NONE && self.v.runnable[fi].intersects(&self.v.class_sets[c]))
                 .flat_map(|c| {
                     let warm = res
@@ -263,7 +273,13 @@ impl Scheduler {
                         class: ClassId(c as u16),
                     }
                 })
-                .min_by_key(|p| p.completion);
+                .collect();
+            let cost = |p: &Prediction| price(p.class.0 as usize) * (p.completion - p.start) as f64;
+            let cheapest = candidates
+                .iter()
+                .filter(|p| p.start == now && p.completion <= latest)
+                .min_by(|a, b| cost(a).total_cmp(&cost(b)).then(a.completion.cmp(&b.completion)));
+            return cheapest.or_else(|| candidates.iter().min_by_key(|p| p.completion)).copied();
         }
         // Nothing ahead and a slot free now: the device the policy itself would pick.
         if start == now && ahead == 0.0 && exact {

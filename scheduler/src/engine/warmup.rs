@@ -2,9 +2,16 @@
 //! deadline only if its function were warm on some class, it starts a warm-up: a
 //! dispatch that loads the function and runs no kernel. Warm-ups are the platform's
 //! own work, placed by the engine rather than the policy: on a device of the class
-//! where a warm run makes the deadline, where the function is not resident yet, as
-//! soon as such a device has a free slot. One warm-up per function is in flight at a
-//! time; the requests that arrive meanwhile are told when it will be warm.
+//! where a warm run makes the deadline soonest (its load plus its runtime), where the
+//! function is not resident yet, as soon as such a device has a free slot. The requests
+//! that arrive meanwhile are told when it will be warm.
+//!
+//! One warm-up per function is the one requests are told about. While it loads, a
+//! request that would queue for the function while some device that could hold it has
+//! a free slot and the memory to spare starts one more there: what a cold start on the
+//! idle device would do without admission, so that scaling out is not one load at a
+//! time. A busy cluster has no such device, so this never displaces queued work or
+//! evicts anything.
 
 use super::*;
 use crate::model::ClassId;
@@ -16,6 +23,18 @@ pub(super) struct WarmUp {
     pub id: ReqId,
     pub class: ClassId,
     pub ready: Nanos,
+}
+
+/// How a warm-up's class is chosen.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+enum Target {
+    /// Where a warm run could first complete: a device frees, the load, a run.
+    Soonest,
+    /// Where a warm run from when a device frees is shortest, ignoring the load.
+    Fastest,
+    /// Only devices with a free slot now and the memory to load without evicting
+    /// anything; the class the function runs fastest on (the capacity it adds).
+    Idle,
 }
 
 impl Scheduler {
@@ -46,29 +65,70 @@ impl Scheduler {
         let f = request.function;
         let fi = f.0 as usize;
         let classes = self.cluster.classes.len();
-        if let Some(w) = self.warmup_of[fi] {
+        let scope = {
+            let cx = cx!(self, now);
+            self.policy.admission_scope(&cx, f)
+        };
+        let pinned = self.pinned.get(fi).copied().flatten().is_some();
+        let replicate = scope.replicate && scope.devices.is_none() && !pinned;
+        // Where devices belong to one function, the first load claims a worker for good:
+        // the class it runs fastest on. Elsewhere, the class where it can first run.
+        let target = if replicate { Target::Soonest } else { Target::Fastest };
+        let ready = if let Some(w) = self.warmup_of[fi] {
             let run = self.v.costs[fi * classes + w.class.0 as usize].runtime;
-            return (start.saturating_add(run) <= latest).then_some(w.ready.max(now));
+            (start.saturating_add(run) <= latest).then_some(w.ready.max(now))
+        } else if let Some((class, ready)) = self.warm_target(f, start, latest, now, target) {
+            let id = self.queue_warmup(now, request, class, false);
+            self.warmup_of[fi] = Some(WarmUp { id, class, ready });
+            Some(ready)
+        } else {
+            None
+        };
+        if replicate {
+            self.spread(now, request, latest);
         }
-        let (class, ready) = self.warm_target(f, start, latest, now)?;
-        let warm = Request { function: f, arrival: now, deadline: request.deadline };
-        let id = self.alloc(warm, true);
-        self.warmup_of[fi] = Some(WarmUp { id, class, ready });
-        self.pending_warmups.push(id);
-        self.waiting += 1;
-        Some(ready)
+        ready
     }
 
-    /// The class where a warm run of `f` starting no earlier than `start` finishes
-    /// soonest and by `latest`, among those with a healthy device that can take `f` and
-    /// does not hold it yet; and when `f` would be warm there.
+    /// Queues a warm-up of the request's function onto `class` (with `spare`, only onto
+    /// a device with room for it without evicting anything).
+    fn queue_warmup(&mut self, now: Nanos, request: &Request, class: ClassId, spare: bool) -> ReqId {
+        let warm = Request { function: request.function, arrival: now, deadline: request.deadline };
+        let id = self.alloc(warm, true);
+        self.pending_warmups.push((id, class, spare));
+        self.waiting += 1;
+        id
+    }
+
+    /// One more warm-up of the request's function, on a device with a free slot and room
+    /// to spare (nothing evicted), of the class it runs fastest on, unless one is already
+    /// waiting to start.
+    /// Only where the policy may run the function anywhere: not where it keeps it to some
+    /// devices (a partition, owned workers, a pin), whose loads would take what the
+    /// policy gave another.
+    fn spread(&mut self, now: Nanos, request: &Request, latest: Nanos) {
+        let f = request.function;
+        if self.pending_warmups.iter().any(|&(id, ..)| self.requests[id.index()].request.function == f) {
+            return;
+        }
+        // A warm run from now must make the deadline there.
+        if let Some((class, _)) = self.warm_target(f, now, latest, now, Target::Idle) {
+            self.queue_warmup(now, request, class, true);
+        }
+    }
+
+    /// The class to load `f` onto (see [`Target`]), among those where a warm run from
+    /// `start` makes `latest` and with a healthy device that can take `f` and does not
+    /// hold it yet; and when `f` would be warm there.
     fn warm_target(
         &self,
         f: FunctionId,
         start: Nanos,
         latest: Nanos,
         now: Nanos,
+        target: Target,
     ) -> Option<(ClassId, Nanos)> {
+        let idle = target == Target::Idle;
         let fi = f.0 as usize;
         let classes = self.cluster.classes.len();
         let hot = self.v.hot[fi];
@@ -78,14 +138,41 @@ impl Scheduler {
             if cost.runtime == NONE || start.saturating_add(cost.runtime) > latest {
                 continue;
             }
-            let avail = self.v.class_sets[c]
-                .iter_common3(&self.v.runnable[fi], &self.v.healthy)
-                .filter(|&d| !self.v.resident[fi].contains(d))
-                .filter(|&d| self.v.caches[d.0 as usize].fits(f, hot.resident_bytes, hot.working_bytes, now))
-                .map(|d| if self.v.free.contains(d) { now } else { self.v.busy_until[d.0 as usize].max(now) })
-                .min();
+            // Idle: devices with a free slot (the free set holds only healthy ones) and
+            // room without evicting, read from the free set so that a busy cluster costs
+            // nothing here.
+            let avail =
+                if idle {
+                    self.v.class_sets[c]
+                        .iter_common3(&self.v.runnable[fi], &self.v.free)
+                        .filter(|&d| self.v.healthy.contains(d) && !self.v.resident[fi].contains(d))
+                        .any(|d| {
+                            let cache = &self.v.caches[d.0 as usize];
+                            cache.used() + hot.resident_bytes + hot.working_bytes <= cache.capacity()
+                        })
+                        .then_some(now)
+                } else {
+                    self.v.class_sets[c]
+                        .iter_common3(&self.v.runnable[fi], &self.v.healthy)
+                        .filter(|&d| !self.v.resident[fi].contains(d))
+                        .filter(|&d| {
+                            self.v.caches[d.0 as usize].fits(f, hot.resident_bytes, hot.working_bytes, now)
+                        })
+                        .map(|d| {
+                            if self.v.free.contains(d) {
+                                now
+                            } else {
+                                self.v.busy_until[d.0 as usize].max(now)
+                            }
+                        })
+                        .min()
+                };
             let Some(avail) = avail else { continue };
-            let done = start.max(avail).saturating_add(cost.runtime);
+            let done = match target {
+                Target::Soonest => start.max(avail.saturating_add(cost.load)).saturating_add(cost.runtime),
+                Target::Fastest => start.max(avail).saturating_add(cost.runtime),
+                Target::Idle => cost.runtime,
+            };
             if best.is_none_or(|(b, ..)| done < b) {
                 best = Some((done, ClassId(c as u16), avail.saturating_add(cost.load)));
             }
@@ -98,25 +185,29 @@ impl Scheduler {
     pub(super) fn start_warmup(&mut self, now: Nanos) -> Option<Dispatch> {
         let mut i = 0;
         while i < self.pending_warmups.len() {
-            let id = self.pending_warmups[i];
-            let f = self.requests[id.index()].request.function;
-            let fi = f.0 as usize;
-            let Some(w) = self.warmup_of[fi].filter(|w| w.id == id) else {
+            let (id, class, spare) = self.pending_warmups[i];
+            let r = &self.requests[id.index()];
+            if r.generation != id.generation() || r.phase != Phase::Queued || !self.warmup_at(id.index()) {
                 self.pending_warmups.swap_remove(i);
                 continue;
-            };
+            }
+            let f = r.request.function;
+            let fi = f.0 as usize;
             let hot = self.v.hot[fi];
             let mut anywhere = false;
             let mut target = None;
-            for d in self.v.class_sets[w.class.0 as usize].iter_common3(&self.v.runnable[fi], &self.v.healthy)
-            {
+            for d in self.v.class_sets[class.0 as usize].iter_common3(&self.v.runnable[fi], &self.v.healthy) {
                 if self.v.resident[fi].contains(d) {
                     continue;
                 }
                 anywhere = true;
-                if self.v.free.contains(d)
-                    && self.v.caches[d.0 as usize].fits(f, hot.resident_bytes, hot.working_bytes, now)
-                {
+                let cache = &self.v.caches[d.0 as usize];
+                let room = if spare {
+                    cache.used() + hot.resident_bytes + hot.working_bytes <= cache.capacity()
+                } else {
+                    cache.fits(f, hot.resident_bytes, hot.working_bytes, now)
+                };
+                if self.v.free.contains(d) && room {
                     target = Some(d);
                     break;
                 }
@@ -125,7 +216,7 @@ impl Scheduler {
                 self.pending_warmups.swap_remove(i);
                 let q = self.queued_view(id);
                 if let Some(dispatch) = self.start(now, q, d, false, None) {
-                    if let Some(w) = &mut self.warmup_of[fi] {
+                    if let Some(w) = self.warmup_of[fi].as_mut().filter(|w| w.id == id) {
                         w.ready = now + dispatch.load;
                     }
                     return Some(dispatch);

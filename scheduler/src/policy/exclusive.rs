@@ -150,10 +150,13 @@ impl Policy for Exclusive {
                 }
                 super::AdmissionScope {
                     devices: Some(devices),
+                    replicate: false,
                     ..super::AdmissionScope::with(super::Ahead::Flow)
                 }
             }
-            None => super::AdmissionScope::with(super::Ahead::Flow),
+            None => {
+                super::AdmissionScope { replicate: false, ..super::AdmissionScope::with(super::Ahead::Flow) }
+            }
         }
     }
 

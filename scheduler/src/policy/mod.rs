@@ -155,9 +155,14 @@ pub struct AdmissionScope {
     /// The devices the request may run on, when narrower than every device that can run
     /// the function (a partition, owned workers).
     pub devices: Option<DeviceSet>,
-    /// Whether the policy picks the class that meets the deadline (else the prediction
-    /// takes the class of the slot that frees first).
+    /// Whether the policy picks the class per request: the cheapest (price per slot ×
+    /// its time on the slot) whose completion meets the deadline, else the one that
+    /// finishes first (else the prediction takes the class of the slot that frees first).
     pub class_aware: bool,
+    /// Whether the engine may load the function onto an idle device of any class ahead
+    /// of need while scaling out from zero (see `engine::warmup`): not where a device
+    /// belongs to one function at a time.
+    pub replicate: bool,
 }
 
 impl AdmissionScope {
@@ -165,12 +170,12 @@ impl AdmissionScope {
     /// request may land on its slowest class: never optimistic about a policy it does
     /// not know.
     pub fn conservative() -> Self {
-        AdmissionScope { ahead: Ahead::All, devices: None, class_aware: false }
+        AdmissionScope { ahead: Ahead::All, devices: None, class_aware: false, replicate: true }
     }
 
     /// A scope with `ahead` over every device that can run the function.
     pub fn with(ahead: Ahead) -> Self {
-        AdmissionScope { ahead, devices: None, class_aware: false }
+        AdmissionScope { ahead, devices: None, class_aware: false, replicate: true }
     }
 }
 
