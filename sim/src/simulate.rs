@@ -56,6 +56,23 @@ pub struct RunResult {
     /// the policies sent the work.
     #[serde(skip)]
     pub placements: BTreeMap<(String, String), u64>,
+    /// Requests whose own recorded runtime, on an idle device of the function's fastest
+    /// class, is longer than their deadline: no schedule serves them in time (known only
+    /// for trace durations).
+    pub infeasible: u64,
+    /// Of those, the ones admitted.
+    #[serde(skip)]
+    pub infeasible_admitted: u64,
+}
+
+impl RunResult {
+    /// `slo_met` over the admitted requests that some schedule could have served in time
+    /// (see [`RunResult::infeasible`]): what admission can be held to when it cannot know
+    /// one request's runtime before it runs.
+    pub fn servable_admitted_slo_attainment(&self) -> f64 {
+        let servable = self.report.admitted.saturating_sub(self.infeasible_admitted);
+        if servable == 0 { 1.0 } else { self.report.slo_met as f64 / servable as f64 }
+    }
 }
 
 /// What an event does.
@@ -143,6 +160,9 @@ struct Sim<'a> {
     /// completion of the request there).
     record: bool,
     prediction_errors: Vec<f64>,
+    /// See [`RunResult::infeasible`].
+    infeasible: u64,
+    infeasible_admitted: u64,
     /// Requests started per (function, class).
     placements: BTreeMap<(u32, u16), u64>,
 }
@@ -222,6 +242,10 @@ impl Sim<'_> {
                 accepted
             }
         };
+        if a.duration.is_some_and(|d| d > self.deadlines[a.function as usize]) {
+            self.infeasible += 1;
+            self.infeasible_admitted += accepted as u64;
+        }
         if accepted {
             self.metrics.admitted(f);
         } else {
@@ -390,6 +414,8 @@ pub fn simulate(
         last_event: 0,
         record: scenario.record_predictions && scenario.admission == kaas_scheduler::AdmissionMode::Deadline,
         prediction_errors: Vec::new(),
+        infeasible: 0,
+        infeasible_admitted: 0,
         placements: BTreeMap::new(),
     };
     if let Some(g) = closed {
@@ -452,6 +478,8 @@ pub fn simulate(
         per_function: sim.metrics.per_function(duration, slot_seconds),
         latency_cdf: sim.metrics.latency_quantiles(&CDF_QUANTILES),
         prediction_errors: std::mem::take(&mut sim.prediction_errors),
+        infeasible: sim.infeasible,
+        infeasible_admitted: sim.infeasible_admitted,
         placements: sim
             .placements
             .iter()

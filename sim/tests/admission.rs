@@ -28,13 +28,14 @@ fn check(file: &str, max_requests: u64) -> Vec<String> {
         .filter(|p: &&Pair| !p.holds(0.0, 0.99))
         .map(|p| {
             format!(
-                "{} load {} {}: attainment none {:.4}, deadline {:.4}, admitted {:.4}",
+                "{} load {} {}: attainment none {:.4}, deadline {:.4}, admitted {:.4} ({:.4} of the servable)",
                 s.name,
                 p.load,
                 p.policy,
                 p.none.report.slo_attainment,
                 p.deadline.report.slo_attainment,
-                p.deadline.report.admitted_slo_attainment
+                p.deadline.report.admitted_slo_attainment,
+                p.deadline.servable_admitted_slo_attainment()
             )
         })
         .collect()
@@ -74,10 +75,16 @@ fn cold_pool_is_served_under_deadline_admission() {
     }
 }
 
-/// The whole grid of issue 13, point 3. Not yet met everywhere: FIFO and fair-queueing
-/// policies on heavy-tailed runtimes keep fewer than 99 % of admitted requests in time at
-/// overload, `slo-aware` loses a few points on the cold heterogeneous pool, and traces whose
-/// recorded durations exceed their deadlines miss whatever admission does. Run it with
+/// The whole grid of issue 13, point 3. Admitted requests are judged among those some
+/// schedule could serve in time: a trace request whose recorded runtime on an idle device
+/// of its fastest class exceeds its deadline is a miss whatever admission does (14 % of
+/// `azure-functions-2021`'s durations). Not yet met everywhere: FIFO and exclusive order
+/// on heavy-tailed runtimes keep fewer than 99 % of admitted requests in time at
+/// overload; `slo-aware` and `edf` lose up to half a point at 1-1.5x on heavy-tailed
+/// exponential runtimes (false rejections near the margin); traces whose runtimes vary
+/// per request far beyond their function's profile (`azure-functions-2021`: 0 to 405 s
+/// under a 1 s profile; `azure-llm-code`: generation lengths the token model knows only
+/// after the fact) keep 96-98 % of the servable admitted in time. Run it with
 /// `cargo test -p kaas-sim --test admission -- --ignored --nocapture` to print the table.
 #[test]
 #[ignore = "issue 13 point 3 is not met on every cell yet; run with --ignored to print the grid"]
