@@ -6,6 +6,7 @@
 //! output.
 
 pub mod admission;
+pub mod bound;
 pub mod heap;
 pub mod policy_report;
 pub mod report;
