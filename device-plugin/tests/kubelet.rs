@@ -123,6 +123,17 @@ async fn registers_once_serving_and_answers_every_call() {
     );
     assert_eq!(reqwest_status(d.metrics_addr.unwrap(), "/readyz").await, 200);
     assert_eq!(reqwest_status(d.metrics_addr.unwrap(), "/healthz").await, 200, "every task runs");
+    // Issue 17, point 2: every device-plugin metric the chart's Grafana dashboard and
+    // PrometheusRule query is in this scrape (the node executor's families it also
+    // serves are checked in standalone mode by kaas-e2e's dashboard test).
+    let have = kaas_e2e::monitoring::exposed(&body);
+    let wanted: Vec<String> = kaas_e2e::monitoring::monitored_metric_names()
+        .into_iter()
+        .filter(|n| n.starts_with("kaas_device_plugin_"))
+        .collect();
+    assert!(wanted.len() >= 2, "{wanted:?}");
+    let missing: Vec<&String> = wanted.iter().filter(|n| !have.contains(*n)).collect();
+    assert!(missing.is_empty(), "queried but not exported by the device plugin: {missing:?}\n{body}");
 
     d.shutdown().await.unwrap();
     assert!(!dir.join(GPU_SOCK).exists() && !dir.join(CPU_SOCK).exists(), "sockets left behind");

@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 
+pub mod monitoring;
 pub mod standalone;
 
 /// The directory cargo puts this profile's binaries in.

@@ -39,10 +39,17 @@ impl Actor {
                 let dev = DeviceId(i as u32);
                 let health = d.health();
                 let free = d.free_memory();
-                self.metrics.memory_in_use(&info.id, info.memory_bytes.saturating_sub(free));
+                let healthy = health.is_ok() && self.sched.is_healthy(dev);
+                self.metrics.device(
+                    &info.id,
+                    info.memory_bytes.saturating_sub(free),
+                    info.memory_bytes,
+                    info.slots,
+                    healthy,
+                );
                 DeviceSnapshot {
                     running: info.slots - self.sched.free_slots(dev).min(info.slots),
-                    healthy: health.is_ok() && self.sched.is_healthy(dev),
+                    healthy,
                     message: health.err().unwrap_or_default(),
                     free_memory_bytes: free,
                     queue_depth: 0,
@@ -64,6 +71,7 @@ impl Actor {
             })
             .collect();
         let queued = self.sched.queued() as u32;
+        self.metrics.queued.set(queued as i64);
         self.status.send_if_modified(|s| {
             let mut next = s.clone();
             next.devices = devices;

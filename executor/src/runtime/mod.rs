@@ -295,7 +295,8 @@ impl Actor {
             let now = self.now();
             let rel = deadline.unwrap_or(Duration::from_millis(def.deadline_ms as u64));
             let req = Request { function: fid, arrival: now, deadline: now + rel.as_nanos() as Nanos };
-            let id = self.sched.submit(now, req).map_err(|r| match r {
+            let id = self.sched.submit(now, req).inspect_err(|r| self.metrics.rejected(r.category()));
+            let id = id.map_err(|r| match r {
                 kaas_scheduler::Rejection::NoCapacity => {
                     ExecError::NoCapacity(format!("no healthy device can run {key}"))
                 }
@@ -469,6 +470,7 @@ impl Actor {
                 }
                 p.exec += step.exec;
                 p.busy += step.wall.saturating_sub(step.cold.unwrap_or_default());
+                self.metrics.busy(&self.devices[device].info().id, step.wall.as_secs_f64());
                 match self.sched.complete(now, id) {
                     Some(Completed::Request) => {
                         // The slot time, not only the kernels': buffers, instances and

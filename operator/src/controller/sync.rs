@@ -17,6 +17,7 @@ use tracing::{info, warn};
 use super::decide::World;
 use super::sources::prefetch;
 use crate::convert::function_def;
+use crate::gateway::metrics::{GatewayMetrics, NodeLabel};
 use crate::gateway::{ClassModel, Gateway, NodeClient};
 use crate::policy::scheduler_config;
 
@@ -40,6 +41,24 @@ pub fn live_nodes(nodes: &[KaasNode], now: Timestamp, stale_after: Duration) -> 
         .filter(|n| world.is_live(n))
         .map(|n| (n.name_any(), n.spec.executor_endpoint.clone()))
         .collect()
+}
+
+/// Sets `kaas_gateway_node_heartbeat_age_seconds` for every KaasNode with a heartbeat
+/// and drops the series of nodes gone since (`aged`: the nodes with a series).
+fn heartbeat_ages(metrics: &GatewayMetrics, nodes: &[KaasNode], now: Timestamp, aged: &mut BTreeSet<String>) {
+    let family = &metrics.node_heartbeat_age;
+    let mut seen = BTreeSet::new();
+    for n in nodes {
+        let Some(h) = n.status.as_ref().and_then(|s| s.heartbeat.as_ref()) else { continue };
+        let age = (now.as_millisecond() - h.0.as_millisecond()).max(0) as f64 / 1e3;
+        let node = n.name_any();
+        family.get_or_create(&NodeLabel { node: node.clone() }).set(age);
+        seen.insert(node);
+    }
+    for gone in aged.difference(&seen) {
+        family.remove(&NodeLabel { node: gone.clone() });
+    }
+    *aged = seen;
 }
 
 fn admitted(kf: &KernelFunction) -> bool {
@@ -89,9 +108,12 @@ pub async fn run(
     let mut functions: BTreeMap<String, Served> = BTreeMap::new();
     let mut class_models = BTreeMap::new();
     let mut policy_generation: Option<(String, Option<i64>)> = None;
+    let mut aged = BTreeSet::new();
     loop {
         let all: Vec<KaasNode> = feeds.nodes.state().iter().map(|n| (**n).clone()).collect();
-        let want = live_nodes(&all, Timestamp::now(), stale_after);
+        let now = Timestamp::now();
+        heartbeat_ages(gateway.metrics(), &all, now, &mut aged);
+        let want = live_nodes(&all, now, stale_after);
         for (name, endpoint) in &want {
             if nodes.get(name) != Some(endpoint) {
                 match NodeClient::remote(endpoint) {
@@ -169,5 +191,52 @@ pub async fn run(
             _ = tokio::time::sleep(Duration::from_secs(2)) => {}
             _ = shutdown.changed() => return,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn node(name: &str, heartbeat: Option<Timestamp>) -> KaasNode {
+        let spec = kaas_crds::KaasNodeSpec {
+            node_name: name.into(),
+            executor_endpoint: "http://10.0.0.1:7070".into(),
+            devices: Vec::new(),
+        };
+        let mut n = KaasNode::new(name, spec);
+        n.status = Some(kaas_crds::KaasNodeStatus {
+            heartbeat: heartbeat.map(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time),
+            ..Default::default()
+        });
+        n
+    }
+
+    /// `kaas_gateway_node_heartbeat_age_seconds` (what the chart's KaasNodeHeartbeatStale
+    /// alert and dashboard read; standalone mode has no KaasNodes) says each node's age
+    /// and forgets a node once it is gone.
+    #[test]
+    fn heartbeat_ages_are_exported_per_node_and_dropped_with_the_node() {
+        let metrics = GatewayMetrics::default();
+        let mut registry = prometheus_client::registry::Registry::default();
+        metrics.register(&mut registry);
+        let now = Timestamp::now();
+        let old = now - std::time::Duration::from_secs(90);
+        let mut aged = BTreeSet::new();
+        heartbeat_ages(
+            &metrics,
+            &[node("gpu-0", Some(now)), node("gpu-1", Some(old)), node("new", None)],
+            now,
+            &mut aged,
+        );
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &registry).unwrap();
+        assert!(text.contains("kaas_gateway_node_heartbeat_age_seconds{node=\"gpu-0\"} 0.0"), "{text}");
+        assert!(text.contains("kaas_gateway_node_heartbeat_age_seconds{node=\"gpu-1\"} 90.0"), "{text}");
+        assert!(!text.contains("node=\"new\""), "a node without a heartbeat has no age: {text}");
+        heartbeat_ages(&metrics, &[node("gpu-0", Some(now))], now, &mut aged);
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &registry).unwrap();
+        assert!(!text.contains("gpu-1"), "a deleted node keeps its series: {text}");
     }
 }

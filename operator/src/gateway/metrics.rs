@@ -34,6 +34,13 @@ pub struct FunctionOutcome {
     pub outcome: String,
 }
 
+/// A node's label.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct NodeLabel {
+    /// The KaasNode's name.
+    pub node: String,
+}
+
 type LatencyFamily = Family<FunctionLabel, Histogram, fn() -> Histogram>;
 
 fn latency_histogram() -> Histogram {
@@ -65,6 +72,9 @@ pub struct GatewayMetrics {
     pub in_flight: Gauge,
     /// Healthy devices across nodes.
     pub healthy_devices: Gauge,
+    /// Seconds since each KaasNode's last heartbeat (cluster mode; a node deleted drops
+    /// its series).
+    pub node_heartbeat_age: Family<NodeLabel, Gauge<f64, std::sync::atomic::AtomicU64>>,
 }
 
 impl Default for GatewayMetrics {
@@ -81,6 +91,7 @@ impl Default for GatewayMetrics {
             node_failures: Counter::default(),
             in_flight: Gauge::default(),
             healthy_devices: Gauge::default(),
+            node_heartbeat_age: Family::default(),
         }
     }
 }
@@ -103,6 +114,11 @@ impl GatewayMetrics {
             self.in_flight.clone(),
         );
         r.register("healthy_devices", "Healthy devices across nodes", self.healthy_devices.clone());
+        r.register(
+            "node_heartbeat_age_seconds",
+            "Seconds since each KaasNode's last heartbeat (cluster mode)",
+            self.node_heartbeat_age.clone(),
+        );
         if self.per_function {
             r.register(
                 "function_invocations",
