@@ -39,6 +39,12 @@ pub fn executor(memory: u64, slots: u32, policy: &str, shares: Vec<Share>) -> Ex
 pub fn example(name: &str) -> proto::FunctionDef {
     let path =
         Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/functions").join(format!("{name}.yaml"));
+    manifest(&path, None)
+}
+
+/// A KernelFunction manifest as the operator sends it, with `wasm` standing in for every
+/// module's WebAssembly build when given (what resolving a ConfigMap reference yields).
+pub fn manifest(path: &Path, wasm: Option<&[u8]>) -> proto::FunctionDef {
     let doc: serde_yaml::Value = serde_yaml::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
     let spec = &doc["spec"];
     let text = |v: &serde_yaml::Value| v["inline"].as_str().unwrap().as_bytes().to_vec();
@@ -48,7 +54,7 @@ pub fn example(name: &str) -> proto::FunctionDef {
         .iter()
         .map(|m| proto::Module {
             name: m["name"].as_str().unwrap().into(),
-            wasm: text(&m["wasm"]),
+            wasm: wasm.map_or_else(|| text(&m["wasm"]), <[u8]>::to_vec),
             cuda: Some(proto::CudaModule {
                 format: proto::CudaFormat::CudaC as i32,
                 source: text(&m["cuda"]["source"]),
@@ -115,8 +121,8 @@ pub fn example(name: &str) -> proto::FunctionDef {
         })
         .collect();
     proto::FunctionDef {
-        namespace: "default".into(),
-        name: name.into(),
+        namespace: doc["metadata"]["namespace"].as_str().unwrap_or("default").into(),
+        name: doc["metadata"]["name"].as_str().unwrap().into(),
         version: "1".into(),
         modules,
         buffers,
