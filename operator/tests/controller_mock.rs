@@ -172,6 +172,21 @@ async fn an_admitted_function_gets_its_status_by_server_side_apply_and_an_event(
         assert_eq!(body["regarding"]["name"], "saxpy");
         assert_eq!(body["reportingController"], "kaas-operator");
         send.send_response(ok(&body));
+        // Issue 17, point 4: every condition that appeared or changed gets its event,
+        // Ready and Degraded too, in order, each saying which condition it is.
+        for (reason, kind, note) in
+            [("Serving", "Normal", "Ready is True: "), ("AsPlanned", "Normal", "Degraded is False: ")]
+        {
+            let (req, body, send) = next(&mut handle).await;
+            assert_eq!(req.uri().path(), "/apis/events.k8s.io/v1/namespaces/default/events");
+            assert_eq!(
+                (body["reason"].as_str(), body["type"].as_str()),
+                (Some(reason), Some(kind)),
+                "{body}"
+            );
+            assert!(body["note"].as_str().unwrap().starts_with(note), "{body}");
+            send.send_response(ok(&body));
+        }
     });
     assert_eq!(reconcile(kf, ctx).await, Action::requeue(Duration::from_secs(30)));
     server.await.unwrap();
@@ -359,7 +374,7 @@ async fn the_finalizer_evicts_from_live_executors() {
 
 /// Issue 17, point 4: `SchedulingPolicy` carries an `Applied` condition (so `kubectl wait
 /// --for=condition=Applied` works): True when the gateways run it, False with the reason
-/// when its spec is invalid (after an `InvalidPolicy` event).
+/// when its spec is invalid, each transition followed by its event.
 #[tokio::test]
 async fn a_scheduling_policy_says_whether_it_is_applied() {
     use kaas_crds::SchedulingPolicy;
@@ -377,12 +392,6 @@ async fn a_scheduling_policy_says_whether_it_is_applied() {
         p.metadata.uid = Some("p-1".into());
         let echo = serde_json::to_value(&p).unwrap();
         let server = tokio::spawn(async move {
-            if !applied {
-                let (req, body, send) = next(&mut handle).await;
-                assert_eq!(req.method(), Method::POST, "the InvalidPolicy event first");
-                assert_eq!(body["reason"], "InvalidPolicy");
-                send.send_response(ok(&body));
-            }
             let (req, body, send) = next(&mut handle).await;
             assert_eq!(req.method(), Method::PATCH);
             assert_eq!(req.uri().path(), "/apis/kaas.dev/v1alpha1/schedulingpolicies/default/status");
@@ -394,6 +403,12 @@ async fn a_scheduling_policy_says_whether_it_is_applied() {
             let mut v = echo.clone();
             v["status"] = body["status"].clone();
             send.send_response(ok(&v));
+            // Then the transition's event: Warning when the policy is invalid.
+            let (req, body, send) = next(&mut handle).await;
+            assert_eq!(req.method(), Method::POST);
+            assert_eq!(body["reason"], if applied { "Applied" } else { "InvalidPolicy" });
+            assert_eq!(body["type"], if applied { "Normal" } else { "Warning" });
+            send.send_response(ok(&body));
         });
         tokio::time::timeout(Duration::from_secs(10), reconcile_policy(Arc::new(p), ctx))
             .await

@@ -230,3 +230,34 @@ fn the_version_changes_with_resolved_content_and_with_a_recreated_object() {
     again.metadata.generation = Some(3);
     assert_ne!(first, v(&again, 1), "a deleted and re-created function does not reuse the old one's version");
 }
+
+/// Issue 17, point 4: which condition changes get an event — a new condition, a status
+/// flip, a reason change under the same status — and not a message-only change; a
+/// Warning for a condition gone bad (Degraded True, anything else False).
+#[test]
+fn every_condition_transition_and_only_those_get_an_event() {
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+    use kaas_operator::controller::decide::{is_bad, transitions};
+    let c = |t: &str, s: &str, r: &str, m: &str| Condition {
+        type_: t.into(),
+        status: s.into(),
+        reason: r.into(),
+        message: m.into(),
+        last_transition_time: Time(k8s_openapi::jiff::Timestamp::UNIX_EPOCH),
+        observed_generation: None,
+    };
+    let old = vec![c("Admitted", "True", "CapacityReserved", "a"), c("Ready", "True", "Serving", "on 2")];
+    let new = vec![
+        c("Admitted", "True", "CapacityReserved", "another message"),
+        c("Ready", "False", "NoLiveNode", "none"),
+        c("Degraded", "True", "TooFewDevices", "0 of 2"),
+    ];
+    let changed: Vec<&str> = transitions(&old, &new).iter().map(|c| c.type_.as_str()).collect();
+    assert_eq!(changed, ["Ready", "Degraded"]);
+    let reason_only = vec![c("Ready", "True", "Serving", "x")];
+    let now = vec![c("Ready", "True", "Warming", "x")];
+    assert_eq!(transitions(&reason_only, &now).len(), 1, "a reason change is a transition");
+    assert!(transitions(&new, &new).is_empty());
+    assert!(is_bad(&new[1]) && is_bad(&new[2]) && !is_bad(&new[0]));
+    assert!(!is_bad(&c("Degraded", "False", "AsPlanned", "")));
+}

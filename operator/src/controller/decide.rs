@@ -311,6 +311,24 @@ fn condition(old: &[Condition], generation: Option<i64>, now: Timestamp, c: Cond
     transition(old, c.kind, c.status, c.reason, c.message, generation, now)
 }
 
+/// The conditions of `new` whose status or reason differ from `old`'s condition of the
+/// same type, or that `old` lacks, in order: each transition gets an event.
+pub fn transitions<'a>(old: &[Condition], new: &'a [Condition]) -> Vec<&'a Condition> {
+    new.iter()
+        .filter(|c| {
+            old.iter()
+                .find(|o| o.type_ == c.type_)
+                .is_none_or(|o| o.status != c.status || o.reason != c.reason)
+        })
+        .collect()
+}
+
+/// Whether a condition in this state deserves a Warning event: `Degraded` when True,
+/// every other condition when False.
+pub fn is_bad(c: &Condition) -> bool {
+    (c.type_ == "Degraded") == (c.status == "True")
+}
+
 /// Condition `kind` as it is now; its `lastTransitionTime` comes from the old one of the
 /// same type when the status did not change, else it is `now`.
 pub fn transition(

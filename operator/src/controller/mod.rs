@@ -7,6 +7,9 @@
 //!   function from every live executor before it goes.
 //! - `AcceleratorClass`: healthy devices and nodes of the class on live nodes.
 //! - `SchedulingPolicy`: validates the policy and reports the one the gateway runs.
+//!
+//! Each of those three emits an event for every condition transition
+//! ([`decide::transitions`]) once its status is written.
 //! - `KaasNode`: a Warning event when a node's heartbeat goes stale (the node leaves
 //!   placement through [`decide::World::is_live`] and the gateway through [`sync`]).
 //!
@@ -22,6 +25,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use k8s_openapi::jiff::Timestamp;
 use kaas_crds::{
     AcceleratorClass, AcceleratorClassStatus, FIELD_MANAGER, FUNCTION_FINALIZER, KaasNode, KernelFunction,
@@ -130,6 +134,23 @@ impl Context {
             warn!(error = %e, reason, "cannot publish event");
         }
     }
+
+    /// An event for every condition that changed status or reason from `old` to `new`
+    /// (Warning when it went bad), its reason the condition's and its note saying which
+    /// condition; `Admitted` True is reported with reason `Admitted`.
+    async fn condition_events(
+        &self,
+        obj: &impl Resource<DynamicType = ()>,
+        old: &[Condition],
+        new: &[Condition],
+    ) {
+        for c in decide::transitions(old, new) {
+            let reason =
+                if c.type_ == "Admitted" && c.status == "True" { "Admitted" } else { c.reason.as_str() };
+            let note = format!("{} is {}: {}", c.type_, c.status, c.message);
+            self.event(obj, decide::is_bad(c), reason, note).await;
+        }
+    }
 }
 
 fn condition<'a>(
@@ -188,15 +209,12 @@ async fn apply_function(kf: &KernelFunction, ctx: &Context) -> Result<Action, Er
         api.patch_status(&kf.name_any(), &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&patch))
             .await?;
     }
-    let was = condition(&old, "Admitted").map(|c| (c.status.clone(), c.reason.clone()));
     if let Some(now) = condition(&status, "Admitted")
-        && was.as_ref() != Some(&(now.status.clone(), now.reason.clone()))
+        && condition(&old, "Admitted").is_none_or(|c| (&c.status, &c.reason) != (&now.status, &now.reason))
     {
-        let admitted = now.status == "True";
-        info!(admitted, class = ?class, reason = %now.reason, "admission decided");
-        let reason = if admitted { "Admitted".to_string() } else { now.reason.clone() };
-        ctx.event(kf, !admitted, &reason, now.message.clone()).await;
+        info!(admitted = now.status == "True", class = ?class, reason = %now.reason, "admission decided");
     }
+    ctx.condition_events(kf, &old.conditions, &status.conditions).await;
     if let Some(def) = def {
         preload(kf, &world, &status, def);
     }
@@ -257,6 +275,7 @@ async fn cleanup_function(kf: &KernelFunction, ctx: &Context) -> Result<Action, 
 pub async fn reconcile_class(class: Arc<AcceleratorClass>, ctx: Arc<Context>) -> Result<Action, Error> {
     let world = ctx.world();
     let status = class_status(&class, &world);
+    let old = class.status.clone().unwrap_or_default();
     if class.status.as_ref() != Some(&status) {
         let patch = serde_json::json!({
             "apiVersion": AcceleratorClass::api_version(&()),
@@ -270,6 +289,7 @@ pub async fn reconcile_class(class: Arc<AcceleratorClass>, ctx: Arc<Context>) ->
                 &Patch::Apply(&patch),
             )
             .await?;
+        ctx.condition_events(&*class, &old.conditions, &status.conditions).await;
     }
     Ok(Action::requeue(ctx.requeue))
 }
@@ -299,9 +319,6 @@ pub fn class_status(class: &AcceleratorClass, world: &World) -> AcceleratorClass
 /// name) reports its policy as running once valid.
 pub async fn reconcile_policy(p: Arc<SchedulingPolicy>, ctx: Arc<Context>) -> Result<Action, Error> {
     let valid = scheduler_config(&p.spec);
-    if let Err(e) = &valid {
-        ctx.event(&*p, true, "InvalidPolicy", e.to_string()).await;
-    }
     let active = p.name_any() == ctx.policy_name;
     let name = serde_json::to_value(p.spec.policy).ok().and_then(|v| v.as_str().map(String::from));
     let old = p.status.clone().unwrap_or_default();
@@ -339,6 +356,7 @@ pub async fn reconcile_policy(p: Arc<SchedulingPolicy>, ctx: Arc<Context>) -> Re
         Api::<SchedulingPolicy>::all(ctx.client.clone())
             .patch_status(&p.name_any(), &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&patch))
             .await?;
+        ctx.condition_events(&*p, &old.conditions, &status.conditions).await;
     }
     Ok(Action::await_change())
 }
