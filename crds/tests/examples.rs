@@ -27,7 +27,7 @@ fn example_objects() -> Vec<(String, Value)> {
                 stack.push(path);
             } else if path.extension().is_some_and(|e| e == "yaml" || e == "yml") {
                 let text = std::fs::read_to_string(&path).unwrap();
-                for doc in serde_yaml::Deserializer::from_str(&text) {
+                for doc in serde_yaml_ng::Deserializer::from_str(&text) {
                     let v = Value::deserialize(doc).unwrap();
                     if v.get("apiVersion").and_then(Value::as_str).is_some_and(|a| a.starts_with("kaas.dev/"))
                     {

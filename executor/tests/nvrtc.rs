@@ -35,7 +35,8 @@ fn example_sources() -> Vec<(String, String, String, String)> {
     let mut files: Vec<_> = std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap().path()).collect();
     files.sort();
     for path in files.into_iter().filter(|p| p.extension().is_some_and(|e| e == "yaml")) {
-        let doc: serde_yaml::Value = serde_yaml::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+        let doc: serde_yaml_ng::Value =
+            serde_yaml_ng::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
         let name = doc["metadata"]["name"].as_str().unwrap().to_string();
         for m in doc["spec"]["modules"].as_sequence().unwrap() {
             let cuda = &m["cuda"];

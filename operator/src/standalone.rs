@@ -34,7 +34,8 @@ pub struct Resources {
 
 /// Reads every `*.yaml`/`*.yml` under `dir` (recursively). Documents of other API groups
 /// are skipped; kaas.dev documents are validated against the CRD schemas (CEL included)
-/// and an invalid one is an error naming the file and field.
+/// and an invalid one is an error naming the file and field, as is a document that is not
+/// YAML at all.
 pub fn load_dir(dir: &Path) -> anyhow::Result<Resources> {
     let crds: Vec<_> = kaas_crds::crds().into_iter().map(|(_, c)| c).collect();
     let mut files = Vec::new();
@@ -53,8 +54,11 @@ pub fn load_dir(dir: &Path) -> anyhow::Result<Resources> {
     let mut r = Resources::default();
     for file in files {
         let text = std::fs::read_to_string(&file).with_context(|| format!("reading {}", file.display()))?;
-        for doc in serde_yaml::Deserializer::from_str(&text) {
-            let Ok(value) = serde_json::Value::deserialize(doc) else { continue };
+        for (i, doc) in serde_yaml_ng::Deserializer::from_str(&text).enumerate() {
+            // A document that is not YAML is an error, not something to skip: it may be
+            // the function the user meant to deploy.
+            let value = serde_json::Value::deserialize(doc)
+                .with_context(|| format!("{}: document {} is not valid YAML", file.display(), i + 1))?;
             let api = value.get("apiVersion").and_then(|v| v.as_str()).unwrap_or_default();
             if !api.starts_with("kaas.dev/") {
                 continue;

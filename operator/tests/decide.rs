@@ -14,8 +14,8 @@ use serde::de::DeserializeOwned;
 
 fn docs<T: DeserializeOwned>(path: &str) -> Vec<T> {
     let text = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join(path)).unwrap();
-    serde_yaml::Deserializer::from_str(&text)
-        .map(|d| serde_yaml::with::singleton_map_recursive::deserialize(d).unwrap())
+    serde_yaml_ng::Deserializer::from_str(&text)
+        .map(|d| serde_yaml_ng::with::singleton_map_recursive::deserialize(d).unwrap())
         .collect()
 }
 

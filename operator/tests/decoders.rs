@@ -22,8 +22,8 @@ mod common;
 
 fn docs<T: serde::de::DeserializeOwned>(path: &str) -> Vec<T> {
     let text = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join(path)).unwrap();
-    serde_yaml::Deserializer::from_str(&text)
-        .map(|d| serde_yaml::with::singleton_map_recursive::deserialize(d).unwrap())
+    serde_yaml_ng::Deserializer::from_str(&text)
+        .map(|d| serde_yaml_ng::with::singleton_map_recursive::deserialize(d).unwrap())
         .collect()
 }
 

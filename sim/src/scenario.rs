@@ -403,7 +403,7 @@ impl Scenario {
     /// Reads and checks a scenario file.
     pub fn load(path: &Path) -> Result<Self, SimError> {
         let text = std::fs::read_to_string(path).map_err(|e| SimError::Io(path.to_path_buf(), e))?;
-        let mut s: Scenario = serde_yaml::from_str(&text)
+        let mut s: Scenario = serde_yaml_ng::from_str(&text)
             .map_err(|e| SimError::Scenario(format!("{}: {e}", path.display())))?;
         s.base_dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
         s.check()?;
@@ -412,7 +412,7 @@ impl Scenario {
 
     /// Parses a scenario from YAML text, resolving paths against `base_dir`.
     pub fn from_yaml(text: &str, base_dir: &Path) -> Result<Self, SimError> {
-        let mut s: Scenario = serde_yaml::from_str(text).map_err(|e| SimError::Scenario(e.to_string()))?;
+        let mut s: Scenario = serde_yaml_ng::from_str(text).map_err(|e| SimError::Scenario(e.to_string()))?;
         s.base_dir = base_dir.to_path_buf();
         s.check()?;
         Ok(s)

@@ -47,12 +47,12 @@ proptest! {
         for file in ["heavy-tailed", "hetero-cold"] {
             let path = Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("../examples/scenarios/{file}.yaml"));
             let text = std::fs::read_to_string(&path).unwrap();
-            let mut v: Value = serde_yaml::from_str(&text).unwrap();
+            let mut v: Value = serde_yaml_ng::from_str(&text).unwrap();
             let mut n = 0;
             mutate(&mut v, &numbers, &mut n);
             // Keep runs short whatever the numbers say.
             v["maxRequests"] = Value::from(500);
-            let yaml = serde_yaml::to_string(&v).unwrap();
+            let yaml = serde_yaml_ng::to_string(&v).unwrap();
             if let Ok(s) = Scenario::from_yaml(&yaml, path.parent().unwrap()) {
                 let _ = simulate(&s, "slo-aware", 1.0, None);
             }

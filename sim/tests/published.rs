@@ -28,7 +28,7 @@ fn published() -> Published {
             .collect()
     };
     let reqs = std::fs::read_to_string(dir.join("resourceReqs.yaml")).unwrap();
-    let reqs: serde_json::Value = serde_yaml::from_str(&reqs).unwrap();
+    let reqs: serde_json::Value = serde_yaml_ng::from_str(&reqs).unwrap();
     Published {
         exclusive: series("exclusive"),
         kaas: series("kaas"),

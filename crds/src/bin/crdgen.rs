@@ -80,7 +80,7 @@ fn validate(files: &[PathBuf]) -> anyhow::Result<()> {
         } else {
             std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?
         };
-        for doc in serde_yaml::Deserializer::from_str(&text) {
+        for doc in serde_yaml_ng::Deserializer::from_str(&text) {
             let value =
                 serde_json::Value::deserialize(doc).with_context(|| format!("parsing {}", file.display()))?;
             let is_kaas =

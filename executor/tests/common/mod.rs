@@ -45,9 +45,9 @@ pub fn example(name: &str) -> proto::FunctionDef {
 /// A KernelFunction manifest as the operator sends it, with `wasm` standing in for every
 /// module's WebAssembly build when given (what resolving a ConfigMap reference yields).
 pub fn manifest(path: &Path, wasm: Option<&[u8]>) -> proto::FunctionDef {
-    let doc: serde_yaml::Value = serde_yaml::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    let doc: serde_yaml_ng::Value = serde_yaml_ng::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
     let spec = &doc["spec"];
-    let text = |v: &serde_yaml::Value| v["inline"].as_str().unwrap().as_bytes().to_vec();
+    let text = |v: &serde_yaml_ng::Value| v["inline"].as_str().unwrap().as_bytes().to_vec();
     let modules = spec["modules"]
         .as_sequence()
         .unwrap()
@@ -89,7 +89,7 @@ pub fn manifest(path: &Path, wasm: Option<&[u8]>) -> proto::FunctionDef {
         .unwrap()
         .iter()
         .map(|k| {
-            let dims = |v: &serde_yaml::Value| {
+            let dims = |v: &serde_yaml_ng::Value| {
                 v.as_sequence().unwrap().iter().map(|x| x.as_u64().unwrap() as u32).collect()
             };
             let args = k["args"]
