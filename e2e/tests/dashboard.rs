@@ -5,7 +5,7 @@
 
 use std::process::Command;
 
-use kaas_e2e::monitoring::{CLUSTER_ONLY, exposed, monitored_metric_names};
+use kaas_e2e::monitoring::{exposed, monitored_metric_names};
 use kaas_e2e::standalone::{Class, write_functions};
 use kaas_e2e::{Proc, addr_after, binary};
 
@@ -49,7 +49,7 @@ async fn every_metric_the_dashboard_and_alerts_query_is_exported_by_standalone()
     let have = exposed(&scrape);
     let wanted: Vec<String> = monitored_metric_names()
         .into_iter()
-        .filter(|n| !n.starts_with("kaas_device_plugin_") && !CLUSTER_ONLY.contains(&n.as_str()))
+        .filter(|n| !n.starts_with("kaas_device_plugin_"))
         .collect();
     println!("checked in the standalone scrape: {wanted:?}");
     assert!(wanted.len() >= 15, "too few names extracted: {wanted:?}");
