@@ -83,7 +83,10 @@ mod tests {
         let mut n = dashboard_metric_names();
         n.extend(rule_metric_names());
         for name in CLUSTER_ONLY {
-            assert!(!dashboard_metric_names().contains(name), "the dashboard reads {name}, which no scrape here has");
+            assert!(
+                !dashboard_metric_names().contains(name),
+                "the dashboard reads {name}, which no scrape here has"
+            );
         }
         for needed in [
             "kaas_gateway_function_slo_met_total",

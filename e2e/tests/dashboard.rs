@@ -47,10 +47,8 @@ async fn every_metric_the_dashboard_and_alerts_query_is_exported_by_standalone()
     assert!(statuses.iter().any(|&(f, s)| f == "hopeless" && s == 429), "{statuses:?}");
     let scrape = reqwest::get(format!("http://{gw}/metrics")).await.unwrap().text().await.unwrap();
     let have = exposed(&scrape);
-    let wanted: Vec<String> = monitored_metric_names()
-        .into_iter()
-        .filter(|n| !n.starts_with("kaas_device_plugin_"))
-        .collect();
+    let wanted: Vec<String> =
+        monitored_metric_names().into_iter().filter(|n| !n.starts_with("kaas_device_plugin_")).collect();
     println!("checked in the standalone scrape: {wanted:?}");
     assert!(wanted.len() >= 15, "too few names extracted: {wanted:?}");
     let missing: Vec<&String> = wanted.iter().filter(|n| !have.contains(*n)).collect();
