@@ -65,12 +65,9 @@ impl Scheduler {
         let f = request.function;
         let fi = f.0 as usize;
         let classes = self.cluster.classes.len();
-        let scope = {
-            let cx = cx!(self, now);
-            self.policy.admission_scope(&cx, f)
-        };
-        let pinned = self.pinned.get(fi).copied().flatten().is_some();
-        let replicate = scope.replicate && scope.devices.is_none() && !pinned;
+        // The policy's scope is asked only when it matters (a first warm-up to place, or
+        // an idle device to spread onto): not on every rejection of a busy pool.
+        let replicate = (self.warmup_of[fi].is_none() || !self.v.free.is_empty()) && self.replicates(now, f);
         // Where devices belong to one function, the first load claims a worker for good:
         // the class it runs fastest on. Elsewhere, the class where it can first run.
         let target = if replicate { Target::Soonest } else { Target::Fastest };
@@ -90,6 +87,17 @@ impl Scheduler {
         ready
     }
 
+    /// Whether the policy lets the engine load `f` onto any idle device: not where it
+    /// keeps `f` to some devices (a partition, owned workers, a pin).
+    fn replicates(&self, now: Nanos, f: FunctionId) -> bool {
+        if self.pinned.get(f.0 as usize).copied().flatten().is_some() {
+            return false;
+        }
+        let cx = cx!(self, now);
+        let scope = self.policy.admission_scope(&cx, f);
+        scope.replicate && scope.devices.is_none()
+    }
+
     /// Queues a warm-up of the request's function onto `class` (with `spare`, only onto
     /// a device with room for it without evicting anything).
     fn queue_warmup(&mut self, now: Nanos, request: &Request, class: ClassId, spare: bool) -> ReqId {
@@ -102,10 +110,7 @@ impl Scheduler {
 
     /// One more warm-up of the request's function, on a device with a free slot and room
     /// to spare (nothing evicted), of the class it runs fastest on, unless one is already
-    /// waiting to start.
-    /// Only where the policy may run the function anywhere: not where it keeps it to some
-    /// devices (a partition, owned workers, a pin), whose loads would take what the
-    /// policy gave another.
+    /// waiting to start. Called only where [`Self::replicates`].
     fn spread(&mut self, now: Nanos, request: &Request, latest: Nanos) {
         let f = request.function;
         if self.pending_warmups.iter().any(|&(id, ..)| self.requests[id.index()].request.function == f) {
