@@ -247,39 +247,40 @@ impl Scheduler {
                 let class = &self.cluster.classes[c];
                 class.price_per_hour / class.slots.max(1) as f64
             };
-            let candidates: Vec<Prediction> = (0..classes)
-                .filter(|&c| run_on(c) != NONE && self.v.runnable[fi].intersects(&self.v.class_sets[c]))
-                .flat_map(|c| {
-                    let warm = res
-                        .iter_common3(&self.v.class_sets[c], &self.v.healthy)
-                        .map(|d| cx.available_at(d))
-                        .min()
-                        .map(|at| (c, at, true));
-                    let slots = &t.classes[c];
-                    let any = if slots.free > 0 {
-                        Some(now)
-                    } else {
-                        slots.ends.keys().next().map(|&e| e.max(now))
-                    };
-                    warm.into_iter().chain(any.map(|at| (c, at, false)))
-                })
-                .map(|(c, at, warm)| {
-                    let begin = at.max(start);
-                    let load = if warm { 0 } else { load_on(c) };
-                    Prediction {
-                        completion: begin + load + run_on(c),
-                        start: begin,
-                        load,
-                        class: ClassId(c as u16),
-                    }
-                })
-                .collect();
+            // Read twice, without collecting (this runs on every arrival).
+            let candidates = || {
+                (0..classes)
+                    .filter(|&c| run_on(c) != NONE && self.v.runnable[fi].intersects(&self.v.class_sets[c]))
+                    .flat_map(|c| {
+                        let warm = res
+                            .iter_common3(&self.v.class_sets[c], &self.v.healthy)
+                            .map(|d| cx.available_at(d))
+                            .min()
+                            .map(|at| (c, at, true));
+                        let slots = &t.classes[c];
+                        let any = if slots.free > 0 {
+                            Some(now)
+                        } else {
+                            slots.ends.keys().next().map(|&e| e.max(now))
+                        };
+                        warm.into_iter().chain(any.map(|at| (c, at, false)))
+                    })
+                    .map(|(c, at, warm)| {
+                        let begin = at.max(start);
+                        let load = if warm { 0 } else { load_on(c) };
+                        Prediction {
+                            completion: begin + load + run_on(c),
+                            start: begin,
+                            load,
+                            class: ClassId(c as u16),
+                        }
+                    })
+            };
             let cost = |p: &Prediction| price(p.class.0 as usize) * (p.completion - p.start) as f64;
-            let cheapest = candidates
-                .iter()
+            let cheapest = candidates()
                 .filter(|p| p.start == now && p.completion <= latest)
                 .min_by(|a, b| cost(a).total_cmp(&cost(b)).then(a.completion.cmp(&b.completion)));
-            return cheapest.or_else(|| candidates.iter().min_by_key(|p| p.completion)).copied();
+            return cheapest.or_else(|| candidates().min_by_key(|p| p.completion));
         }
         // Nothing ahead and a slot free now: the device the policy itself would pick.
         if start == now && ahead == 0.0 && exact {
