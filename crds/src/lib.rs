@@ -20,7 +20,7 @@ pub use kernel_function::{
     KernelFunctionStatus, LatencyPercentiles, Module, Placement, ProfileEntry, ProfileSource, Slo,
 };
 pub use scheduling_policy::{
-    AdmissionMode, CacheEviction, Granularity, PolicyName, PolicyParameters, SchedulingPolicy,
+    AdmissionMode, CacheEviction, Granularity, Isolation, PolicyName, PolicyParameters, SchedulingPolicy,
     SchedulingPolicySpec, SchedulingPolicyStatus, StaticPartition,
 };
 pub use source::{HttpsSource, KeyRef, Source};

@@ -60,6 +60,20 @@ pub enum Granularity {
     Kernel,
 }
 
+/// How tenants (namespaces) share a device.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default, JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum Isolation {
+    /// Each namespace gets its own CUDA context per device (a kernel cannot reach another
+    /// namespace's device memory), and `Const` buffers are deduplicated only within a namespace.
+    #[default]
+    Namespace,
+    /// One CUDA context per device for every namespace and `Const` buffers deduplicated
+    /// across namespaces: a CUDA kernel can read and write any tenant's device memory
+    /// through a raw pointer. For mutually trusting tenants only.
+    Shared,
+}
+
 /// Devices reserved for one function under the `static` policy.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
@@ -117,6 +131,7 @@ pub struct PolicyParameters {
     printcolumn = r#"{"name":"Policy","type":"string","jsonPath":".spec.policy"}"#,
     printcolumn = r#"{"name":"Admission","type":"string","jsonPath":".spec.admission"}"#,
     printcolumn = r#"{"name":"Eviction","type":"string","jsonPath":".spec.cacheEviction"}"#,
+    printcolumn = r#"{"name":"Isolation","type":"string","jsonPath":".spec.isolation"}"#,
     printcolumn = r#"{"name":"Applied","type":"string","jsonPath":".status.conditions[?(@.type==\"Applied\")].status"}"#,
     printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
 )]
@@ -138,6 +153,10 @@ pub struct SchedulingPolicySpec {
     /// Whether kernels of different requests interleave on a device.
     #[serde(default)]
     pub granularity: Granularity,
+    /// How tenants share devices: `namespace` (the default) or `shared` (mutually trusting
+    /// tenants only). Changing it reloads each function on its next invocation.
+    #[serde(default)]
+    pub isolation: Isolation,
 }
 
 /// Observed state of the scheduling policy.

@@ -37,6 +37,8 @@ pub struct DeviceOptions {
     pub gpu_reserve: u64,
     /// A kernel running longer fails its invocation.
     pub kernel_timeout: Duration,
+    /// How far past its buffers a WebAssembly module's linear memory may reach, bytes.
+    pub wasm_memory_margin: u64,
 }
 
 impl Default for DeviceOptions {
@@ -48,6 +50,7 @@ impl Default for DeviceOptions {
             gpu_slots: 4,
             gpu_reserve: 1 << 30,
             kernel_timeout: Duration::from_secs(10),
+            wasm_memory_margin: crate::backend::wasm::DEFAULT_MEMORY_MARGIN,
         }
     }
 }
@@ -69,7 +72,10 @@ pub fn discover(opts: &DeviceOptions) -> Result<Vec<Arc<dyn Backend>>, ExecError
         }
     }
     if opts.backend != BackendChoice::Cuda {
-        devices.push(Arc::new(WasmBackend::new(opts.cpu_memory, opts.cpu_slots, opts.kernel_timeout)?));
+        devices.push(Arc::new(
+            WasmBackend::new(opts.cpu_memory, opts.cpu_slots, opts.kernel_timeout)?
+                .with_memory_margin(opts.wasm_memory_margin),
+        ));
     }
     Ok(devices)
 }

@@ -1,5 +1,6 @@
 //! Device memory owned by the executor: per-invocation buffers, content-addressed const
-//! buffers shared across functions, eviction under pressure, zeroing before reuse, and
+//! buffers shared across the functions of one isolation scope (a namespace, or everyone
+//! under `shared` isolation), eviction under pressure, zeroing before reuse, and
 //! per-function and per-share quotas. The logic runs against [`DeviceAllocator`], which
 //! the CUDA backend implements over real device memory and [`HostAllocator`] implements
 //! over host memory (the CPU device, and tests without a GPU).
@@ -17,8 +18,9 @@ pub type DevPtr = u64;
 pub trait DeviceAllocator: Send + Sync {
     /// Bytes of device memory the executor may use.
     fn capacity(&self) -> u64;
-    /// Allocates `bytes`; fails with [`ExecError::OutOfMemory`] when the device is full.
-    fn alloc(&self, bytes: u64) -> Result<DevPtr, ExecError>;
+    /// Allocates `bytes` for isolation scope `scope` (the CUDA allocator allocates in that
+    /// scope's context); fails with [`ExecError::OutOfMemory`] when the device is full.
+    fn alloc(&self, scope: &str, bytes: u64) -> Result<DevPtr, ExecError>;
     /// Releases an allocation.
     fn free(&self, ptr: DevPtr);
     /// Copies `data` to the start of an allocation.
@@ -33,8 +35,8 @@ impl<A: DeviceAllocator + ?Sized> DeviceAllocator for Box<A> {
     fn capacity(&self) -> u64 {
         (**self).capacity()
     }
-    fn alloc(&self, bytes: u64) -> Result<DevPtr, ExecError> {
-        (**self).alloc(bytes)
+    fn alloc(&self, scope: &str, bytes: u64) -> Result<DevPtr, ExecError> {
+        (**self).alloc(scope, bytes)
     }
     fn free(&self, ptr: DevPtr) {
         (**self).free(ptr)
@@ -77,7 +79,7 @@ impl DeviceAllocator for HostAllocator {
         self.capacity
     }
 
-    fn alloc(&self, bytes: u64) -> Result<DevPtr, ExecError> {
+    fn alloc(&self, _scope: &str, bytes: u64) -> Result<DevPtr, ExecError> {
         let mut s = self.state.lock().unwrap_or_else(|e| e.into_inner());
         if s.used + bytes > self.capacity {
             return Err(ExecError::OutOfMemory(format!(
@@ -161,7 +163,9 @@ struct ConstEntry {
 
 #[derive(Default)]
 struct State {
-    consts: HashMap<[u8; 32], ConstEntry>,
+    /// Const buffers by isolation scope, then content digest: identical bytes are stored
+    /// once per scope, never shared across scopes.
+    consts: HashMap<String, HashMap<[u8; 32], ConstEntry>>,
     /// Bytes charged per function: its invocation buffers and each const it uses.
     by_function: HashMap<String, u64>,
     /// Bytes of invocation buffers per share.
@@ -225,9 +229,10 @@ impl<A: DeviceAllocator> MemoryManager<A> {
         self.alloc.capacity().saturating_sub(self.used())
     }
 
-    /// Number of const buffers resident (each stored once however many functions use it).
+    /// Number of const buffers resident (each stored once per scope however many
+    /// functions of the scope use it).
     pub fn const_count(&self) -> usize {
-        self.lock().consts.len()
+        self.lock().consts.values().map(HashMap::len).sum()
     }
 
     /// Bytes charged to a function.
@@ -260,7 +265,7 @@ impl<A: DeviceAllocator> MemoryManager<A> {
     }
 
     /// Allocates with eviction of unpinned consts when the device is full.
-    fn alloc_evicting(&self, s: &mut State, bytes: u64) -> Result<DevPtr, ExecError> {
+    fn alloc_evicting(&self, s: &mut State, scope: &str, bytes: u64) -> Result<DevPtr, ExecError> {
         while s.reserved + s.allocated + bytes > self.alloc.capacity() {
             if !self.evict_one(s) {
                 return Err(ExecError::OutOfMemory(format!(
@@ -271,7 +276,7 @@ impl<A: DeviceAllocator> MemoryManager<A> {
             }
         }
         loop {
-            match self.alloc.alloc(bytes) {
+            match self.alloc.alloc(scope, bytes) {
                 Ok(p) => {
                     s.allocated += bytes;
                     return Ok(p);
@@ -290,16 +295,17 @@ impl<A: DeviceAllocator> MemoryManager<A> {
         let victim = s
             .consts
             .iter()
-            .filter(|(_, c)| c.pins == 0)
+            .flat_map(|(scope, m)| m.iter().map(move |(k, c)| (scope, k, c)))
+            .filter(|(_, _, c)| c.pins == 0)
             .min_by(|a, b| match self.eviction {
-                ConstEviction::Lru => a.1.last_use.cmp(&b.1.last_use),
-                ConstEviction::Gdsf => (a.1.uses as f64 / a.1.size as f64)
-                    .total_cmp(&(b.1.uses as f64 / b.1.size as f64))
-                    .then(a.1.last_use.cmp(&b.1.last_use)),
+                ConstEviction::Lru => a.2.last_use.cmp(&b.2.last_use),
+                ConstEviction::Gdsf => (a.2.uses as f64 / a.2.size as f64)
+                    .total_cmp(&(b.2.uses as f64 / b.2.size as f64))
+                    .then(a.2.last_use.cmp(&b.2.last_use)),
             })
-            .map(|(k, _)| *k);
-        let Some(k) = victim else { return false };
-        let c = s.consts.remove(&k).expect("victim exists");
+            .map(|(scope, k, _)| (scope.clone(), *k));
+        let Some((scope, k)) = victim else { return false };
+        let c = Self::remove_const(s, &scope, &k).expect("victim exists");
         for u in &c.users {
             if let Some(b) = s.by_function.get_mut(u) {
                 *b = b.saturating_sub(c.size);
@@ -316,13 +322,30 @@ impl<A: DeviceAllocator> MemoryManager<A> {
         s.allocated -= size;
     }
 
-    /// Makes const buffers resident for `owner` and pins them. Identical bytes are stored
-    /// once and shared by every function that uses them. Returns their pointers.
-    pub fn pin_consts(&self, owner: &Owner, consts: &[(&[u8; 32], &[u8])]) -> Result<Vec<DevPtr>, ExecError> {
+    fn remove_const(s: &mut State, scope: &str, digest: &[u8; 32]) -> Option<ConstEntry> {
+        let m = s.consts.get_mut(scope)?;
+        let c = m.remove(digest);
+        if m.is_empty() {
+            s.consts.remove(scope);
+        }
+        c
+    }
+
+    /// Makes const buffers resident for `owner` in isolation scope `scope` and pins them.
+    /// Identical bytes are stored once per scope and shared by every function of the scope
+    /// that uses them. Returns their pointers.
+    pub fn pin_consts(
+        &self,
+        owner: &Owner,
+        scope: &str,
+        consts: &[(&[u8; 32], &[u8])],
+    ) -> Result<Vec<DevPtr>, ExecError> {
         let mut s = self.lock();
         let new_for_owner: u64 = consts
             .iter()
-            .filter(|(d, _)| s.consts.get(*d).is_none_or(|c| !c.users.contains(&owner.function)))
+            .filter(|(d, _)| {
+                s.consts.get(scope).and_then(|m| m.get(*d)).is_none_or(|c| !c.users.contains(&owner.function))
+            })
             .map(|(_, b)| b.len() as u64)
             .sum();
         Self::check_quota(&s, owner, new_for_owner, 0)?;
@@ -331,20 +354,29 @@ impl<A: DeviceAllocator> MemoryManager<A> {
         for (digest, bytes) in consts {
             s.tick += 1;
             let tick = s.tick;
-            if !s.consts.contains_key(*digest) {
-                let ptr = match self.alloc_evicting(&mut s, bytes.len() as u64) {
+            if s.consts.get(scope).is_none_or(|m| !m.contains_key(*digest)) {
+                let written =
+                    self.alloc_evicting(&mut s, scope, bytes.len() as u64).and_then(|ptr| {
+                        match self.alloc.write(ptr, bytes) {
+                            Ok(()) => Ok(ptr),
+                            Err(e) => {
+                                self.zero_and_free(&mut s, ptr, bytes.len() as u64);
+                                Err(e)
+                            }
+                        }
+                    });
+                let ptr = match written {
                     Ok(p) => p,
                     Err(e) => {
                         for d in &pinned {
-                            if let Some(c) = s.consts.get_mut(d) {
+                            if let Some(c) = s.consts.get_mut(scope).and_then(|m| m.get_mut(d)) {
                                 c.pins -= 1;
                             }
                         }
                         return Err(e);
                     }
                 };
-                self.alloc.write(ptr, bytes)?;
-                s.consts.insert(
+                s.consts.entry(scope.to_string()).or_default().insert(
                     **digest,
                     ConstEntry {
                         ptr,
@@ -356,7 +388,7 @@ impl<A: DeviceAllocator> MemoryManager<A> {
                     },
                 );
             }
-            let c = s.consts.get_mut(*digest).expect("inserted");
+            let c = s.consts.get_mut(scope).and_then(|m| m.get_mut(*digest)).expect("inserted");
             c.pins += 1;
             c.uses += 1;
             c.last_use = tick;
@@ -371,24 +403,27 @@ impl<A: DeviceAllocator> MemoryManager<A> {
         Ok(ptrs)
     }
 
-    /// Unpins consts pinned by [`pin_consts`](Self::pin_consts); they stay resident until evicted.
-    pub fn unpin_consts(&self, digests: &[&[u8; 32]]) {
+    /// Unpins consts of `scope` pinned by [`pin_consts`](Self::pin_consts); they stay
+    /// resident until evicted.
+    pub fn unpin_consts(&self, scope: &str, digests: &[&[u8; 32]]) {
         let mut s = self.lock();
+        let Some(m) = s.consts.get_mut(scope) else { return };
         for d in digests {
-            if let Some(c) = s.consts.get_mut(*d) {
+            if let Some(c) = m.get_mut(*d) {
                 c.pins = c.pins.saturating_sub(1);
             }
         }
     }
 
-    /// Allocates an invocation's buffers of the given sizes for `owner`, within its quotas.
-    pub fn allocate(&self, owner: &Owner, sizes: &[u64]) -> Result<Allocation, ExecError> {
+    /// Allocates an invocation's buffers of the given sizes for `owner` in isolation scope
+    /// `scope`, within its quotas.
+    pub fn allocate(&self, owner: &Owner, scope: &str, sizes: &[u64]) -> Result<Allocation, ExecError> {
         let total: u64 = sizes.iter().sum();
         let mut s = self.lock();
         Self::check_quota(&s, owner, total, total)?;
         let mut buffers = Vec::with_capacity(sizes.len());
         for &size in sizes {
-            match self.alloc_evicting(&mut s, size) {
+            match self.alloc_evicting(&mut s, scope, size) {
                 Ok(p) => {
                     // Every buffer starts zeroed, whatever the allocator hands back.
                     self.alloc.zero(p, size)?;
@@ -449,21 +484,52 @@ impl<A: DeviceAllocator> MemoryManager<A> {
         }
     }
 
-    /// Drops a function from every const it uses; consts nobody uses are zeroed and freed.
+    /// Drops a function from every const it uses, in every scope, and its charge for
+    /// them; consts nobody uses are zeroed and freed. Charges of invocations still running
+    /// stay until they are released.
     pub fn forget_function(&self, function: &str) {
         let mut s = self.lock();
         let mut gone = Vec::new();
-        for (k, c) in s.consts.iter_mut() {
-            if c.users.remove(function) && c.users.is_empty() && c.pins == 0 {
-                gone.push(*k);
+        let mut uncharged = 0u64;
+        for (scope, m) in s.consts.iter_mut() {
+            for (k, c) in m.iter_mut() {
+                if c.users.remove(function) {
+                    uncharged += c.size;
+                    if c.users.is_empty() && c.pins == 0 {
+                        gone.push((scope.clone(), *k));
+                    }
+                }
             }
         }
-        for k in gone {
-            if let Some(c) = s.consts.remove(&k) {
+        for (scope, k) in gone {
+            if let Some(c) = Self::remove_const(&mut s, &scope, &k) {
                 self.zero_and_free(&mut s, c.ptr, c.size);
             }
         }
-        s.by_function.remove(function);
+        if let Some(b) = s.by_function.get_mut(function) {
+            *b = b.saturating_sub(uncharged);
+            if *b == 0 {
+                s.by_function.remove(function);
+            }
+        }
+    }
+
+    /// Drops every const of `scope` nobody has pinned, whoever uses it (a scope whose
+    /// device context is being torn down). Returns how many were freed.
+    pub fn drop_scope(&self, scope: &str) -> usize {
+        let mut s = self.lock();
+        let Some(m) = s.consts.get(scope) else { return 0 };
+        let free: Vec<[u8; 32]> = m.iter().filter(|(_, c)| c.pins == 0).map(|(k, _)| *k).collect();
+        for k in &free {
+            let c = Self::remove_const(&mut s, scope, k).expect("listed");
+            for u in &c.users {
+                if let Some(b) = s.by_function.get_mut(u) {
+                    *b = b.saturating_sub(c.size);
+                }
+            }
+            self.zero_and_free(&mut s, c.ptr, c.size);
+        }
+        free.len()
     }
 }
 
@@ -481,8 +547,8 @@ mod tests {
         let m = MemoryManager::new(HostAllocator::new(1 << 20), ConstEviction::Lru);
         let weights = vec![3u8; 1000];
         let d = sha256(&weights);
-        let a = m.pin_consts(&owner("ns/a"), &[(&d, &weights)]).unwrap();
-        let b = m.pin_consts(&owner("ns/b"), &[(&d, &weights)]).unwrap();
+        let a = m.pin_consts(&owner("ns/a"), "ns", &[(&d, &weights)]).unwrap();
+        let b = m.pin_consts(&owner("ns/b"), "ns", &[(&d, &weights)]).unwrap();
         assert_eq!(a, b, "same bytes, same device buffer");
         assert_eq!(m.const_count(), 1);
         assert_eq!(m.used(), 1000);
@@ -490,7 +556,7 @@ mod tests {
         // Each user is charged for what it uses.
         assert_eq!(m.function_bytes("ns/a"), 1000);
         assert_eq!(m.function_bytes("ns/b"), 1000);
-        m.unpin_consts(&[&d, &d]);
+        m.unpin_consts("ns", &[&d, &d]);
         m.forget_function("ns/a");
         assert_eq!(m.const_count(), 1, "b still uses it");
         m.forget_function("ns/b");
@@ -499,18 +565,59 @@ mod tests {
     }
 
     #[test]
+    fn consts_are_never_shared_across_scopes() {
+        let m = MemoryManager::new(HostAllocator::new(1 << 20), ConstEviction::Lru);
+        let weights = vec![7u8; 1000];
+        let d = sha256(&weights);
+        let a = m.pin_consts(&owner("team-a/f"), "team-a", &[(&d, &weights)]).unwrap();
+        let b = m.pin_consts(&owner("team-b/f"), "team-b", &[(&d, &weights)]).unwrap();
+        assert_ne!(a, b, "the same bytes in two namespaces are two buffers");
+        assert_eq!((m.const_count(), m.used()), (2, 2000));
+        // Team b's writes (a kernel's, through its own pointer) leave team a's copy alone.
+        m.allocator().write(b[0], &[0xff; 1000]).unwrap();
+        assert_eq!(m.allocator().read(a[0], 1000).unwrap(), weights);
+        // The shared scope is one more scope: dedup within it, not with team-a's.
+        let s1 = m.pin_consts(&owner("team-a/g"), "", &[(&d, &weights)]).unwrap();
+        let s2 = m.pin_consts(&owner("team-c/g"), "", &[(&d, &weights)]).unwrap();
+        assert_eq!(s1, s2);
+        assert_ne!(s1, a);
+        m.unpin_consts("team-a", &[&d]);
+        m.unpin_consts("team-b", &[&d]);
+        m.unpin_consts("", &[&d, &d]);
+        // Dropping a scope frees its unpinned consts and their charges, nobody else's.
+        assert_eq!(m.drop_scope("team-b"), 1);
+        assert_eq!(m.function_bytes("team-b/f"), 0);
+        assert_eq!(m.function_bytes("team-a/f"), 1000);
+        assert_eq!((m.const_count(), m.used()), (2, 2000));
+    }
+
+    #[test]
+    fn forgetting_a_function_keeps_the_charges_of_its_running_invocations() {
+        let m = MemoryManager::new(HostAllocator::new(1 << 20), ConstEviction::Lru);
+        let w = vec![1u8; 100];
+        let d = sha256(&w);
+        m.pin_consts(&owner("a/f"), "a", &[(&d, &w)]).unwrap();
+        m.unpin_consts("a", &[&d]);
+        let inv = m.allocate(&owner("a/f"), "a", &[400]).unwrap();
+        m.forget_function("a/f");
+        assert_eq!(m.function_bytes("a/f"), 400, "the running invocation is still charged");
+        m.release(&owner("a/f"), inv);
+        assert_eq!((m.function_bytes("a/f"), m.used()), (0, 0));
+    }
+
+    #[test]
     fn freed_memory_is_zeroed_before_another_tenant_gets_it() {
         let m = MemoryManager::new(HostAllocator::new(1 << 20), ConstEviction::Lru);
-        let a = m.allocate(&owner("tenant-a/f"), &[4096]).unwrap();
+        let a = m.allocate(&owner("tenant-a/f"), "tenant-a", &[4096]).unwrap();
         let ptr = a.buffers[0].0;
         m.allocator().write(ptr, &[0x5e; 4096]).unwrap();
         m.release(&owner("tenant-a/f"), a);
         // The host allocator hands freed blocks back as they are, like device memory.
-        let b = m.allocate(&owner("tenant-b/g"), &[4096]).unwrap();
+        let b = m.allocate(&owner("tenant-b/g"), "tenant-b", &[4096]).unwrap();
         let seen = m.allocator().read(b.buffers[0].0, 4096).unwrap();
         assert!(seen.iter().all(|&x| x == 0), "tenant b saw tenant a's bytes");
         // Straight from the allocator, memory is not zeroed: the manager is what zeroes.
-        let raw = m.allocator().alloc(4096).unwrap();
+        let raw = m.allocator().alloc("tenant-b", 4096).unwrap();
         assert!(m.allocator().read(raw, 4096).unwrap().iter().any(|&x| x != 0));
     }
 
@@ -520,15 +627,15 @@ mod tests {
             let m = MemoryManager::new(HostAllocator::new(3000), eviction);
             let (w1, w2, w3) = (vec![1u8; 1000], vec![2u8; 1000], vec![3u8; 1000]);
             let (d1, d2, d3) = (sha256(&w1), sha256(&w2), sha256(&w3));
-            m.pin_consts(&owner("a/1"), &[(&d1, &w1)]).unwrap();
-            m.pin_consts(&owner("a/2"), &[(&d2, &w2)]).unwrap();
-            m.unpin_consts(&[&d1]);
-            m.pin_consts(&owner("a/3"), &[(&d3, &w3)]).unwrap();
+            m.pin_consts(&owner("a/1"), "a", &[(&d1, &w1)]).unwrap();
+            m.pin_consts(&owner("a/2"), "a", &[(&d2, &w2)]).unwrap();
+            m.unpin_consts("a", &[&d1]);
+            m.pin_consts(&owner("a/3"), "a", &[(&d3, &w3)]).unwrap();
             // Full: 1 is unpinned, 2 and 3 pinned. A 1000-byte invocation evicts 1.
-            let inv = m.allocate(&owner("a/4"), &[1000]).unwrap();
+            let inv = m.allocate(&owner("a/4"), "a", &[1000]).unwrap();
             assert_eq!(m.const_count(), 2, "{eviction:?}");
             // Nothing left to evict: the next request fails cleanly.
-            let e = m.allocate(&owner("a/5"), &[1000]).unwrap_err();
+            let e = m.allocate(&owner("a/5"), "a", &[1000]).unwrap_err();
             assert!(matches!(e, ExecError::OutOfMemory(_)), "{e}");
             m.release(&owner("a/4"), inv);
             assert_eq!(m.used(), 2000);
@@ -539,23 +646,23 @@ mod tests {
     fn function_and_share_quotas() {
         let m = MemoryManager::new(HostAllocator::new(1 << 20), ConstEviction::Lru);
         let f = Owner { function: "a/f".into(), function_quota: 2048, share: None };
-        let a = m.allocate(&f, &[1024, 1024]).unwrap();
-        let e = m.allocate(&f, &[1]).unwrap_err();
+        let a = m.allocate(&f, "a", &[1024, 1024]).unwrap();
+        let e = m.allocate(&f, "a", &[1]).unwrap_err();
         assert!(e.to_string().contains("over its quota of 2048"), "{e}");
         m.release(&f, a);
-        assert!(m.allocate(&f, &[2048]).is_ok());
+        assert!(m.allocate(&f, "a", &[2048]).is_ok());
 
         let s1 =
             Owner { function: "b/g".into(), function_quota: 0, share: Some(("gpu-0-share-1".into(), 1000)) };
         let s2 =
             Owner { function: "b/g".into(), function_quota: 0, share: Some(("gpu-0-share-2".into(), 1000)) };
-        let x = m.allocate(&s1, &[800]).unwrap();
-        let e = m.allocate(&s1, &[300]).unwrap_err();
+        let x = m.allocate(&s1, "b", &[800]).unwrap();
+        let e = m.allocate(&s1, "b", &[300]).unwrap_err();
         assert!(e.to_string().contains("share gpu-0-share-1"), "{e}");
         // Another share of the same function has its own quota.
-        assert!(m.allocate(&s2, &[900]).is_ok());
+        assert!(m.allocate(&s2, "b", &[900]).is_ok());
         m.release(&s1, x);
-        assert!(m.allocate(&s1, &[900]).is_ok());
+        assert!(m.allocate(&s1, "b", &[900]).is_ok());
         // Reservations count against quotas too.
         let e = m.reserve(&s1, 200).unwrap_err();
         assert!(matches!(e, ExecError::OutOfMemory(_)));

@@ -158,6 +158,9 @@ impl kaas_executor::backend::Backend for Probed {
     fn unload(&self, key: &str) {
         self.inner.unload(key)
     }
+    fn set_isolation(&self, isolation: kaas_executor::backend::Isolation) {
+        self.inner.set_isolation(isolation)
+    }
     fn begin(
         &self,
         f: &std::sync::Arc<kaas_executor::model::FunctionDef>,

@@ -1,6 +1,6 @@
 //! From the `SchedulingPolicy` resource to the scheduler's configuration.
 
-use kaas_crds::{AdmissionMode, CacheEviction, Granularity, PolicyName, SchedulingPolicySpec};
+use kaas_crds::{AdmissionMode, CacheEviction, Granularity, Isolation, PolicyName, SchedulingPolicySpec};
 use kaas_scheduler::policy::{ParamValue, PartitionEntry};
 use kaas_scheduler::{PolicyConfig, Registry, SchedulerConfig};
 
@@ -57,5 +57,27 @@ pub fn scheduler_config(spec: &SchedulingPolicySpec) -> Result<SchedulerConfig, 
             Granularity::Request => kaas_scheduler::Granularity::Request,
             Granularity::Kernel => kaas_scheduler::Granularity::Kernel,
         },
+        isolation: match spec.isolation {
+            Isolation::Namespace => kaas_scheduler::Isolation::Namespace,
+            Isolation::Shared => kaas_scheduler::Isolation::Shared,
+        },
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn isolation_defaults_to_namespace_and_reaches_the_executor_config() {
+        let spec: SchedulingPolicySpec = serde_json::from_str(r#"{"policy":"edf"}"#).unwrap();
+        assert_eq!(scheduler_config(&spec).unwrap().isolation, kaas_scheduler::Isolation::Namespace);
+        let spec: SchedulingPolicySpec =
+            serde_json::from_str(r#"{"policy":"edf","isolation":"shared"}"#).unwrap();
+        let config = scheduler_config(&spec).unwrap();
+        assert_eq!(config.isolation, kaas_scheduler::Isolation::Shared);
+        // What SetPolicy carries to every executor.
+        assert!(serde_json::to_string(&config).unwrap().contains(r#""isolation":"shared""#));
+        assert!(serde_json::from_str::<SchedulingPolicySpec>(r#"{"isolation":"none"}"#).is_err());
+    }
 }

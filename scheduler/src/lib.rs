@@ -83,6 +83,48 @@ impl Granularity {
     }
 }
 
+/// How tenants (namespaces) share a device. Not a scheduling decision: it travels with the
+/// configuration because the cluster's `SchedulingPolicy` carries it to every executor,
+/// which applies it to device memory and contexts; the scheduler core ignores it.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Isolation {
+    /// Each namespace gets its own CUDA context per device, and `Const` buffers are shared
+    /// (deduplicated) only within a namespace.
+    #[default]
+    Namespace,
+    /// One CUDA context per device for everyone, `Const` buffers deduplicated across
+    /// namespaces: for mutually trusting tenants only.
+    Shared,
+}
+
+impl Isolation {
+    /// Names accepted in configuration.
+    pub const NAMES: [&'static str; 2] = ["namespace", "shared"];
+
+    /// Parses a configuration name.
+    pub fn from_name(name: &str) -> Result<Self, ConfigError> {
+        match name {
+            "namespace" => Ok(Isolation::Namespace),
+            "shared" => Ok(Isolation::Shared),
+            other => Err(ConfigError::UnknownName {
+                what: "isolation",
+                name: other.to_string(),
+                valid: Self::NAMES.join(", "),
+            }),
+        }
+    }
+
+    /// The scope a function of `namespace` shares device state in: its namespace, or
+    /// the empty scope everyone shares.
+    pub fn scope<'a>(&self, namespace: &'a str) -> &'a str {
+        match self {
+            Isolation::Namespace => namespace,
+            Isolation::Shared => "",
+        }
+    }
+}
+
 /// Everything that configures a [`Scheduler`] besides the cluster and functions.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -106,6 +148,9 @@ pub struct SchedulerConfig {
     /// Kernel or request granularity.
     #[serde(default)]
     pub granularity: Granularity,
+    /// Tenant isolation on devices (applied by executors, see [`Isolation`]).
+    #[serde(default)]
+    pub isolation: Isolation,
 }
 
 fn default_burst() -> f64 {
@@ -126,6 +171,7 @@ impl SchedulerConfig {
             deadline_headroom: default_headroom(),
             eviction: Eviction::Gdsf,
             granularity: Granularity::Kernel,
+            isolation: Isolation::Namespace,
         }
     }
 }

@@ -571,6 +571,9 @@ impl Scenario {
             deadline_headroom: self.deadline_headroom,
             eviction: self.cache_eviction,
             granularity: self.granularity,
+            // Tenant isolation changes device memory and contexts, which the simulator
+            // does not model; the default is carried for completeness.
+            isolation: kaas_scheduler::Isolation::default(),
         }
     }
 }

@@ -149,6 +149,9 @@ impl Backend for Flaky {
     fn unload(&self, key: &str) {
         self.inner.unload(key)
     }
+    fn set_isolation(&self, isolation: kaas_executor::backend::Isolation) {
+        self.inner.set_isolation(isolation)
+    }
     fn begin(
         &self,
         f: &Arc<FunctionDef>,

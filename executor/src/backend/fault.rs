@@ -85,6 +85,9 @@ impl Backend for FaultBackend {
     fn unload(&self, key: &str) {
         self.inner.unload(key)
     }
+    fn set_isolation(&self, isolation: super::Isolation) {
+        self.inner.set_isolation(isolation)
+    }
     fn begin(
         &self,
         f: &Arc<FunctionDef>,

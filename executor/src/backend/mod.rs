@@ -8,6 +8,8 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+pub use kaas_scheduler::Isolation;
+
 use crate::error::ExecError;
 use crate::memory::Owner;
 use crate::model::FunctionDef;
@@ -44,6 +46,10 @@ pub trait Backend: Send + Sync {
     fn load(&self, f: &Arc<FunctionDef>) -> Result<(), ExecError>;
     /// Drops a function's resident state.
     fn unload(&self, key: &str);
+    /// Sets how tenants share this device (see [`Isolation`]). A function resident under
+    /// another scope than the new setting gives it is no longer resident: its next
+    /// invocation loads it again, in its new scope.
+    fn set_isolation(&self, isolation: Isolation);
     /// Starts an invocation of a resident function: buffers allocated, inputs written.
     fn begin(
         &self,

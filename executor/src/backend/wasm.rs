@@ -15,15 +15,29 @@
 //! invocation; a kernel running past the executor's kernel time limit is interrupted
 //! (epoch deadline) and fails it too. Kernels of a function in different modules see the
 //! same buffer contents: buffers are copied between module memories when the module changes.
+//!
+//! # Limits
+//!
+//! A module's linear memory may not exceed the function's buffers plus a margin
+//! ([`DEFAULT_MEMORY_MARGIN`], the executor's `--wasm-memory-margin-mib`) that holds the
+//! module's own initial memory (data, stack, heap) and any growth: a module declaring
+//! more initial memory than the margin fails to load, and `memory.grow` beyond the limit
+//! returns -1, as the specification allows. `Const` buffers are read-only: an invocation whose kernels changed one fails,
+//! and its instances are dropped, so no other invocation ever sees the change. Compiled
+//! modules are cached while a resident function uses them, and each function keeps at
+//! most one pooled instance set per slot.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use wasmtime::{Config, Engine, Func, Instance, Memory, Module, Store, Trap, Val, ValType};
+use wasmtime::{
+    Config, Engine, ExternType, Func, Instance, Memory, Module, Store, StoreLimits, StoreLimitsBuilder, Trap,
+    Val, ValType,
+};
 
-use super::{Backend, DeviceInfo, Invocation, Outputs};
+use super::{Backend, DeviceInfo, Invocation, Isolation, Outputs};
 use crate::error::ExecError;
 use crate::memory::{Allocation, ConstEviction, HostAllocator, MemoryManager, Owner};
 use crate::model::{Arg, BufferKind, FunctionDef, sha256};
@@ -32,6 +46,11 @@ const PAGE: u64 = 65_536;
 const ALIGN: u64 = 64;
 /// Epoch ticks per second: the resolution of the kernel time limit.
 const TICKS_PER_SEC: u64 = 1000;
+/// How far past its layout a module's linear memory may grow by default: room for a
+/// kernel's own stack and heap (a Rust kernel's allocator, for example).
+pub const DEFAULT_MEMORY_MARGIN: u64 = 16 << 20;
+/// Table elements a module instance may have.
+const MAX_TABLE_ELEMENTS: usize = 1 << 16;
 
 /// Compiles and runs WebAssembly kernels on the CPU device.
 pub struct WasmBackend {
@@ -42,20 +61,32 @@ pub struct WasmBackend {
     kernel_timeout: Duration,
     info: DeviceInfo,
     stop: Arc<AtomicBool>,
+    isolation: Mutex<Isolation>,
+    memory_margin: u64,
 }
 
-/// A function resident on the CPU device: its compiled modules and pooled instances.
+/// A function resident on the CPU device: its compiled modules, its buffer layout and
+/// pooled instances.
 struct Resident {
     version: String,
+    /// The isolation scope its consts are charged in.
+    scope: String,
     modules: Vec<Option<Module>>,
+    /// Digests of the module bytes, for the compiled-module cache.
+    digests: Vec<[u8; 32]>,
+    /// Each buffer's offset, the same in every module's memory.
+    offsets: Vec<u64>,
+    /// Bytes a memory may grow to: the layout plus the margin.
+    memory_limit: u64,
+    /// End of the layout.
+    end: u64,
     pool: Mutex<Vec<InstanceSet>>,
 }
 
 /// One instance per module of the function, with every buffer laid out in each memory.
 struct InstanceSet {
-    store: Store<()>,
+    store: Store<StoreLimits>,
     instances: Vec<Option<(Instance, Memory)>>,
-    offsets: Vec<u64>,
 }
 
 impl WasmBackend {
@@ -96,13 +127,104 @@ impl WasmBackend {
             kernel_timeout,
             info: DeviceInfo { id: "cpu".into(), kind: "cpu".into(), model, memory_bytes, slots },
             stop,
+            isolation: Mutex::new(Isolation::default()),
+            memory_margin: DEFAULT_MEMORY_MARGIN,
         })
     }
 
-    fn compile(&self, name: &str, bytes: &[u8]) -> Result<Module, ExecError> {
+    /// How far past its layout a module's linear memory may grow.
+    pub fn with_memory_margin(mut self, bytes: u64) -> Self {
+        self.memory_margin = bytes;
+        self
+    }
+
+    fn scope(&self, f: &FunctionDef) -> String {
+        self.isolation.lock().unwrap_or_else(|e| e.into_inner()).scope(&f.namespace).to_string()
+    }
+
+    /// Forgets compiled modules no resident function uses any more.
+    fn release_modules(&self, gone: &Resident) {
+        let resident = self.resident.lock().unwrap_or_else(|e| e.into_inner());
+        let mut modules = self.modules.lock().unwrap_or_else(|e| e.into_inner());
+        for d in &gone.digests {
+            if !resident.values().any(|r| r.digests.contains(d)) {
+                modules.remove(d);
+            }
+        }
+    }
+
+    /// Compiles the function's modules and lays out its buffers.
+    fn prepare(&self, f: &FunctionDef, scope: String) -> Result<Resident, ExecError> {
+        let mut modules = vec![None; f.modules.len()];
+        let mut digests = Vec::new();
+        let mut base = 0u64;
+        for k in &f.kernels {
+            if modules[k.module].is_some() {
+                continue;
+            }
+            let m = &f.modules[k.module];
+            let bytes = m
+                .wasm
+                .as_ref()
+                .ok_or_else(|| ExecError::NoCapacity(format!("module {:?} has no wasm build", m.name)))?;
+            let (module, digest) = self.compile(&m.name, bytes)?;
+            let Some(ExternType::Memory(mt)) = module.get_export("memory") else {
+                return Err(ExecError::ModuleLoad {
+                    module: m.name.clone(),
+                    message: "`memory` is not a memory".into(),
+                });
+            };
+            if mt.is_64() || mt.is_shared() {
+                return Err(ExecError::ModuleLoad {
+                    module: m.name.clone(),
+                    message: "`memory` must be a 32-bit, unshared memory".into(),
+                });
+            }
+            let initial = mt.minimum().saturating_mul(PAGE);
+            if initial > self.memory_margin {
+                return Err(ExecError::ModuleLoad {
+                    module: m.name.clone(),
+                    message: format!(
+                        "declares {initial} bytes of initial memory, more than the {} a module may \
+                         use beside its buffers (the executor's --wasm-memory-margin-mib)",
+                        self.memory_margin
+                    ),
+                });
+            }
+            base = base.max(initial);
+            digests.push(digest);
+            modules[k.module] = Some(module);
+        }
+        // The same offsets in every module's memory, after the largest initial memory.
+        let mut offsets = Vec::with_capacity(f.buffers.len());
+        let mut end = base.next_multiple_of(ALIGN);
+        for b in &f.buffers {
+            offsets.push(end);
+            end = end.saturating_add(b.size).next_multiple_of(ALIGN);
+        }
+        if end > 4 << 30 {
+            return Err(ExecError::OutOfMemory(format!("{end} bytes of buffers exceed WebAssembly's 4 GiB")));
+        }
+        // The module's own memory (data, stack, heap) and any growth share the margin.
+        let buffers: u64 = f.buffers.iter().map(|b| b.size).sum();
+        let memory_limit =
+            end.max(buffers.saturating_add(self.memory_margin)).next_multiple_of(PAGE).min(4 << 30);
+        Ok(Resident {
+            version: f.version.clone(),
+            scope,
+            modules,
+            digests,
+            offsets,
+            memory_limit,
+            end,
+            pool: Mutex::new(Vec::new()),
+        })
+    }
+
+    fn compile(&self, name: &str, bytes: &[u8]) -> Result<(Module, [u8; 32]), ExecError> {
         let digest = sha256(bytes);
         if let Some(m) = self.modules.lock().unwrap_or_else(|e| e.into_inner()).get(&digest) {
-            return Ok(m.clone());
+            return Ok((m.clone(), digest));
         }
         let module = Module::new(&self.engine, bytes)
             .map_err(|e| ExecError::ModuleLoad { module: name.to_string(), message: format!("{e:#}") })?;
@@ -119,7 +241,7 @@ impl WasmBackend {
             });
         }
         self.modules.lock().unwrap_or_else(|e| e.into_inner()).insert(digest, module.clone());
-        Ok(module)
+        Ok((module, digest))
     }
 
     fn resident(&self, key: &str) -> Option<Arc<Resident>> {
@@ -127,9 +249,14 @@ impl WasmBackend {
     }
 
     fn new_instance_set(&self, f: &FunctionDef, r: &Resident) -> Result<InstanceSet, ExecError> {
-        let mut store = Store::new(&self.engine, ());
+        let limits = StoreLimitsBuilder::new()
+            .memory_size(r.memory_limit as usize)
+            .table_elements(MAX_TABLE_ELEMENTS)
+            .instances(r.modules.len().max(1))
+            .build();
+        let mut store = Store::new(&self.engine, limits);
+        store.limiter(|l| l);
         let mut instances = Vec::with_capacity(r.modules.len());
-        let mut base = 0u64;
         for (i, m) in r.modules.iter().enumerate() {
             let Some(m) = m else {
                 instances.push(None);
@@ -144,35 +271,23 @@ impl WasmBackend {
                 module: f.modules[i].name.clone(),
                 message: "`memory` is not a memory".into(),
             })?;
-            base = base.max(mem.data_size(&store) as u64);
             instances.push(Some((inst, mem)));
         }
-        // The same offsets in every module's memory, after the largest initial memory.
-        let mut offsets = Vec::with_capacity(f.buffers.len());
-        let mut end = base.next_multiple_of(ALIGN);
-        for b in &f.buffers {
-            offsets.push(end);
-            end = (end + b.size).next_multiple_of(ALIGN);
-        }
-        if end > 4 << 30 {
-            return Err(ExecError::OutOfMemory(format!("{end} bytes of buffers exceed WebAssembly's 4 GiB")));
-        }
-        for (inst, mem) in instances.iter().flatten() {
-            let _ = inst;
+        for (_, mem) in instances.iter().flatten() {
             let have = mem.data_size(&store) as u64;
-            if end > have {
-                mem.grow(&mut store, (end - have).div_ceil(PAGE)).map_err(|e| {
-                    ExecError::OutOfMemory(format!("growing WebAssembly memory to {end} bytes: {e}"))
+            if r.end > have {
+                mem.grow(&mut store, (r.end - have).div_ceil(PAGE)).map_err(|e| {
+                    ExecError::OutOfMemory(format!("growing WebAssembly memory to {} bytes: {e}", r.end))
                 })?;
             }
-            for (b, &off) in f.buffers.iter().zip(&offsets) {
+            for (b, &off) in f.buffers.iter().zip(&r.offsets) {
                 if let Some((content, _)) = &b.content {
                     mem.data_mut(&mut store)[off as usize..off as usize + content.len()]
                         .copy_from_slice(content);
                 }
             }
         }
-        Ok(InstanceSet { store, instances, offsets })
+        Ok(InstanceSet { store, instances })
     }
 
     fn ticks(&self) -> u64 {
@@ -200,42 +315,54 @@ impl Backend for WasmBackend {
     }
 
     fn is_resident(&self, f: &FunctionDef) -> bool {
-        self.resident(&f.key()).is_some_and(|r| r.version == f.version)
+        let scope = self.scope(f);
+        self.resident(&f.key()).is_some_and(|r| r.version == f.version && r.scope == scope)
     }
 
     fn load(&self, f: &Arc<FunctionDef>) -> Result<(), ExecError> {
         if self.is_resident(f) {
             return Ok(());
         }
-        let mut modules = vec![None; f.modules.len()];
-        for k in &f.kernels {
-            if modules[k.module].is_some() {
-                continue;
-            }
-            let m = &f.modules[k.module];
-            let bytes = m
-                .wasm
-                .as_ref()
-                .ok_or_else(|| ExecError::NoCapacity(format!("module {:?} has no wasm build", m.name)))?;
-            modules[k.module] = Some(self.compile(&m.name, bytes)?);
+        let key = f.key();
+        // Another version, or the same one in another isolation scope: its resident state
+        // goes first (invocations still running keep their instances until they end).
+        let old = self.resident.lock().unwrap_or_else(|e| e.into_inner()).remove(&key);
+        if let Some(old) = old {
+            self.memory.forget_function(&key);
+            self.release_modules(&old);
         }
-        let owner = Owner { function: f.key(), function_quota: f.memory_quota, share: None };
+        let scope = self.scope(f);
+        let r = self.prepare(f, scope)?;
+        let owner = Owner { function: key.clone(), function_quota: f.memory_quota, share: None };
         let consts: Vec<(&[u8; 32], &[u8])> =
             f.buffers.iter().filter_map(|b| b.content.as_ref().map(|(c, d)| (d, &c[..]))).collect();
-        // Const bytes are stored once per content on the device and shared.
-        self.memory.pin_consts(&owner, &consts)?;
-        self.memory.unpin_consts(&consts.iter().map(|c| c.0).collect::<Vec<_>>());
-        let r = Resident { version: f.version.clone(), modules, pool: Mutex::new(Vec::new()) };
+        // Charged once per content and isolation scope.
+        self.memory.pin_consts(&owner, &r.scope, &consts)?;
+        self.memory.unpin_consts(&r.scope, &consts.iter().map(|c| c.0).collect::<Vec<_>>());
         // Instantiate once now so a broken module fails the load, not the first kernel.
-        let set = self.new_instance_set(f, &r)?;
+        let set = match self.new_instance_set(f, &r) {
+            Ok(set) => set,
+            Err(e) => {
+                self.memory.forget_function(&key);
+                self.release_modules(&r);
+                return Err(e);
+            }
+        };
         r.pool.lock().unwrap_or_else(|e| e.into_inner()).push(set);
-        self.resident.lock().unwrap_or_else(|e| e.into_inner()).insert(f.key(), Arc::new(r));
+        self.resident.lock().unwrap_or_else(|e| e.into_inner()).insert(key, Arc::new(r));
         Ok(())
     }
 
     fn unload(&self, key: &str) {
-        self.resident.lock().unwrap_or_else(|e| e.into_inner()).remove(key);
+        let old = self.resident.lock().unwrap_or_else(|e| e.into_inner()).remove(key);
         self.memory.forget_function(key);
+        if let Some(old) = old {
+            self.release_modules(&old);
+        }
+    }
+
+    fn set_isolation(&self, isolation: Isolation) {
+        *self.isolation.lock().unwrap_or_else(|e| e.into_inner()) = isolation;
     }
 
     fn begin(
@@ -244,6 +371,7 @@ impl Backend for WasmBackend {
         owner: Owner,
         inputs: std::collections::BTreeMap<String, Vec<u8>>,
     ) -> Result<Box<dyn Invocation>, ExecError> {
+        // In the scope it was loaded in: an isolation switch reloads it on the next load.
         let r = self.resident(&f.key()).filter(|r| r.version == f.version).ok_or_else(|| {
             ExecError::Unavailable(format!("function {} is not resident on the cpu device", f.key()))
         })?;
@@ -262,7 +390,7 @@ impl Backend for WasmBackend {
         // Inputs into, outputs and temps zeroed in, the memory of the first kernel's module.
         let first = f.kernels[0].module;
         let (_, mem) = set.instances[first].expect("module of a kernel is instantiated");
-        for (b, &off) in f.buffers.iter().zip(&set.offsets) {
+        for (b, &off) in f.buffers.iter().zip(&r.offsets) {
             let range = off as usize..(off + b.size) as usize;
             match b.kind {
                 BufferKind::Input => mem.data_mut(&mut set.store)[range].copy_from_slice(&inputs[&b.name]),
@@ -270,11 +398,15 @@ impl Backend for WasmBackend {
                 BufferKind::Const => {}
             }
         }
+        let pool_cap = self.info.slots.max(1) as usize;
         Ok(Box::new(WasmInvocation {
+            ran: vec![None; f.modules.len()],
             f: f.clone(),
             resident: r,
             set: Some(set),
             current: first,
+            pool_cap,
+            checked: false,
             memory: self.memory.clone(),
             owner,
             alloc: Some(alloc),
@@ -296,6 +428,12 @@ struct WasmInvocation {
     ticks: u64,
     timeout_ms: u64,
     failed: bool,
+    /// The last kernel that ran in each module's memory.
+    ran: Vec<Option<usize>>,
+    /// Instance sets the function keeps pooled at most.
+    pool_cap: usize,
+    /// Whether the `Const` buffers were checked after the last kernel.
+    checked: bool,
 }
 
 /// The ABI's parameter types (checked at registration too, by `crate::signature`).
@@ -312,12 +450,30 @@ fn expected_params(args: &[Arg]) -> Vec<ValType> {
 }
 
 impl WasmInvocation {
+    /// The first `Const` buffer a kernel changed, with the kernel that last ran in that
+    /// memory: the invocation fails, and its instances are never reused.
+    fn changed_const(&self) -> Option<(String, String)> {
+        let set = self.set.as_ref()?;
+        for (m, last) in self.ran.iter().enumerate() {
+            let (Some(k), Some((_, mem))) = (last, set.instances[m]) else { continue };
+            let data = mem.data(&set.store);
+            for (b, &off) in self.f.buffers.iter().zip(&self.resident.offsets) {
+                if let Some((content, _)) = &b.content
+                    && data[off as usize..off as usize + content.len()] != content[..]
+                {
+                    return Some((b.name.clone(), self.f.kernels[*k].entry.clone()));
+                }
+            }
+        }
+        None
+    }
+
     /// Copies the invocation's buffers from the current module's memory into `to`'s.
     fn switch_module(&mut self, to: usize) {
         let set = self.set.as_mut().expect("instance set present");
         let (_, from_mem) = set.instances[self.current].expect("instantiated");
         let (_, to_mem) = set.instances[to].expect("instantiated");
-        for (b, &off) in self.f.buffers.iter().zip(&set.offsets) {
+        for (b, &off) in self.f.buffers.iter().zip(&self.resident.offsets) {
             if b.kind == BufferKind::Const {
                 continue;
             }
@@ -355,8 +511,9 @@ impl Invocation for WasmInvocation {
         }
         let mut params: Vec<Val> = vec![Val::I32(0); 3];
         params.extend(kernel.block.iter().map(|&d| Val::I32(d as i32)));
+        let offsets = &self.resident.offsets;
         params.extend(kernel.args.iter().map(|a| match *a {
-            Arg::Buffer(i) => Val::I32(set.offsets[i] as i32),
+            Arg::Buffer(i) => Val::I32(offsets[i] as i32),
             Arg::I32(v) => Val::I32(v),
             Arg::U32(v) => Val::I32(v as i32),
             Arg::I64(v) => Val::I64(v),
@@ -364,6 +521,8 @@ impl Invocation for WasmInvocation {
             Arg::F32(v) => Val::F32(v.to_bits()),
             Arg::F64(v) => Val::F64(v.to_bits()),
         }));
+        self.ran[kernel.module] = Some(k);
+        self.checked = false;
         let start = Instant::now();
         set.store.set_epoch_deadline(self.ticks);
         for bz in 0..kernel.grid[2] {
@@ -389,10 +548,21 @@ impl Invocation for WasmInvocation {
     }
 
     fn finish(mut self: Box<Self>) -> Result<Outputs, ExecError> {
+        if let Some((buffer, entry)) = self.changed_const() {
+            self.failed = true;
+            return Err(ExecError::KernelFault {
+                entry,
+                message: format!(
+                    "wrote to Const buffer {buffer:?}, which is read-only (every invocation sees \
+                     the registered contents; use a Temp buffer for scratch)"
+                ),
+            });
+        }
+        self.checked = true;
         let set = self.set.as_mut().expect("instance set present");
         let (_, mem) = set.instances[self.current].expect("instantiated");
         let mut out = Outputs::new();
-        for (b, &off) in self.f.buffers.iter().zip(&set.offsets) {
+        for (b, &off) in self.f.buffers.iter().zip(&self.resident.offsets) {
             if b.kind == BufferKind::Output {
                 out.insert(
                     b.name.clone(),
@@ -409,12 +579,18 @@ impl Drop for WasmInvocation {
         if let Some(alloc) = self.alloc.take() {
             self.memory.release(&self.owner, alloc);
         }
-        // A set whose kernel trapped or timed out may hold a half-written state; it is
-        // dropped, not pooled. Healthy sets go back for the next invocation.
-        if let Some(set) = self.set.take()
-            && !self.failed
-        {
-            self.resident.pool.lock().unwrap_or_else(|e| e.into_inner()).push(set);
+        // A set whose kernel trapped or timed out may hold a half-written state, and one
+        // whose kernels changed a Const buffer would show the change to the next
+        // invocation: both are dropped, not pooled. Healthy sets go back for the next
+        // invocation (an invocation dropped before `finish` is checked here).
+        if self.failed || (!self.checked && self.changed_const().is_some()) {
+            return;
+        }
+        if let Some(set) = self.set.take() {
+            let mut pool = self.resident.pool.lock().unwrap_or_else(|e| e.into_inner());
+            if pool.len() < self.pool_cap {
+                pool.push(set);
+            }
         }
     }
 }

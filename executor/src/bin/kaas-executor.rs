@@ -39,6 +39,10 @@ struct Args {
     /// Kernel time limit in milliseconds.
     #[arg(long, default_value_t = 10_000)]
     kernel_timeout_ms: u64,
+    /// How far past its buffers a WebAssembly kernel module's linear memory may reach, in
+    /// MiB: its own initial memory (data, stack, heap) and any `memory.grow`.
+    #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u64).range(0..=4096))]
+    wasm_memory_margin_mib: u64,
     /// Policy of the per-device queues until a gateway pushes the cluster's.
     #[arg(long, default_value = "edf")]
     policy: String,
@@ -80,6 +84,7 @@ async fn main() -> anyhow::Result<()> {
         cpu_slots: args.cpu_slots.unwrap_or(defaults.cpu_slots),
         gpu_slots: args.gpu_slots,
         kernel_timeout: Duration::from_millis(args.kernel_timeout_ms),
+        wasm_memory_margin: args.wasm_memory_margin_mib << 20,
         ..defaults
     })?;
     if !(1.0..=1000.0).contains(&args.emulate_slowdown) {

@@ -37,6 +37,9 @@ impl Executor {
         let sched = Scheduler::new(cluster, config.scheduler.clone())
             .map_err(|e| ExecError::BadFunction(e.to_string()))?;
         let metrics = Arc::new(ExecutorMetrics::default());
+        for d in &devices {
+            d.set_isolation(config.scheduler.isolation);
+        }
         let devices = Arc::new(devices);
         let (tx, rx) = mpsc::unbounded_channel();
         let snapshot = NodeSnapshot::new(&config.node, &devices, &config.accelerator_classes);

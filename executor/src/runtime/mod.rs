@@ -276,6 +276,13 @@ impl Actor {
         if config.granularity != current.granularity {
             self.sched.set_granularity(config.granularity);
         }
+        if config.isolation != current.isolation {
+            for d in self.devices.iter() {
+                d.set_isolation(config.isolation);
+            }
+            self.sched.set_isolation(config.isolation);
+            info!(isolation = ?config.isolation, "tenant isolation switched; functions reload in their new scope on their next invocation");
+        }
         Ok(())
     }
 

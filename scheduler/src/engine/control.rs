@@ -152,6 +152,12 @@ impl Scheduler {
         self.config.granularity = granularity;
     }
 
+    /// Records the tenant isolation setting (executors apply it to devices; scheduling
+    /// does not depend on it).
+    pub fn set_isolation(&mut self, isolation: crate::Isolation) {
+        self.config.isolation = isolation;
+    }
+
     /// Changes cache eviction live.
     pub fn set_eviction(&mut self, eviction: Eviction) {
         self.settle();

@@ -1,21 +1,25 @@
 //! The CUDA backend, through cudarc with dynamic loading: the binary builds and runs on
 //! machines without CUDA, and [`CudaBackend::discover`] reports "no CUDA driver" there.
 //! Modules (PTX, cubin, or CUDA C compiled with NVRTC) are loaded once per device and
-//! cached; invocations run on per-slot streams and are timed with CUDA events.
+//! isolation scope and cached; invocations run on per-slot streams of their scope's
+//! context ([`context`]) and are timed with CUDA events.
 //!
 //! This is the one module of kaas that calls `unsafe` code: loading the driver library
 //! and launching kernels with raw arguments.
 #![allow(unsafe_code)]
 
+mod context;
+
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use cudarc::driver::{CudaContext, CudaModule, CudaSlice, CudaStream, LaunchConfig, PushKernelArg, sys};
+use cudarc::driver::{CudaContext, CudaModule, CudaStream, LaunchConfig, PushKernelArg, sys};
 use cudarc::nvrtc::Ptx;
 
-use super::{Backend, DeviceInfo, Invocation, Outputs};
+pub use self::context::CudaAllocator;
+use self::context::{Tenant, Tenants};
+use super::{Backend, DeviceInfo, Invocation, Isolation, Outputs};
 use crate::error::ExecError;
 use crate::memory::{Allocation, ConstEviction, DevPtr, DeviceAllocator, MemoryManager, Owner};
 use crate::model::{Arg, BufferKind, CudaFormat, FunctionDef};
@@ -30,76 +34,26 @@ fn driver(e: impl std::fmt::Debug) -> ExecError {
     ExecError::Unavailable(format!("CUDA driver error: {e:?}"))
 }
 
-/// Device memory through the CUDA driver.
-pub struct CudaAllocator {
-    stream: Arc<CudaStream>,
-    capacity: u64,
-    next: AtomicUsize,
-    slices: Mutex<HashMap<DevPtr, CudaSlice<u8>>>,
-}
-
-impl CudaAllocator {
-    fn slices(&self) -> std::sync::MutexGuard<'_, HashMap<DevPtr, CudaSlice<u8>>> {
-        self.slices.lock().unwrap_or_else(|e| e.into_inner())
-    }
-}
-
-impl DeviceAllocator for CudaAllocator {
-    fn capacity(&self) -> u64 {
-        self.capacity
-    }
-
-    fn alloc(&self, bytes: u64) -> Result<DevPtr, ExecError> {
-        // SAFETY: the memory is zeroed by MemoryManager before anyone reads it.
-        let slice = unsafe { self.stream.alloc::<u8>(bytes as usize) }
-            .map_err(|e| ExecError::OutOfMemory(format!("cuMemAlloc of {bytes} bytes failed: {e:?}")))?;
-        let ptr = self.next.fetch_add(1, Ordering::Relaxed) as DevPtr + 1;
-        self.slices().insert(ptr, slice);
-        Ok(ptr)
-    }
-
-    fn free(&self, ptr: DevPtr) {
-        self.slices().remove(&ptr);
-    }
-
-    fn write(&self, ptr: DevPtr, data: &[u8]) -> Result<(), ExecError> {
-        let mut slices = self.slices();
-        let dst = slices.get_mut(&ptr).ok_or_else(|| driver(format!("bad pointer {ptr}")))?;
-        let mut view = dst.slice_mut(..data.len());
-        self.stream.memcpy_htod(data, &mut view).map_err(driver)
-    }
-
-    fn read(&self, ptr: DevPtr, len: u64) -> Result<Vec<u8>, ExecError> {
-        let slices = self.slices();
-        let src = slices.get(&ptr).ok_or_else(|| driver(format!("bad pointer {ptr}")))?;
-        let mut out = vec![0u8; len as usize];
-        self.stream.memcpy_dtoh(&src.slice(..len as usize), &mut out).map_err(driver)?;
-        Ok(out)
-    }
-
-    fn zero(&self, ptr: DevPtr, len: u64) -> Result<(), ExecError> {
-        let mut slices = self.slices();
-        let dst = slices.get_mut(&ptr).ok_or_else(|| driver(format!("bad pointer {ptr}")))?;
-        let mut view = dst.slice_mut(..len as usize);
-        self.stream.memset_zeros(&mut view).map_err(driver)
-    }
-}
-
 struct Loaded {
     version: String,
+    /// The isolation scope it was loaded in, and that scope's context.
+    scope: String,
+    tenant: Arc<Tenant>,
     modules: Vec<Option<Arc<CudaModule>>>,
 }
 
 /// One GPU.
 pub struct CudaBackend {
+    /// The primary context: discovery and health probes only; tenants' kernels run in
+    /// their scopes' contexts.
     ctx: Arc<CudaContext>,
-    streams: Vec<Arc<CudaStream>>,
-    next_stream: AtomicUsize,
+    tenants: Arc<Tenants>,
     memory: Arc<MemoryManager<CudaAllocator>>,
     loaded: Mutex<HashMap<String, Loaded>>,
     info: DeviceInfo,
     kernel_timeout: Duration,
     failure: Mutex<Option<String>>,
+    isolation: Mutex<Isolation>,
 }
 
 impl CudaBackend {
@@ -124,15 +78,9 @@ impl CudaBackend {
                 .uuid()
                 .map(|u| format!("GPU-{}", hex::encode(u.bytes.map(|b| b as u8))))
                 .unwrap_or_else(|_| format!("gpu-{ordinal}"));
-            let streams =
-                (0..slots.max(1)).map(|_| ctx.new_stream()).collect::<Result<Vec<_>, _>>().map_err(driver)?;
             let capacity = total.saturating_sub(reserve_bytes);
-            let alloc = CudaAllocator {
-                stream: ctx.default_stream(),
-                capacity,
-                next: AtomicUsize::new(0),
-                slices: Mutex::new(HashMap::new()),
-            };
+            let tenants = Arc::new(Tenants::new(ordinal, slots));
+            let alloc = CudaAllocator::new(tenants.clone(), capacity);
             out.push(CudaBackend {
                 info: DeviceInfo {
                     id: uuid,
@@ -142,12 +90,12 @@ impl CudaBackend {
                     slots: slots.max(1),
                 },
                 ctx,
-                streams,
-                next_stream: AtomicUsize::new(0),
+                tenants,
                 memory: Arc::new(MemoryManager::new(alloc, ConstEviction::Lru)),
                 loaded: Mutex::new(HashMap::new()),
                 kernel_timeout,
                 failure: Mutex::new(None),
+                isolation: Mutex::new(Isolation::default()),
             });
         }
         if out.is_empty() {
@@ -160,7 +108,13 @@ impl CudaBackend {
         *self.failure.lock().unwrap_or_else(|e| e.into_inner()) = Some(why);
     }
 
-    fn compile(&self, name: &str, format: CudaFormat, bytes: &[u8]) -> Result<Arc<CudaModule>, ExecError> {
+    fn compile(
+        &self,
+        ctx: &Arc<CudaContext>,
+        name: &str,
+        format: CudaFormat,
+        bytes: &[u8],
+    ) -> Result<Arc<CudaModule>, ExecError> {
         let load = |message: String| ExecError::ModuleLoad { module: name.to_string(), message };
         let ptx = match format {
             CudaFormat::Ptx => Ptx::from_src(
@@ -173,12 +127,53 @@ impl CudaBackend {
                 Ptx::from_src(crate::signature::compile_cuda_c(name, src)?)
             }
         };
-        self.ctx.load_module(ptx).map_err(|e| load(format!("cuModuleLoadData: {e:?}")))
+        ctx.load_module(ptx).map_err(|e| load(format!("cuModuleLoadData: {e:?}")))
     }
 
     /// The device's memory manager.
     pub fn memory(&self) -> &Arc<MemoryManager<CudaAllocator>> {
         &self.memory
+    }
+
+    /// The memory-manager scope of `scope`'s current context, created on first use (for
+    /// tests and tools that allocate through [`memory`](Self::memory) directly).
+    pub fn scope_key(&self, scope: &str) -> Result<String, ExecError> {
+        Ok(self.tenants.get(scope)?.key.clone())
+    }
+
+    /// CUDA contexts this device holds for isolation scopes.
+    pub fn contexts(&self) -> usize {
+        self.tenants.len()
+    }
+
+    fn scope(&self, f: &FunctionDef) -> String {
+        self.isolation.lock().unwrap_or_else(|e| e.into_inner()).scope(&f.namespace).to_string()
+    }
+
+    /// Drops a loaded function; a context left with no function is released (its
+    /// unpinned consts freed, the context destroyed once running invocations end).
+    fn drop_loaded(&self, key: &str, loaded: &mut HashMap<String, Loaded>) {
+        let Some(old) = loaded.remove(key) else {
+            self.memory.forget_function(key);
+            return;
+        };
+        self.memory.forget_function(key);
+        if !loaded.values().any(|l| l.tenant.key == old.tenant.key) {
+            self.memory.drop_scope(&old.tenant.key);
+            self.tenants.forget(&old.scope, &old.tenant.key);
+        }
+    }
+
+    /// Replaces a context a kernel broke: every function loaded in it is dropped (each
+    /// loads again, in a fresh context, on its next invocation); other scopes go on.
+    fn replace_broken(&self, scope: &str, broken: &Arc<Tenant>, loaded: &mut HashMap<String, Loaded>) {
+        tracing::warn!(device = %self.info.id, scope, "a kernel failed in this scope's CUDA context; replacing it");
+        self.tenants.retire(scope, broken);
+        let keys: Vec<String> =
+            loaded.iter().filter(|(_, l)| l.tenant.key == broken.key).map(|(k, _)| k.clone()).collect();
+        for k in keys {
+            self.drop_loaded(&k, loaded);
+        }
     }
 }
 
@@ -196,17 +191,33 @@ impl Backend for CudaBackend {
     }
 
     fn is_resident(&self, f: &FunctionDef) -> bool {
+        let scope = self.scope(f);
         self.loaded
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .get(&f.key())
-            .is_some_and(|l| l.version == f.version)
+            .is_some_and(|l| l.version == f.version && l.scope == scope && !l.tenant.is_broken())
     }
 
     fn load(&self, f: &Arc<FunctionDef>) -> Result<(), ExecError> {
         if self.is_resident(f) {
             return Ok(());
         }
+        let key = f.key();
+        let scope = self.scope(f);
+        {
+            // Another version, another scope, or a broken context: its state goes first.
+            let mut loaded = self.loaded.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some(old) = loaded.get(&key) {
+                let (old_scope, old_tenant) = (old.scope.clone(), old.tenant.clone());
+                if old_tenant.is_broken() {
+                    self.replace_broken(&old_scope, &old_tenant, &mut loaded);
+                } else {
+                    self.drop_loaded(&key, &mut loaded);
+                }
+            }
+        }
+        let tenant = self.tenants.get(&scope)?;
         let mut modules = vec![None; f.modules.len()];
         for k in &f.kernels {
             if modules[k.module].is_some() {
@@ -217,7 +228,7 @@ impl Backend for CudaBackend {
                 .cuda
                 .as_ref()
                 .ok_or_else(|| ExecError::NoCapacity(format!("module {:?} has no cuda build", m.name)))?;
-            let module = self.compile(&m.name, *format, bytes)?;
+            let module = self.compile(&tenant.ctx, &m.name, *format, bytes)?;
             // Resolve every entry now so a missing symbol fails the load, not a kernel.
             module.load_function(&k.entry).map_err(|e| ExecError::ModuleLoad {
                 module: m.name.clone(),
@@ -225,21 +236,26 @@ impl Backend for CudaBackend {
             })?;
             modules[k.module] = Some(module);
         }
-        let owner = Owner { function: f.key(), function_quota: f.memory_quota, share: None };
+        let owner = Owner { function: key.clone(), function_quota: f.memory_quota, share: None };
         let consts: Vec<(&[u8; 32], &[u8])> =
             f.buffers.iter().filter_map(|b| b.content.as_ref().map(|(c, d)| (d, &c[..]))).collect();
-        self.memory.pin_consts(&owner, &consts)?;
-        self.memory.unpin_consts(&consts.iter().map(|c| c.0).collect::<Vec<_>>());
+        // Stored once per content within the scope's context.
+        self.memory.pin_consts(&owner, &tenant.key, &consts)?;
+        self.memory.unpin_consts(&tenant.key, &consts.iter().map(|c| c.0).collect::<Vec<_>>());
         self.loaded
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .insert(f.key(), Loaded { version: f.version.clone(), modules });
+            .insert(key, Loaded { version: f.version.clone(), scope, tenant, modules });
         Ok(())
     }
 
     fn unload(&self, key: &str) {
-        self.loaded.lock().unwrap_or_else(|e| e.into_inner()).remove(key);
-        self.memory.forget_function(key);
+        let mut loaded = self.loaded.lock().unwrap_or_else(|e| e.into_inner());
+        self.drop_loaded(key, &mut loaded);
+    }
+
+    fn set_isolation(&self, isolation: Isolation) {
+        *self.isolation.lock().unwrap_or_else(|e| e.into_inner()) = isolation;
     }
 
     fn begin(
@@ -248,22 +264,24 @@ impl Backend for CudaBackend {
         owner: Owner,
         inputs: Outputs,
     ) -> Result<Box<dyn Invocation>, ExecError> {
-        let modules = {
+        // In the scope it was loaded in: an isolation switch reloads it on the next load.
+        let (modules, tenant) = {
             let loaded = self.loaded.lock().unwrap_or_else(|e| e.into_inner());
             let l = loaded.get(&f.key()).filter(|l| l.version == f.version).ok_or_else(|| {
                 ExecError::Unavailable(format!("function {} is not resident on {}", f.key(), self.info.id))
             })?;
-            l.modules.clone()
+            (l.modules.clone(), l.tenant.clone())
         };
+        let scope = tenant.key.clone();
         let consts: Vec<(&[u8; 32], &[u8])> =
             f.buffers.iter().filter_map(|b| b.content.as_ref().map(|(c, d)| (d, &c[..]))).collect();
-        let const_ptrs = self.memory.pin_consts(&owner, &consts)?;
+        let const_ptrs = self.memory.pin_consts(&owner, &scope, &consts)?;
         let sizes: Vec<u64> =
             f.buffers.iter().filter(|b| b.kind != BufferKind::Const).map(|b| b.size).collect();
-        let alloc = match self.memory.allocate(&owner, &sizes) {
+        let alloc = match self.memory.allocate(&owner, &scope, &sizes) {
             Ok(a) => a,
             Err(e) => {
-                self.memory.unpin_consts(&consts.iter().map(|c| c.0).collect::<Vec<_>>());
+                self.memory.unpin_consts(&scope, &consts.iter().map(|c| c.0).collect::<Vec<_>>());
                 return Err(e);
             }
         };
@@ -283,14 +301,13 @@ impl Backend for CudaBackend {
             f: f.clone(),
             modules,
             ptrs,
-            stream: self.streams[self.next_stream.fetch_add(1, Ordering::Relaxed) % self.streams.len()]
-                .clone(),
+            stream: tenant.stream(),
             memory: self.memory.clone(),
             owner,
             alloc: Some(alloc),
             consts: consts.iter().map(|c| *c.0).collect(),
             timeout: self.kernel_timeout,
-            ctx: self.ctx.clone(),
+            tenant,
         };
         for (b, &p) in f.buffers.iter().zip(&inv.ptrs) {
             if b.kind == BufferKind::Input {
@@ -327,7 +344,7 @@ struct CudaInvocation {
     alloc: Option<Allocation>,
     consts: Vec<[u8; 32]>,
     timeout: Duration,
-    ctx: Arc<CudaContext>,
+    tenant: Arc<Tenant>,
 }
 
 impl Invocation for CudaInvocation {
@@ -342,8 +359,8 @@ impl Invocation for CudaInvocation {
             shared_mem_bytes: kernel.shared_mem_bytes,
         };
         let timing = Some(sys::CUevent_flags::CU_EVENT_DEFAULT);
-        let start = self.ctx.new_event(timing).map_err(driver)?;
-        let end = self.ctx.new_event(timing).map_err(driver)?;
+        let start = self.tenant.ctx.new_event(timing).map_err(driver)?;
+        let end = self.tenant.ctx.new_event(timing).map_err(driver)?;
         let slices = self.memory.allocator().slices();
         // Literal arguments live here until the launch has copied them.
         let literals: Vec<Arg> = kernel.args.clone();
@@ -381,10 +398,18 @@ impl Invocation for CudaInvocation {
         // checked `args` against the PTX `.entry` (crate::signature) for PTX and CUDA C
         // builds (buffers as 64-bit device pointers, literals by value and size); a cubin
         // is not checked, and a mismatch there is reported as a launch or memory fault.
-        unsafe { builder.launch(cfg) }.map_err(|e| fault(format!("launch failed: {e:?}")))?;
+        // A failed launch or synchronisation may leave the context unusable (faults such
+        // as an illegal address are sticky): it is replaced before its scope loads again.
+        unsafe { builder.launch(cfg) }.map_err(|e| {
+            self.tenant.mark_broken();
+            fault(format!("launch failed: {e:?}"))
+        })?;
         end.record(&self.stream).map_err(driver)?;
         drop(slices);
-        self.stream.synchronize().map_err(|e| fault(format!("{e:?}")))?;
+        self.stream.synchronize().map_err(|e| {
+            self.tenant.mark_broken();
+            fault(format!("{e:?}"))
+        })?;
         let ms = start.elapsed_ms(&end).map_err(driver)?;
         let took = Duration::from_secs_f64(ms as f64 / 1000.0);
         if took > self.timeout {
@@ -413,6 +438,6 @@ impl Drop for CudaInvocation {
         if let Some(a) = self.alloc.take() {
             self.memory.release(&self.owner, a);
         }
-        self.memory.unpin_consts(&self.consts.iter().collect::<Vec<_>>());
+        self.memory.unpin_consts(&self.tenant.key, &self.consts.iter().collect::<Vec<_>>());
     }
 }
