@@ -74,6 +74,10 @@ struct Args {
     /// Kernel time limit in milliseconds; a kernel running longer fails its invocation.
     #[arg(long, env = "KAAS_KERNEL_TIMEOUT_MS", default_value_t = 10_000)]
     kernel_timeout_ms: u64,
+    /// GPU memory in MiB left to the driver and everything outside kaas's accounting,
+    /// CUDA contexts included (one per namespace under `namespace` isolation).
+    #[arg(long, env = "KAAS_GPU_RESERVE_MIB", default_value_t = 1024)]
+    gpu_reserve_mib: u64,
     /// How far past its buffers a WebAssembly kernel module's linear memory may reach, in
     /// MiB: its own initial memory (data, stack, heap) and any `memory.grow`.
     #[arg(long, env = "KAAS_WASM_MEMORY_MARGIN_MIB", default_value_t = 16, value_parser = clap::value_parser!(u64).range(0..=4096))]
@@ -110,6 +114,7 @@ async fn main() -> anyhow::Result<()> {
         gpu_slots: args.gpu_slots,
         kernel_timeout: Duration::from_millis(args.kernel_timeout_ms),
         wasm_memory_margin: args.wasm_memory_margin_mib << 20,
+        gpu_reserve: args.gpu_reserve_mib.saturating_mul(1 << 20),
         ..defaults
     })?;
     let scheduler = SchedulerConfig::new(PolicyConfig::named(&args.policy));

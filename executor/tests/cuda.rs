@@ -153,21 +153,36 @@ fn gpu_executor(gpu: CudaBackend) -> Executor {
     Executor::start(vec![Arc::new(gpu) as Arc<dyn Backend>], config).unwrap()
 }
 
-/// A kernel that executes `trap` fails its own invocation with a fault, and the executor
-/// keeps answering (the device then reports its context lost).
+/// A kernel that executes `trap` fails its own invocation with a fault; the executor
+/// keeps answering, another namespace's function (its own context) is served, and the
+/// faulting namespace is served again too, in a fresh context.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "needs a GPU: run scripts/test-cuda.sh (sets KAAS_TEST_CUDA=1)"]
 async fn a_trapping_kernel_fails_only_its_invocation() {
     let ex = gpu_executor(gpus().remove(0));
     let src = r#"extern "C" __global__ void boom(unsigned int* b) { if (threadIdx.x == 0) asm("trap;"); b[0] = 1; }"#;
-    let buf = kaas_executor::proto::Arg { value: Some(kaas_executor::proto::arg::Value::Buffer("b".into())) };
-    ex.put_function(def(cuda_function("boom", src, "boom", vec![buf]))).await.unwrap();
+    let fine = r#"extern "C" __global__ void fine(unsigned int* b) { b[0] = 1; }"#;
+    let buf =
+        || kaas_executor::proto::Arg { value: Some(kaas_executor::proto::arg::Value::Buffer("b".into())) };
+    ex.put_function(def(cuda_function("boom", src, "boom", vec![buf()]))).await.unwrap();
+    for ns in ["t", "other"] {
+        let mut f = cuda_function("fine", fine, "fine", vec![buf()]);
+        f.namespace = ns.into();
+        ex.put_function(def(f)).await.unwrap();
+        let r = ex.execute(&format!("{ns}/fine"), inputs(&[]), None, None).await.unwrap();
+        assert_eq!(r.outputs["b"], 1u32.to_le_bytes());
+    }
     let r = tokio::time::timeout(Duration::from_secs(20), ex.execute("t/boom", inputs(&[]), None, None))
         .await
         .expect("the faulting invocation is answered");
     let e = r.expect_err("a trap is a fault");
     println!("trap: {e}; device health now: {:?}", ex.status().devices.first().map(|d| d.healthy));
     assert!(matches!(e, ExecError::KernelFault { .. } | ExecError::Unavailable(_)), "{e:?}");
+    for ns in ["other", "t"] {
+        let r = ex.execute(&format!("{ns}/fine"), inputs(&[]), None, None).await;
+        let r = r.unwrap_or_else(|e| panic!("{ns}/fine after t's trap: {e}"));
+        assert_eq!(r.outputs["b"], 1u32.to_le_bytes());
+    }
 }
 
 /// A kernel that runs past the time limit is answered with a timeout.
