@@ -81,16 +81,14 @@ async fn main() -> anyhow::Result<()> {
         .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
         .init();
     let args = Args::parse();
-    let defaults = DeviceOptions::default();
     let devices = discover(&DeviceOptions {
         backend: args.backend,
         cpu_memory: args.cpu_memory_mib << 20,
-        cpu_slots: args.cpu_slots.unwrap_or(defaults.cpu_slots),
+        cpu_slots: args.cpu_slots.unwrap_or(DeviceOptions::default().cpu_slots),
         gpu_slots: args.gpu_slots,
         kernel_timeout: Duration::from_millis(args.kernel_timeout_ms),
         wasm_memory_margin: args.wasm_memory_margin_mib << 20,
         gpu_reserve: args.gpu_reserve_mib.saturating_mul(1 << 20),
-        ..defaults
     })?;
     if !(1.0..=1000.0).contains(&args.emulate_slowdown) {
         anyhow::bail!("--emulate-slowdown must be between 1 and 1000, got {}", args.emulate_slowdown);
