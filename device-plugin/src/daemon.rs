@@ -44,8 +44,11 @@ pub struct DaemonConfig {
     pub cpu_shares: u32,
     /// TCP address of the executor API for the gateway, if any.
     pub executor_listen: Option<SocketAddr>,
-    /// Endpoint published in the `KaasNode` (default: `http://<executor_listen>`).
+    /// Endpoint published in the `KaasNode` (default: `http://<executor_listen>`, or
+    /// `https://` with `executor_tls`).
     pub executor_endpoint: Option<String>,
+    /// Mutual TLS on the executor's TCP API (`None`: plaintext).
+    pub executor_tls: Option<tonic::transport::ServerTlsConfig>,
     /// Address of `/metrics`, `/healthz`, `/readyz`, if any.
     pub metrics_listen: Option<SocketAddr>,
     /// Queues of the executor.
@@ -148,11 +151,12 @@ impl Daemon {
                 let listener = service::bind(addr).await?;
                 let bound = listener.local_addr()?;
                 let (executor, rx) = (executor.clone(), stop_rx.clone());
+                let tls = cfg.executor_tls.clone();
                 tasks.push((
                     "executor-tcp",
-                    tokio::spawn(
-                        async move { Ok(service::serve_tcp(executor, listener, until_stop(rx)).await?) },
-                    ),
+                    tokio::spawn(async move {
+                        Ok(service::serve_tcp(executor, listener, tls, until_stop(rx)).await?)
+                    }),
                 ));
                 Some(bound)
             }
@@ -191,7 +195,10 @@ impl Daemon {
             let endpoint = cfg
                 .executor_endpoint
                 .clone()
-                .or_else(|| executor_addr.map(|a| format!("http://{a}")))
+                .or_else(|| {
+                    let scheme = if cfg.executor_tls.is_some() { "https" } else { "http" };
+                    executor_addr.map(|a| format!("{scheme}://{a}"))
+                })
                 .unwrap_or_else(|| format!("unix://{}", socket.display()));
             let publisher = Publisher {
                 client,

@@ -47,7 +47,24 @@ struct Args {
     /// TCP address of the executor's gRPC API, dialled by the gateway.
     #[arg(long, env = "KAAS_EXECUTOR_LISTEN", default_value = "0.0.0.0:7070")]
     executor_listen: SocketAddr,
-    /// Endpoint published in the KaasNode [default: http://$POD_IP:<executor port>].
+    /// Serve the executor's TCP API over mutual TLS with this certificate (PEM, issued for
+    /// `kaas-executor`; with --executor-tls-key and --executor-tls-client-ca). Required
+    /// unless --insecure-executor-api or --executor-listen is a loopback address.
+    #[arg(long, env = "KAAS_EXECUTOR_TLS_CERT")]
+    executor_tls_cert: Option<PathBuf>,
+    /// The certificate's private key (PEM).
+    #[arg(long, env = "KAAS_EXECUTOR_TLS_KEY")]
+    executor_tls_key: Option<PathBuf>,
+    /// The CA a gateway's client certificate must chain to (PEM).
+    #[arg(long, env = "KAAS_EXECUTOR_TLS_CLIENT_CA")]
+    executor_tls_client_ca: Option<PathBuf>,
+    /// Serve the executor's TCP API in plaintext: anyone who reaches the port can register,
+    /// run and evict functions. Only where a NetworkPolicy (or nothing else on the
+    /// network) keeps everyone but the gateways out.
+    #[arg(long, env = "KAAS_INSECURE_EXECUTOR_API")]
+    insecure_executor_api: bool,
+    /// Endpoint published in the KaasNode [default: https://$POD_IP:<executor port>, or
+    /// http:// with --insecure-executor-api].
     #[arg(long, env = "KAAS_EXECUTOR_ENDPOINT")]
     executor_endpoint: Option<String>,
     /// Address of /metrics, /healthz and /readyz.
@@ -129,10 +146,34 @@ async fn main() -> anyhow::Result<()> {
             }
         }
     };
+    let tls = kaas_executor::tls::TlsFiles::from_flags(
+        args.executor_tls_cert.clone(),
+        args.executor_tls_key.clone(),
+        args.executor_tls_client_ca.clone(),
+        "--executor-tls-cert, --executor-tls-key, --executor-tls-client-ca",
+    )
+    .map_err(anyhow::Error::msg)?;
+    let executor_tls = match (tls, args.insecure_executor_api) {
+        (Some(files), false) => Some(files.server()?),
+        (None, true) => {
+            warn!(
+                "--insecure-executor-api: the executor's TCP API is plaintext; anyone who reaches it can register, run and evict functions"
+            );
+            None
+        }
+        (Some(_), true) => anyhow::bail!("--insecure-executor-api contradicts the --executor-tls-* files"),
+        // Only this machine can reach a loopback address.
+        (None, false) if args.executor_listen.ip().is_loopback() => None,
+        (None, false) => anyhow::bail!(
+            "the executor's TCP API needs mutual TLS: give --executor-tls-cert, --executor-tls-key and \
+             --executor-tls-client-ca (the chart does), or --insecure-executor-api to serve it in plaintext"
+        ),
+    };
+    let scheme = if executor_tls.is_some() { "https" } else { "http" };
     let endpoint = args.executor_endpoint.clone().or_else(|| {
         std::env::var("POD_IP").ok().filter(|ip| !ip.is_empty()).map(|ip| {
             let host = if ip.contains(':') { format!("[{ip}]") } else { ip };
-            format!("http://{host}:{}", args.executor_listen.port())
+            format!("{scheme}://{host}:{}", args.executor_listen.port())
         })
     });
     let mut daemon = Daemon::start(
@@ -149,6 +190,7 @@ async fn main() -> anyhow::Result<()> {
             cpu_shares: args.cpu_shares,
             executor_listen: Some(args.executor_listen),
             executor_endpoint: endpoint,
+            executor_tls,
             metrics_listen: Some(args.metrics_listen),
             scheduler,
             health_interval: Duration::from_secs(1),

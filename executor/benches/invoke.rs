@@ -139,7 +139,7 @@ fn main() {
         let in_proc = measure_in_proc.await;
         let listener = service::bind("127.0.0.1:0".parse().unwrap()).await.unwrap();
         let addr = listener.local_addr().unwrap();
-        tokio::spawn(service::serve_tcp(ex.clone(), listener, std::future::pending()));
+        tokio::spawn(service::serve_tcp(ex.clone(), listener, None, std::future::pending()));
         let client = ExecutorClient::connect(format!("http://{addr}")).await.unwrap();
         let req = || proto::ExecuteRequest {
             namespace: "bench".into(),

@@ -14,10 +14,12 @@ pub mod liveness;
 pub mod memory;
 pub mod metrics;
 pub mod model;
+pub mod nvrtc;
 pub mod runtime;
 pub mod service;
 pub mod signature;
 pub mod status;
+pub mod tls;
 
 /// Generated gRPC types of `proto/executor.proto`.
 #[allow(missing_docs, clippy::all)]

@@ -191,16 +191,22 @@ async fn with_grace<E>(
     }
 }
 
-/// Serves the executor API on a TCP address until `shutdown` resolves.
+/// Serves the executor API on a TCP address until `shutdown` resolves; with `tls`, only
+/// to clients whose certificate chains to its client CA (see [`crate::tls`]).
 pub async fn serve_tcp(
     executor: Executor,
     listener: tokio::net::TcpListener,
+    tls: Option<tonic::transport::ServerTlsConfig>,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<(), tonic::transport::Error> {
+    let mut builder = tonic::transport::Server::builder();
+    if let Some(tls) = tls {
+        builder = builder.tls_config(tls)?;
+    }
     with_grace(
         move |signal| {
             Box::pin(
-                tonic::transport::Server::builder()
+                builder
                     .layer(tower::util::MapResponseLayer::new(oversize_is_resource_exhausted))
                     .add_service(ExecutorService::new(executor).into_server(NODE_MAX_MESSAGE_BYTES))
                     .serve_with_incoming_shutdown(

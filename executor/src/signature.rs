@@ -11,8 +11,6 @@
 //! 8-byte one, `f32`/`f64` a float of that size. WebAssembly: the exported function's type
 //! against the ABI (six `i32` block coordinates, then one value per argument).
 
-use std::sync::Mutex;
-
 use wasmparser::{CompositeInnerType, ExternalKind, Parser, Payload, ValType, Validator};
 
 use crate::error::ExecError;
@@ -27,31 +25,7 @@ pub struct PtxParam {
     pub bytes: u32,
 }
 
-/// Compiles CUDA C to PTX with NVRTC, as the CUDA backend does (no FMA contraction, so
-/// results match the WebAssembly builds bit for bit). Needs `libnvrtc` on the library
-/// path; see [`nvrtc_present`]. The PTX of the last few sources is kept, so a function
-/// checked at registration is not compiled again when a device loads it.
-pub fn compile_cuda_c(module: &str, src: &str) -> Result<String, ExecError> {
-    static CACHE: Mutex<Vec<([u8; 32], String)>> = Mutex::new(Vec::new());
-    let digest = crate::model::sha256(src.as_bytes());
-    if let Some((_, ptx)) = CACHE.lock().unwrap_or_else(|e| e.into_inner()).iter().find(|(d, _)| *d == digest)
-    {
-        return Ok(ptx.clone());
-    }
-    let opts = cudarc::nvrtc::CompileOptions { fmad: Some(false), ..Default::default() };
-    let ptx = cudarc::nvrtc::compile_ptx_with_opts(src, opts).map(|ptx| ptx.to_src()).map_err(|e| {
-        ExecError::ModuleLoad { module: module.to_string(), message: format!("NVRTC: {e:?}") }
-    })?;
-    let mut cache = CACHE.lock().unwrap_or_else(|e| e.into_inner());
-    if cache.len() >= PTX_CACHE {
-        cache.remove(0);
-    }
-    cache.push((digest, ptx.clone()));
-    Ok(ptx)
-}
-
-/// How many compiled CUDA C sources [`compile_cuda_c`] keeps.
-const PTX_CACHE: usize = 32;
+pub use crate::nvrtc::compile_cuda_c;
 
 /// Whether NVRTC can be loaded here (cudarc's dynamic loading would panic otherwise).
 pub fn nvrtc_present() -> bool {

@@ -149,7 +149,7 @@ async fn tcp_api_and_shares() {
     let ex = executor(256 << 20, 2, "cfs-affinity", shares);
     let listener = service::bind("127.0.0.1:0".parse().unwrap()).await.unwrap();
     let addr = listener.local_addr().unwrap();
-    tokio::spawn(service::serve_tcp(ex.clone(), listener, std::future::pending()));
+    tokio::spawn(service::serve_tcp(ex.clone(), listener, None, std::future::pending()));
     let mut client = ExecutorClient::connect(format!("http://{addr}")).await.unwrap();
     let f = wat_function(
         "copy",

@@ -112,7 +112,7 @@ fn main() {
         executor.preload("bench/copy", None).await.unwrap();
         let listener = service::bind("127.0.0.1:0".parse().unwrap()).await.unwrap();
         let exec_addr = listener.local_addr().unwrap();
-        tokio::spawn(service::serve_tcp(executor, listener, std::future::pending()));
+        tokio::spawn(service::serve_tcp(executor, listener, None, std::future::pending()));
 
         let gateway = Gateway::start(GatewayConfig {
             scheduler: SchedulerConfig::new(PolicyConfig::named("balance")),

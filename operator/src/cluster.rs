@@ -46,6 +46,8 @@ pub struct RunOptions {
     pub max_request_bytes: usize,
     /// Check callers by TokenReview and SubjectAccessReview (else anyone may invoke).
     pub kubernetes_auth: bool,
+    /// How executors are reached (mutual TLS unless --insecure-executor-api).
+    pub executor_connector: crate::gateway::Connector,
 }
 
 /// A reflector store kept current by a background watch.
@@ -79,8 +81,10 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
         Client::try_default().await.context("no Kubernetes API configuration (in-cluster or kubeconfig)")?;
     let gateway = Gateway::start(GatewayConfig {
         function_metrics: opts.function_metrics,
+        executor_connector: opts.executor_connector.clone(),
         ..GatewayConfig::default()
     })?;
+    info!(tls = opts.executor_connector.is_tls(), "executors are reached over TCP");
     if opts.kubernetes_auth {
         gateway.require_auth(Arc::new(crate::gateway::auth::KubeAuth::new(client.clone())));
     } else {
@@ -140,13 +144,15 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
             stop_rx.clone(),
         ),
     );
-    let ctx = Arc::new(Context::new(
+    let mut ctx = Context::new(
         client,
         (classes, nodes, functions),
         opts.node_stale_after,
         "default".into(),
         Some(opts.identity.clone()),
-    ));
+    );
+    ctx.connector = opts.executor_connector.clone();
+    let ctx = Arc::new(ctx);
     let controllers = liveness.spawn("controllers", async move {
         loop {
             if leader_rx.wait_for(|l| *l).await.is_err() {

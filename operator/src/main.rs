@@ -66,6 +66,17 @@ enum Command {
         /// read into memory.
         #[arg(long, env = "KAAS_MAX_REQUEST_BYTES", default_value_t = kaas_operator::gateway::http::DEFAULT_MAX_REQUEST_BYTES)]
         max_request_bytes: usize,
+        #[command(flatten)]
+        executor_tls: ExecutorTlsArgs,
+        /// The largest HTTPS source (module or Const buffer) fetched, in bytes; a larger one
+        /// is refused as soon as its Content-Length or its body shows it, and the function
+        /// is not admitted (SourceUnavailable).
+        #[arg(long, env = "KAAS_MAX_DOWNLOAD_BYTES", default_value_t = kaas_operator::controller::sources::DEFAULT_MAX_DOWNLOAD_BYTES)]
+        max_download_bytes: u64,
+        /// Verified HTTPS downloads kept in memory for reuse, in bytes: a `(url, sha256)`
+        /// is fetched once while it stays cached.
+        #[arg(long, env = "KAAS_DOWNLOAD_CACHE_BYTES", default_value_t = kaas_operator::controller::sources::DEFAULT_DOWNLOAD_CACHE_BYTES)]
+        download_cache_bytes: u64,
     },
     /// Apply (server-side) the kaas CRDs this binary was built with, then exit: the
     /// chart's pre-install/pre-upgrade hook runs it, so `helm upgrade` upgrades the CRDs.
@@ -110,6 +121,51 @@ enum Command {
     },
 }
 
+/// How the operator reaches the executors `KaasNode`s announce.
+#[derive(clap::Args, Debug)]
+struct ExecutorTlsArgs {
+    /// Client certificate (PEM) for mutual TLS to executors, signed by the CA executors
+    /// trust (the chart generates it); with --executor-tls-key and --executor-tls-ca.
+    /// Required unless --insecure-executor-api.
+    #[arg(long, env = "KAAS_EXECUTOR_TLS_CERT")]
+    executor_tls_cert: Option<PathBuf>,
+    /// The client certificate's private key (PEM).
+    #[arg(long, env = "KAAS_EXECUTOR_TLS_KEY")]
+    executor_tls_key: Option<PathBuf>,
+    /// The CA executors' certificates (issued for `kaas-executor`) must chain to (PEM).
+    #[arg(long, env = "KAAS_EXECUTOR_TLS_CA")]
+    executor_tls_ca: Option<PathBuf>,
+    /// Talk to executors in plaintext (executors run with --insecure-executor-api).
+    #[arg(long, env = "KAAS_INSECURE_EXECUTOR_API")]
+    insecure_executor_api: bool,
+}
+
+impl ExecutorTlsArgs {
+    fn connector(self) -> anyhow::Result<kaas_operator::gateway::Connector> {
+        let files = kaas_executor::tls::TlsFiles::from_flags(
+            self.executor_tls_cert,
+            self.executor_tls_key,
+            self.executor_tls_ca,
+            "--executor-tls-cert, --executor-tls-key, --executor-tls-ca",
+        )
+        .map_err(anyhow::Error::msg)?;
+        match (files, self.insecure_executor_api) {
+            (Some(f), false) => Ok(kaas_operator::gateway::Connector::tls(f.client()?)),
+            (None, true) => {
+                tracing::warn!("--insecure-executor-api: executors are reached in plaintext");
+                Ok(kaas_operator::gateway::Connector::plaintext())
+            }
+            (Some(_), true) => {
+                anyhow::bail!("--insecure-executor-api contradicts the --executor-tls-* files")
+            }
+            (None, false) => anyhow::bail!(
+                "executors are reached over mutual TLS: give --executor-tls-cert, --executor-tls-key and \
+                 --executor-tls-ca (the chart does), or --insecure-executor-api"
+            ),
+        }
+    }
+}
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
@@ -132,7 +188,15 @@ async fn main() -> anyhow::Result<()> {
             pod_uid,
             auth,
             max_request_bytes,
+            executor_tls,
+            max_download_bytes,
+            download_cache_bytes,
         } => {
+            let executor_connector = executor_tls.connector()?;
+            kaas_operator::controller::sources::configure_downloads(
+                max_download_bytes,
+                download_cache_bytes,
+            )?;
             let identity = identity.filter(|i| !i.is_empty()).unwrap_or_else(|| {
                 std::fs::read_to_string("/proc/sys/kernel/hostname")
                     .map(|h| h.trim().to_string())
@@ -151,6 +215,7 @@ async fn main() -> anyhow::Result<()> {
                 pod_uid: pod_uid.filter(|u| !u.is_empty()),
                 kubernetes_auth: auth == "kubernetes",
                 max_request_bytes,
+                executor_connector,
             })
             .await
         }

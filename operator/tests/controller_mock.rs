@@ -337,7 +337,7 @@ async fn the_finalizer_evicts_from_live_executors() {
     }
     let listener = service::bind("127.0.0.1:0".parse().unwrap()).await.unwrap();
     let addr = listener.local_addr().unwrap();
-    tokio::spawn(service::serve_tcp(executor.clone(), listener, std::future::pending()));
+    tokio::spawn(service::serve_tcp(executor.clone(), listener, None, std::future::pending()));
 
     let (svc, mut handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
     let client = Client::new(svc, "default");

@@ -35,3 +35,16 @@ app.kubernetes.io/component: device-plugin
 {{- define "kaas.image" -}}
 {{- printf "%s/%s:%s" .root.Values.image.repository .name (default .root.Chart.AppVersion .root.Values.image.tag) -}}
 {{- end -}}
+
+{{/* Secrets of the gateway <-> executor mutual TLS (both sources write tls.crt, tls.key, ca.crt). */}}
+{{- define "kaas.executorTlsSecret" -}}
+{{- printf "%s-executor-tls" (include "kaas.fullname" .) -}}
+{{- end -}}
+{{- define "kaas.gatewayTlsSecret" -}}
+{{- printf "%s-gateway-tls" (include "kaas.fullname" .) -}}
+{{- end -}}
+{{- define "kaas.useCertManager" -}}
+{{- if or (eq .Values.executorTls.source "cert-manager") (and (eq .Values.executorTls.source "auto") (.Capabilities.APIVersions.Has "cert-manager.io/v1")) -}}
+true
+{{- end -}}
+{{- end -}}

@@ -187,6 +187,7 @@ pub async fn daemon(
             cpu_shares: 3,
             executor_listen: None,
             executor_endpoint: Some("http://10.0.0.7:7070".into()),
+            executor_tls: None,
             metrics_listen: Some("127.0.0.1:0".parse().unwrap()),
             scheduler: SchedulerConfig::new(PolicyConfig::named("edf")),
             health_interval: Duration::from_millis(50),

@@ -55,6 +55,17 @@ struct Args {
     /// class's profile, speed and price.
     #[arg(long = "accelerator-class", value_name = "KIND=CLASS", value_parser = kind_class)]
     accelerator_classes: Vec<(String, String)>,
+    /// Serve the TCP API over mutual TLS with this certificate (PEM; with --tls-key and
+    /// --tls-client-ca). Without the three the TCP API is plaintext: keep it on a loopback
+    /// or otherwise unreachable address.
+    #[arg(long, env = "KAAS_TLS_CERT")]
+    tls_cert: Option<PathBuf>,
+    /// The certificate's private key (PEM).
+    #[arg(long, env = "KAAS_TLS_KEY")]
+    tls_key: Option<PathBuf>,
+    /// The CA a client's certificate must chain to (PEM): the gateways'.
+    #[arg(long, env = "KAAS_TLS_CLIENT_CA")]
+    tls_client_ca: Option<PathBuf>,
     /// Testing: make every kernel hold its slot FACTOR times the CPU time it used (the
     /// executor sleeps the difference after each kernel), to emulate a slower device
     /// class on one machine whose speed does not depend on the host's load.
@@ -117,6 +128,21 @@ async fn main() -> anyhow::Result<()> {
     )?;
     let listener = service::bind(args.listen).await?;
     // Printed for whoever started us (tests read the port from here).
+    let tls = kaas_executor::tls::TlsFiles::from_flags(
+        args.tls_cert.clone(),
+        args.tls_key.clone(),
+        args.tls_client_ca.clone(),
+        "--tls-cert, --tls-key, --tls-client-ca",
+    )
+    .map_err(anyhow::Error::msg)?
+    .map(|f| f.server())
+    .transpose()?;
+    if tls.is_none() && !listener.local_addr()?.ip().is_loopback() {
+        tracing::warn!(
+            "the TCP API is plaintext on a non-loopback address: anyone who reaches it can register, run \
+             and evict functions (give --tls-cert, --tls-key and --tls-client-ca)"
+        );
+    }
     println!("kaas-executor listening on {}", listener.local_addr()?);
     let shutdown = async {
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
@@ -140,7 +166,7 @@ async fn main() -> anyhow::Result<()> {
                 }
             });
             let mut rx2 = rx;
-            let tcp = service::serve_tcp(executor, listener, async move {
+            let tcp = service::serve_tcp(executor, listener, tls, async move {
                 let _ = rx2.changed().await;
             });
             tokio::select! {
@@ -149,7 +175,7 @@ async fn main() -> anyhow::Result<()> {
             }
             unix.await??;
         }
-        None => service::serve_tcp(executor, listener, shutdown).await?,
+        None => service::serve_tcp(executor, listener, tls, shutdown).await?,
     }
     Ok(())
 }

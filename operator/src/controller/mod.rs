@@ -41,7 +41,6 @@ use kube::{Api, Client, Resource, ResourceExt};
 use tracing::{Instrument, debug, info, info_span, warn};
 
 use crate::convert::function_def;
-use crate::gateway::NodeClient;
 use crate::policy::scheduler_config;
 use decide::{Decision, World, decide};
 
@@ -83,6 +82,8 @@ pub struct Context {
     pub policy_name: String,
     /// Period of re-evaluation (heartbeats age even without events).
     pub requeue: Duration,
+    /// How executors are reached (preloads, evictions).
+    pub connector: crate::gateway::Connector,
 }
 
 impl Context {
@@ -105,6 +106,7 @@ impl Context {
             stale_after,
             policy_name,
             requeue: Duration::from_secs(30),
+            connector: crate::gateway::Connector::plaintext(),
         }
     }
 
@@ -216,7 +218,7 @@ async fn apply_function(kf: &KernelFunction, ctx: &Context) -> Result<Action, Er
     }
     ctx.condition_events(kf, &old.conditions, &status.conditions).await;
     if let Some(def) = def {
-        preload(kf, &world, &status, def);
+        preload(&ctx.connector, kf, &world, &status, def);
     }
     Ok(Action::requeue(ctx.requeue))
 }
@@ -224,6 +226,7 @@ async fn apply_function(kf: &KernelFunction, ctx: &Context) -> Result<Action, Er
 /// Makes the function resident where it is placed but not yet warm. In the background:
 /// a cold start can take seconds and the status already says where it goes.
 fn preload(
+    connector: &crate::gateway::Connector,
     kf: &KernelFunction,
     world: &World,
     status: &kaas_crds::KernelFunctionStatus,
@@ -231,7 +234,7 @@ fn preload(
 ) {
     for p in status.placements.iter().filter(|p| !p.warm) {
         let Some(node) = world.nodes.iter().find(|n| n.name_any() == p.node) else { continue };
-        let Ok(client) = NodeClient::remote(&node.spec.executor_endpoint) else { continue };
+        let Ok(client) = connector.remote(&node.spec.executor_endpoint) else { continue };
         let (def, device, node_name) = (def.clone(), p.device.clone(), p.node.clone());
         let (ns, name) = (kf.namespace().unwrap_or_default(), kf.name_any());
         tokio::spawn(async move {
@@ -257,7 +260,9 @@ async fn cleanup_function(kf: &KernelFunction, ctx: &Context) -> Result<Action, 
     let (ns, name) = (kf.namespace().unwrap_or_default(), kf.name_any());
     let mut evicted = Vec::new();
     for node in world.nodes.iter().filter(|n| world.is_live(n)) {
-        let client = NodeClient::remote(&node.spec.executor_endpoint)
+        let client = ctx
+            .connector
+            .remote(&node.spec.executor_endpoint)
             .map_err(|e| Error::Evict { node: node.name_any(), message: e.to_string() })?;
         match tokio::time::timeout(Duration::from_secs(10), client.evict(&ns, &name)).await {
             Ok(Ok(())) => evicted.push(node.name_any()),

@@ -18,7 +18,7 @@ use super::decide::World;
 use super::sources::prefetch;
 use crate::convert::function_def;
 use crate::gateway::metrics::{GatewayMetrics, NodeLabel};
-use crate::gateway::{ClassModel, Gateway, NodeClient};
+use crate::gateway::{ClassModel, Gateway};
 use crate::policy::scheduler_config;
 
 /// The stores the gateway is fed from.
@@ -116,7 +116,7 @@ pub async fn run(
         let want = live_nodes(&all, now, stale_after);
         for (name, endpoint) in &want {
             if nodes.get(name) != Some(endpoint) {
-                match NodeClient::remote(endpoint) {
+                match gateway.connector().remote(endpoint) {
                     Ok(c) => {
                         info!(node = %name, %endpoint, "executor joins the gateway");
                         gateway.add_node(name, c);

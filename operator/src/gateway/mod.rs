@@ -14,7 +14,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 pub use self::core::{ClassModel, Gateway, GatewayConfig};
-pub use node::NodeClient;
+pub use node::{Connector, NodeClient};
 
 /// Why an invocation was not served; each maps to one HTTP status and gRPC code.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]

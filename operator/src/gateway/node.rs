@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use kaas_executor::proto::{self, executor_client::ExecutorClient};
 use kaas_executor::{ExecError, Executor, model::FunctionDef};
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::{Channel, ClientTlsConfig, Endpoint};
 
 use super::GatewayError;
 
@@ -26,20 +26,68 @@ pub enum NodeFailure {
     Down(String),
 }
 
+/// How gateways and controllers reach executors over TCP: mutual TLS (the cluster's
+/// default, [`kaas_executor::tls`]) or plaintext.
+#[derive(Clone, Debug, Default)]
+pub struct Connector {
+    tls: Option<ClientTlsConfig>,
+}
+
+impl Connector {
+    /// Plaintext: for executors on loopback or an otherwise closed network.
+    pub fn plaintext() -> Self {
+        Connector { tls: None }
+    }
+
+    /// Mutual TLS with this client configuration.
+    pub fn tls(config: ClientTlsConfig) -> Self {
+        Connector { tls: Some(config) }
+    }
+
+    /// Whether connections use TLS.
+    pub fn is_tls(&self) -> bool {
+        self.tls.is_some()
+    }
+
+    /// A lazily connecting client for the endpoint a `KaasNode` publishes. With TLS every
+    /// connection is TLS whatever the scheme says (an `http://` endpoint is dialled as
+    /// `https://`): a gateway with certificates never falls back to plaintext.
+    pub fn remote(&self, endpoint: &str) -> Result<NodeClient, GatewayError> {
+        let bad = |e: String| GatewayError::Unavailable(format!("bad executor endpoint {endpoint}: {e}"));
+        let ep = match (&self.tls, endpoint.strip_prefix("http://")) {
+            (Some(tls), rest) => {
+                let uri = rest.map_or_else(|| endpoint.to_string(), |r| format!("https://{r}"));
+                Endpoint::from_shared(uri)
+                    .map_err(|e| bad(e.to_string()))?
+                    .tls_config(tls.clone())
+                    .map_err(|e| bad(e.to_string()))?
+            }
+            (None, _) if endpoint.starts_with("https://") => {
+                return Err(bad("it is https, and this gateway has no --executor-tls-* certificates".into()));
+            }
+            (None, _) => Endpoint::from_shared(endpoint.to_string()).map_err(|e| bad(e.to_string()))?,
+        };
+        Ok(NodeClient::from_endpoint(ep))
+    }
+}
+
 impl NodeClient {
-    /// A lazily connecting client for `http://host:port`.
+    /// A lazily connecting plaintext client for `http://host:port`.
     pub fn remote(endpoint: &str) -> Result<Self, GatewayError> {
-        let ep = Endpoint::from_shared(endpoint.to_string())
-            .map_err(|e| GatewayError::Unavailable(format!("bad executor endpoint {endpoint}: {e}")))?
+        Connector::plaintext().remote(endpoint)
+    }
+
+    fn from_endpoint(ep: Endpoint) -> Self {
+        let ep = ep
             .connect_timeout(Duration::from_secs(2))
             .tcp_nodelay(true)
             .http2_keep_alive_interval(Duration::from_secs(10))
             .keep_alive_timeout(Duration::from_secs(5));
-        Ok(NodeClient::Remote(
+        NodeClient::Remote(
             ExecutorClient::new(ep.connect_lazy())
                 .max_decoding_message_size(1 << 30)
                 .max_encoding_message_size(1 << 30),
-        ))
+        )
     }
 
     /// Registers a function.

@@ -39,6 +39,8 @@ pub struct GatewayConfig {
     pub classes: BTreeMap<String, ClassModel>,
     /// Keep per-function metric series (labels `namespace`, `function`).
     pub function_metrics: bool,
+    /// How executors announced by `KaasNode`s are reached (mutual TLS in a cluster).
+    pub executor_connector: super::node::Connector,
 }
 
 /// What routing knows of an `AcceleratorClass`.
@@ -60,6 +62,7 @@ impl Default for GatewayConfig {
             prices: [("gpu".to_string(), 1.0), ("cpu".to_string(), 0.05)].into(),
             classes: BTreeMap::new(),
             function_metrics: true,
+            executor_connector: super::node::Connector::plaintext(),
         }
     }
 }
@@ -130,6 +133,8 @@ pub(crate) struct Inner {
     pub(crate) ready: watch::Sender<bool>,
     /// Who may invoke; unset: anyone who can reach the gateway.
     pub(crate) auth: std::sync::OnceLock<Arc<dyn super::auth::Authorize>>,
+    /// How executors are reached.
+    pub(crate) connector: super::node::Connector,
 }
 
 /// A handle to the gateway. Cheap to clone.
@@ -148,8 +153,10 @@ impl Gateway {
         } else {
             GatewayMetrics::without_function_labels()
         };
+        let connector = config.executor_connector.clone();
         Ok(Gateway {
             inner: Arc::new(Inner {
+                connector,
                 state: Mutex::new(State {
                     config,
                     policy_version: 1,
@@ -263,7 +270,12 @@ impl Gateway {
         self.state().config.classes = classes;
     }
 
-    /// Metrics.
+    /// How executors are reached.
+    pub fn connector(&self) -> &super::node::Connector {
+        &self.inner.connector
+    }
+
+    /// The gateway's metrics.
     pub fn metrics(&self) -> &Arc<GatewayMetrics> {
         &self.inner.metrics
     }
