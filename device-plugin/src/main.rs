@@ -99,6 +99,13 @@ struct Args {
     /// MiB: its own initial memory (data, stack, heap) and any `memory.grow`.
     #[arg(long, env = "KAAS_WASM_MEMORY_MARGIN_MIB", default_value_t = 16, value_parser = clap::value_parser!(u64).range(0..=4096))]
     wasm_memory_margin_mib: u64,
+    /// Requests the executor holds at most (queued or running); past it, Execute is
+    /// refused at once (a rejection: 429 at the gateway, which tries another node).
+    #[arg(long, env = "KAAS_MAX_QUEUED_REQUESTS", default_value_t = kaas_executor::inflight::DEFAULT_EXECUTOR_REQUESTS)]
+    max_queued_requests: usize,
+    /// Input bytes of those requests the executor holds at most.
+    #[arg(long, env = "KAAS_MAX_INFLIGHT_BYTES", default_value_t = kaas_executor::inflight::DEFAULT_EXECUTOR_BYTES)]
+    max_inflight_bytes: u64,
     /// Seconds between KaasNode heartbeats.
     #[arg(long, env = "KAAS_HEARTBEAT_SECONDS", default_value_t = 10)]
     heartbeat_seconds: u64,
@@ -199,6 +206,7 @@ async fn main() -> anyhow::Result<()> {
         },
     )
     .await?;
+    daemon.executor.set_in_flight_limits(args.max_queued_requests, args.max_inflight_bytes);
     // Printed for whoever started us (tests read the ports from here).
     println!(
         "kaas-device-plugin serving: executor {:?}, metrics {:?}",

@@ -10,6 +10,7 @@
 pub mod backend;
 pub mod devices;
 pub mod error;
+pub mod inflight;
 pub mod liveness;
 pub mod memory;
 pub mod metrics;

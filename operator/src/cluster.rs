@@ -48,6 +48,8 @@ pub struct RunOptions {
     pub kubernetes_auth: bool,
     /// How executors are reached (mutual TLS unless --insecure-executor-api).
     pub executor_connector: crate::gateway::Connector,
+    /// Ceilings of invocations and their input bytes held by this replica.
+    pub max_inflight: (usize, u64),
 }
 
 /// A reflector store kept current by a background watch.
@@ -82,6 +84,8 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
     let gateway = Gateway::start(GatewayConfig {
         function_metrics: opts.function_metrics,
         executor_connector: opts.executor_connector.clone(),
+        max_inflight_requests: opts.max_inflight.0,
+        max_inflight_bytes: opts.max_inflight.1,
         ..GatewayConfig::default()
     })?;
     info!(tls = opts.executor_connector.is_tls(), "executors are reached over TCP");

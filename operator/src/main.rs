@@ -77,6 +77,13 @@ enum Command {
         /// is fetched once while it stays cached.
         #[arg(long, env = "KAAS_DOWNLOAD_CACHE_BYTES", default_value_t = kaas_operator::controller::sources::DEFAULT_DOWNLOAD_CACHE_BYTES)]
         download_cache_bytes: u64,
+        /// Invocations this replica holds at most (routing, dispatched or retrying); past
+        /// it one is answered 429 with Retry-After at once.
+        #[arg(long, env = "KAAS_MAX_INFLIGHT_REQUESTS", default_value_t = kaas_executor::inflight::DEFAULT_GATEWAY_REQUESTS)]
+        max_inflight_requests: usize,
+        /// Input bytes of those invocations this replica holds at most.
+        #[arg(long, env = "KAAS_MAX_INFLIGHT_BYTES", default_value_t = kaas_executor::inflight::DEFAULT_GATEWAY_BYTES)]
+        max_inflight_bytes: u64,
     },
     /// Apply (server-side) the kaas CRDs this binary was built with, then exit: the
     /// chart's pre-install/pre-upgrade hook runs it, so `helm upgrade` upgrades the CRDs.
@@ -191,6 +198,8 @@ async fn main() -> anyhow::Result<()> {
             executor_tls,
             max_download_bytes,
             download_cache_bytes,
+            max_inflight_requests,
+            max_inflight_bytes,
         } => {
             let executor_connector = executor_tls.connector()?;
             kaas_operator::controller::sources::configure_downloads(
@@ -216,6 +225,7 @@ async fn main() -> anyhow::Result<()> {
                 kubernetes_auth: auth == "kubernetes",
                 max_request_bytes,
                 executor_connector,
+                max_inflight: (max_inflight_requests, max_inflight_bytes),
             })
             .await
         }

@@ -227,3 +227,39 @@ async fn a_dead_executor_actor_fails_healthz_and_answers_every_request() {
     let (code, body) = healthz().await;
     assert_eq!((code, body.as_str()), (503, "dead: executor actor\n"));
 }
+
+/// A gateway at its ceiling of held invocations answers 429 at once, without routing;
+/// the one it holds is served, and then there is room again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gateway_at_its_ceiling_answers_429_at_once() {
+    let scheduler = SchedulerConfig::new(PolicyConfig::named("edf"));
+    let (ex, faults) = executor_over(64 << 20, &scheduler);
+    let gw =
+        Gateway::start(GatewayConfig { scheduler, max_inflight_requests: 1, ..GatewayConfig::default() })
+            .unwrap();
+    gw.add_node("n", NodeClient::Local(ex.clone()));
+    assert!(gw.wait_ready(Duration::from_secs(20)).await, "the node comes up");
+    for f in ["ok", "slow"] {
+        gw.put_function(function(f));
+    }
+    faults.inject("t/slow", Fault::Slow(Duration::from_millis(500)));
+    let held = {
+        let gw = gw.clone();
+        tokio::spawn(async move { call(&gw, "slow", 5_000).await })
+    };
+    let start = Instant::now();
+    while gw.in_flight().0 < 1 {
+        assert!(start.elapsed() < Duration::from_secs(5), "the slow request was never admitted");
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    let (r, took) = call(&gw, "ok", 5_000).await;
+    println!("at the ceiling: {r:?} after {took:?}");
+    assert!(
+        matches!(&r, Err(GatewayError::Rejected { reason, .. }) if reason.contains("gateway holds 1 requests")),
+        "{r:?}"
+    );
+    assert!(took < Duration::from_millis(100), "refused at once: {took:?}");
+    assert_eq!(held.await.unwrap().0, Ok(42));
+    assert_eq!(call(&gw, "ok", 5_000).await.0, Ok(42));
+    assert_eq!(gw.in_flight(), (0, 0));
+}

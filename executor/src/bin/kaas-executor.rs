@@ -66,6 +66,13 @@ struct Args {
     /// The CA a client's certificate must chain to (PEM): the gateways'.
     #[arg(long, env = "KAAS_TLS_CLIENT_CA")]
     tls_client_ca: Option<PathBuf>,
+    /// Requests the executor holds at most (queued or running); past it, Execute is
+    /// refused at once (a rejection: 429 at the gateway, which tries another node).
+    #[arg(long, default_value_t = kaas_executor::inflight::DEFAULT_EXECUTOR_REQUESTS)]
+    max_queued_requests: usize,
+    /// Input bytes of those requests the executor holds at most.
+    #[arg(long, default_value_t = kaas_executor::inflight::DEFAULT_EXECUTOR_BYTES)]
+    max_inflight_bytes: u64,
     /// Testing: make every kernel hold its slot FACTOR times the CPU time it used (the
     /// executor sleeps the difference after each kernel), to emulate a slower device
     /// class on one machine whose speed does not depend on the host's load.
@@ -126,6 +133,7 @@ async fn main() -> anyhow::Result<()> {
             accelerator_classes: args.accelerator_classes.into_iter().collect(),
         },
     )?;
+    executor.set_in_flight_limits(args.max_queued_requests, args.max_inflight_bytes);
     let listener = service::bind(args.listen).await?;
     // Printed for whoever started us (tests read the port from here).
     let tls = kaas_executor::tls::TlsFiles::from_flags(

@@ -9,6 +9,7 @@ pub struct Executor {
     status: watch::Receiver<NodeSnapshot>,
     metrics: Arc<ExecutorMetrics>,
     devices: Arc<Vec<Arc<dyn Backend>>>,
+    in_flight: Arc<crate::inflight::InFlight>,
 }
 
 impl Executor {
@@ -64,7 +65,12 @@ impl Executor {
         let interval = actor.config.health_interval;
         tokio::spawn(actor.run(rx));
         tokio::spawn(probe_devices(devices.clone(), interval, tx.clone()));
-        Ok(Executor { tx, status, metrics, devices })
+        let in_flight = crate::inflight::InFlight::new(
+            "executor",
+            crate::inflight::DEFAULT_EXECUTOR_REQUESTS,
+            crate::inflight::DEFAULT_EXECUTOR_BYTES,
+        );
+        Ok(Executor { tx, status, metrics, devices, in_flight })
     }
 
     async fn call<T>(
@@ -95,7 +101,27 @@ impl Executor {
         deadline: Option<Duration>,
         share: Option<String>,
     ) -> Result<Executed, ExecError> {
+        // Refused before it is queued when the executor already holds its ceiling of
+        // requests or input bytes; the place is freed when the answer is (or the caller
+        // goes away).
+        let bytes = inputs.values().map(|v| v.len() as u64).sum();
+        let _slot = self.in_flight.admit(bytes).map_err(|reason| {
+            self.metrics.rejected("queue_full");
+            ExecError::Rejected { reason, retry_after_ms: 100 }
+        })?;
         self.call(|reply| Msg::Execute { key: key.to_string(), inputs, deadline, share, reply }).await
+    }
+
+    /// Sets the ceilings of requests (queued or running) and of their input bytes this
+    /// executor holds; past either, [`execute`](Self::execute) answers
+    /// [`ExecError::Rejected`] at once.
+    pub fn set_in_flight_limits(&self, max_requests: usize, max_bytes: u64) {
+        self.in_flight.set(max_requests, max_bytes);
+    }
+
+    /// Requests and input bytes this executor holds now.
+    pub fn in_flight(&self) -> (usize, u64) {
+        self.in_flight.now()
     }
 
     /// Makes a function resident on one device (by ID) or on every device that can run it.

@@ -150,6 +150,35 @@ impl CudaBackend {
         self.isolation.lock().unwrap_or_else(|e| e.into_inner()).scope(&f.namespace).to_string()
     }
 
+    /// Loads the function's modules into `tenant`'s context and uploads its consts there.
+    fn load_into(&self, f: &FunctionDef, tenant: &Tenant) -> Result<Vec<Option<Arc<CudaModule>>>, ExecError> {
+        let mut modules = vec![None; f.modules.len()];
+        for k in &f.kernels {
+            if modules[k.module].is_some() {
+                continue;
+            }
+            let m = &f.modules[k.module];
+            let (format, bytes) = m
+                .cuda
+                .as_ref()
+                .ok_or_else(|| ExecError::NoCapacity(format!("module {:?} has no cuda build", m.name)))?;
+            let module = self.compile(&tenant.ctx, &m.name, *format, bytes)?;
+            // Resolve every entry now so a missing symbol fails the load, not a kernel.
+            module.load_function(&k.entry).map_err(|e| ExecError::ModuleLoad {
+                module: m.name.clone(),
+                message: format!("no kernel {:?}: {e:?}", k.entry),
+            })?;
+            modules[k.module] = Some(module);
+        }
+        let owner = Owner { function: f.key(), function_quota: f.memory_quota, share: None };
+        let consts: Vec<(&[u8; 32], &[u8])> =
+            f.buffers.iter().filter_map(|b| b.content.as_ref().map(|(c, d)| (d, &c[..]))).collect();
+        // Stored once per content within the scope's context.
+        self.memory.pin_consts(&owner, &tenant.key, &consts)?;
+        self.memory.unpin_consts(&tenant.key, &consts.iter().map(|c| c.0).collect::<Vec<_>>());
+        Ok(modules)
+    }
+
     /// Drops a loaded function; a context left with no function is released (its
     /// unpinned consts freed, the context destroyed once running invocations end).
     fn drop_loaded(&self, key: &str, loaded: &mut HashMap<String, Loaded>) {
@@ -218,35 +247,23 @@ impl Backend for CudaBackend {
             }
         }
         let tenant = self.tenants.get(&scope)?;
-        let mut modules = vec![None; f.modules.len()];
-        for k in &f.kernels {
-            if modules[k.module].is_some() {
-                continue;
+        let loaded = self.load_into(f, &tenant);
+        let mut map = self.loaded.lock().unwrap_or_else(|e| e.into_inner());
+        match loaded {
+            Ok(modules) => {
+                map.insert(key, Loaded { version: f.version.clone(), scope, tenant, modules });
+                Ok(())
             }
-            let m = &f.modules[k.module];
-            let (format, bytes) = m
-                .cuda
-                .as_ref()
-                .ok_or_else(|| ExecError::NoCapacity(format!("module {:?} has no cuda build", m.name)))?;
-            let module = self.compile(&tenant.ctx, &m.name, *format, bytes)?;
-            // Resolve every entry now so a missing symbol fails the load, not a kernel.
-            module.load_function(&k.entry).map_err(|e| ExecError::ModuleLoad {
-                module: m.name.clone(),
-                message: format!("no kernel {:?}: {e:?}", k.entry),
-            })?;
-            modules[k.module] = Some(module);
+            Err(e) => {
+                // A context created for this load and left with no function is released.
+                self.memory.forget_function(&key);
+                if !map.values().any(|l| l.tenant.key == tenant.key) {
+                    self.memory.drop_scope(&tenant.key);
+                    self.tenants.forget(&scope, &tenant.key);
+                }
+                Err(e)
+            }
         }
-        let owner = Owner { function: key.clone(), function_quota: f.memory_quota, share: None };
-        let consts: Vec<(&[u8; 32], &[u8])> =
-            f.buffers.iter().filter_map(|b| b.content.as_ref().map(|(c, d)| (d, &c[..]))).collect();
-        // Stored once per content within the scope's context.
-        self.memory.pin_consts(&owner, &tenant.key, &consts)?;
-        self.memory.unpin_consts(&tenant.key, &consts.iter().map(|c| c.0).collect::<Vec<_>>());
-        self.loaded
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(key, Loaded { version: f.version.clone(), scope, tenant, modules });
-        Ok(())
     }
 
     fn unload(&self, key: &str) {

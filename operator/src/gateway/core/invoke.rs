@@ -63,6 +63,13 @@ impl Gateway {
             .ok_or_else(|| GatewayError::NotFound(format!("no function {key}")))?;
         check_inputs(&def, &inputs)?;
         let rel = relative_deadline(&def, deadline)?;
+        // Held until the answer: a gateway at its ceiling refuses at once.
+        let bytes = inputs.values().map(|v| v.len() as u64).sum();
+        let _slot = self
+            .inner
+            .in_flight
+            .admit(bytes)
+            .map_err(|reason| GatewayError::Rejected { reason, retry_after_ms: 100 })?;
         *deadline_used = Some(rel);
         let due = arrival + rel;
         let inputs: HashMap<String, Vec<u8>> = inputs.into_iter().collect();

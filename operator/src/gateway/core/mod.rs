@@ -41,6 +41,11 @@ pub struct GatewayConfig {
     pub function_metrics: bool,
     /// How executors announced by `KaasNode`s are reached (mutual TLS in a cluster).
     pub executor_connector: super::node::Connector,
+    /// Requests this gateway holds at most (routing, dispatched or retrying); past it an
+    /// invocation is answered 429 at once.
+    pub max_inflight_requests: usize,
+    /// Input bytes of those requests this gateway holds at most.
+    pub max_inflight_bytes: u64,
 }
 
 /// What routing knows of an `AcceleratorClass`.
@@ -63,6 +68,8 @@ impl Default for GatewayConfig {
             classes: BTreeMap::new(),
             function_metrics: true,
             executor_connector: super::node::Connector::plaintext(),
+            max_inflight_requests: kaas_executor::inflight::DEFAULT_GATEWAY_REQUESTS,
+            max_inflight_bytes: kaas_executor::inflight::DEFAULT_GATEWAY_BYTES,
         }
     }
 }
@@ -135,6 +142,8 @@ pub(crate) struct Inner {
     pub(crate) auth: std::sync::OnceLock<Arc<dyn super::auth::Authorize>>,
     /// How executors are reached.
     pub(crate) connector: super::node::Connector,
+    /// Requests and input bytes held, under the configured ceilings.
+    pub(crate) in_flight: Arc<kaas_executor::inflight::InFlight>,
 }
 
 /// A handle to the gateway. Cheap to clone.
@@ -154,9 +163,15 @@ impl Gateway {
             GatewayMetrics::without_function_labels()
         };
         let connector = config.executor_connector.clone();
+        let in_flight = kaas_executor::inflight::InFlight::new(
+            "gateway",
+            config.max_inflight_requests,
+            config.max_inflight_bytes,
+        );
         Ok(Gateway {
             inner: Arc::new(Inner {
                 connector,
+                in_flight,
                 state: Mutex::new(State {
                     config,
                     policy_version: 1,
@@ -268,6 +283,11 @@ impl Gateway {
     /// Replaces the `AcceleratorClass` model (classes added, changed or removed).
     pub fn set_classes(&self, classes: BTreeMap<String, ClassModel>) {
         self.state().config.classes = classes;
+    }
+
+    /// Requests and input bytes this gateway holds now.
+    pub fn in_flight(&self) -> (usize, u64) {
+        self.inner.in_flight.now()
     }
 
     /// How executors are reached.
