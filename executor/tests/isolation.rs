@@ -29,6 +29,14 @@ const KERNELS: &str = r#"
     (i32.store (local.get $out) (memory.grow (i32.load (local.get $pages))))))
 "#;
 
+/// `NAMESPACE/f`: the `peek` kernel over a Const `w` of `weights` bytes (all 7s).
+fn peek(namespace: &str, weights: u64) -> kaas_executor::proto::FunctionDef {
+    let buffers = [("w", weights, Const), ("flag", 4, Input), ("out", 4, Output)];
+    let mut f = wat_function("f", KERNELS, &buffers, &[("peek", 1, &["w", "flag", "out"])]);
+    f.namespace = namespace.into();
+    f
+}
+
 fn executor(device: Arc<dyn Backend>) -> Executor {
     Executor::start(
         vec![device],
@@ -53,26 +61,20 @@ fn word(r: &kaas_executor::Executed) -> i32 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_kernel_cannot_change_a_const_buffer_another_invocation_sees() {
     let ex = executor(cpu(64 << 20, 1));
-    let f = wat_function(
-        "peek",
-        KERNELS,
-        &[("w", 4, Const), ("flag", 4, Input), ("out", 4, Output)],
-        &[("peek", 1, &["w", "flag", "out"])],
-    );
-    ex.put_function(def(f)).await.unwrap();
+    ex.put_function(def(peek("t", 4))).await.unwrap();
     let flag = |v: u32| inputs(&[("flag", v.to_le_bytes().to_vec())]);
     let registered = 0x0707_0707;
-    let r = ex.execute("t/peek", flag(0), None, None).await.unwrap();
+    let r = ex.execute("t/f", flag(0), None, None).await.unwrap();
     assert_eq!(word(&r), registered);
     for _ in 0..3 {
-        let e = ex.execute("t/peek", flag(1), None, None).await.unwrap_err();
+        let e = ex.execute("t/f", flag(1), None, None).await.unwrap_err();
         println!("scribbling kernel: {e}");
         assert!(
             matches!(&e, ExecError::KernelFault { entry, message }
                 if entry == "peek" && message.contains("Const buffer \"w\"") && message.contains("read-only")),
             "{e:?}"
         );
-        let r = ex.execute("t/peek", flag(0), None, None).await.unwrap();
+        let r = ex.execute("t/f", flag(0), None, None).await.unwrap();
         assert_eq!(word(&r), registered, "an invocation saw another's write to a Const buffer");
     }
 }
@@ -125,16 +127,7 @@ async fn linear_memory_stops_at_the_buffers_plus_the_margin() {
 fn isolation_decides_whether_namespaces_share_const_storage() {
     const W: u64 = 4 << 20;
     let device = WasmBackend::new(64 << 20, 1, Duration::from_secs(2)).unwrap();
-    let function = |ns: &str| {
-        let mut f = wat_function(
-            "f",
-            KERNELS,
-            &[("w", W, Const), ("flag", 4, Input), ("out", 4, Output)],
-            &[("peek", 1, &["w", "flag", "out"])],
-        );
-        f.namespace = ns.into();
-        Arc::new(def(f))
-    };
+    let function = |ns: &str| Arc::new(def(peek(ns, W)));
     let (a, b) = (function("team-a"), function("team-b"));
     let capacity = device.free_memory();
     for f in [&a, &b] {
@@ -185,14 +178,7 @@ async fn the_set_policy_rpc_carries_the_isolation_setting() {
     set(json).await.unwrap();
     let free = ex.devices()[0].free_memory();
     for ns in ["team-a", "team-b"] {
-        let mut f = wat_function(
-            "f",
-            KERNELS,
-            &[("w", W, Const), ("flag", 4, Input), ("out", 4, Output)],
-            &[("peek", 1, &["w", "flag", "out"])],
-        );
-        f.namespace = ns.into();
-        ex.put_function(def(f)).await.unwrap();
+        ex.put_function(def(peek(ns, W))).await.unwrap();
         ex.preload(&format!("{ns}/f"), None).await.unwrap();
     }
     assert_eq!(free - ex.devices()[0].free_memory(), W, "shared: the two namespaces' weights stored once");

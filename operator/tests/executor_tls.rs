@@ -79,6 +79,37 @@ fn mount(
         .collect()
 }
 
+/// The device plugin's volume: its certificate and key, and the gateways' CA.
+fn executor_side(dir: &Path, secrets: &BTreeMap<String, BTreeMap<String, Vec<u8>>>) -> TlsFiles {
+    let items = [
+        ("kaas-executor-tls", "tls.crt", "server.crt"),
+        ("kaas-executor-tls", "tls.key", "server.key"),
+        ("kaas-gateway-tls", "ca.crt", "gateway-ca.crt"),
+    ];
+    let s = mount(dir, secrets, &items);
+    TlsFiles { cert: s[0].clone(), key: s[1].clone(), ca: s[2].clone() }
+}
+
+/// The operator's volume: its certificate and key, and the executors' CA.
+fn gateway_side(dir: &Path, secrets: &BTreeMap<String, BTreeMap<String, Vec<u8>>>) -> TlsFiles {
+    let items = [
+        ("kaas-gateway-tls", "tls.crt", "client.crt"),
+        ("kaas-gateway-tls", "tls.key", "client.key"),
+        ("kaas-executor-tls", "ca.crt", "executor-ca.crt"),
+    ];
+    let c = mount(dir, secrets, &items);
+    TlsFiles { cert: c[0].clone(), key: c[1].clone(), ca: c[2].clone() }
+}
+
+/// An executor serving its TCP API on loopback, over TLS when given.
+async fn serve(tls: Option<tonic::transport::ServerTlsConfig>) -> std::net::SocketAddr {
+    let (ex, _) = common::executor_over(64 << 20, &SchedulerConfig::new(PolicyConfig::named("edf")));
+    let listener = service::bind("127.0.0.1:0".parse().unwrap()).await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(service::serve_tcp(ex, listener, tls, std::future::pending()));
+    addr
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_charts_certificates_connect_gateway_and_executor_and_nothing_else() {
     let Some(secrets) = chart_secrets() else { return };
@@ -89,33 +120,8 @@ async fn the_charts_certificates_connect_gateway_and_executor_and_nothing_else()
         }
     }
     let dir = tempfile::tempdir().unwrap();
-    // The device plugin's volume: its certificate and key, the gateways' CA.
-    let s = mount(
-        dir.path(),
-        &secrets,
-        &[
-            ("kaas-executor-tls", "tls.crt", "server.crt"),
-            ("kaas-executor-tls", "tls.key", "server.key"),
-            ("kaas-gateway-tls", "ca.crt", "gateway-ca.crt"),
-        ],
-    );
-    let server = TlsFiles { cert: s[0].clone(), key: s[1].clone(), ca: s[2].clone() };
-    // The operator's volume: its certificate and key, the executors' CA.
-    let c = mount(
-        dir.path(),
-        &secrets,
-        &[
-            ("kaas-gateway-tls", "tls.crt", "client.crt"),
-            ("kaas-gateway-tls", "tls.key", "client.key"),
-            ("kaas-executor-tls", "ca.crt", "executor-ca.crt"),
-        ],
-    );
-    let client = TlsFiles { cert: c[0].clone(), key: c[1].clone(), ca: c[2].clone() };
-
-    let (ex, _) = common::executor_over(64 << 20, &SchedulerConfig::new(PolicyConfig::named("edf")));
-    let listener = service::bind("127.0.0.1:0".parse().unwrap()).await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(service::serve_tcp(ex, listener, Some(server.server().unwrap()), std::future::pending()));
+    let (server, client) = (executor_side(dir.path(), &secrets), gateway_side(dir.path(), &secrets));
+    let addr = serve(Some(server.server().unwrap())).await;
 
     // The endpoint as a KaasNode publishes it; the TLS connector dials it over TLS.
     let gateway = Connector::tls(client.client().unwrap());
@@ -146,20 +152,8 @@ async fn the_charts_certificates_connect_gateway_and_executor_and_nothing_else()
 async fn a_tls_gateway_does_not_fall_back_to_plaintext() {
     let Some(secrets) = chart_secrets() else { return };
     let dir = tempfile::tempdir().unwrap();
-    let c = mount(
-        dir.path(),
-        &secrets,
-        &[
-            ("kaas-gateway-tls", "tls.crt", "client.crt"),
-            ("kaas-gateway-tls", "tls.key", "client.key"),
-            ("kaas-executor-tls", "ca.crt", "executor-ca.crt"),
-        ],
-    );
-    let client = TlsFiles { cert: c[0].clone(), key: c[1].clone(), ca: c[2].clone() };
-    let (ex, _) = common::executor_over(64 << 20, &SchedulerConfig::new(PolicyConfig::named("edf")));
-    let listener = service::bind("127.0.0.1:0".parse().unwrap()).await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(service::serve_tcp(ex, listener, None, std::future::pending()));
+    let client = gateway_side(dir.path(), &secrets);
+    let addr = serve(None).await;
     let node = Connector::tls(client.client().unwrap()).remote(&format!("http://{addr}")).unwrap();
     let e = node.put_function(common::function("f")).await.expect_err("TLS to a plaintext executor");
     println!("TLS gateway, plaintext executor: {e:?}");

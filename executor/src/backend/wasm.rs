@@ -138,8 +138,12 @@ impl WasmBackend {
         self
     }
 
+    fn isolation(&self) -> Isolation {
+        *self.isolation.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
     fn scope(&self, f: &FunctionDef) -> String {
-        self.isolation.lock().unwrap_or_else(|e| e.into_inner()).scope(&f.namespace).to_string()
+        self.isolation().scope(&f.namespace).to_string()
     }
 
     /// Forgets compiled modules no resident function uses any more.
@@ -315,8 +319,9 @@ impl Backend for WasmBackend {
     }
 
     fn is_resident(&self, f: &FunctionDef) -> bool {
-        let scope = self.scope(f);
-        self.resident(&f.key()).is_some_and(|r| r.version == f.version && r.scope == scope)
+        let isolation = self.isolation();
+        self.resident(&f.key())
+            .is_some_and(|r| r.version == f.version && r.scope == isolation.scope(&f.namespace))
     }
 
     fn load(&self, f: &Arc<FunctionDef>) -> Result<(), ExecError> {

@@ -146,8 +146,12 @@ impl CudaBackend {
         self.tenants.len()
     }
 
+    fn isolation(&self) -> Isolation {
+        *self.isolation.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
     fn scope(&self, f: &FunctionDef) -> String {
-        self.isolation.lock().unwrap_or_else(|e| e.into_inner()).scope(&f.namespace).to_string()
+        self.isolation().scope(&f.namespace).to_string()
     }
 
     /// Loads the function's modules into `tenant`'s context and uploads its consts there.
@@ -220,12 +224,10 @@ impl Backend for CudaBackend {
     }
 
     fn is_resident(&self, f: &FunctionDef) -> bool {
-        let scope = self.scope(f);
-        self.loaded
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(&f.key())
-            .is_some_and(|l| l.version == f.version && l.scope == scope && !l.tenant.is_broken())
+        let isolation = self.isolation();
+        self.loaded.lock().unwrap_or_else(|e| e.into_inner()).get(&f.key()).is_some_and(|l| {
+            l.version == f.version && l.scope == isolation.scope(&f.namespace) && !l.tenant.is_broken()
+        })
     }
 
     fn load(&self, f: &Arc<FunctionDef>) -> Result<(), ExecError> {
