@@ -92,6 +92,9 @@ pub struct Kernel {
     pub args: Vec<Arg>,
 }
 
+/// The most bytes a function's buffers may total.
+pub const MAX_BUFFER_BYTES: u64 = 1 << 40;
+
 /// A registered function.
 #[derive(Clone, Debug)]
 pub struct FunctionDef {
@@ -232,6 +235,14 @@ impl TryFrom<proto::FunctionDef> for FunctionDef {
             };
             buffers.push(Buffer { name: b.name, size: b.size, kind, content });
         }
+        // Every size sum downstream (working set, layouts, quotas) stays far from overflow.
+        let total =
+            buffers.iter().try_fold(0u64, |t, b| t.checked_add(b.size).filter(|&t| t <= MAX_BUFFER_BYTES));
+        if total.is_none() {
+            return Err(bad(format!(
+                "buffers total more than {MAX_BUFFER_BYTES} bytes (1 TiB), more than any device holds"
+            )));
+        }
         let mut kernels = Vec::new();
         for (i, k) in p.kernels.into_iter().enumerate() {
             let module = modules
@@ -248,6 +259,11 @@ impl TryFrom<proto::FunctionDef> for FunctionDef {
             let block = dims(&k.block, "block")?;
             if block[0] > 1024 || block[1] > 1024 || block[2] > 64 || block.iter().product::<u32>() > 1024 {
                 return Err(bad(format!("kernel {i}: block {block:?} exceeds CUDA limits")));
+            }
+            if grid[0] > i32::MAX as u32 || grid[1] > 65_535 || grid[2] > 65_535 {
+                return Err(bad(format!(
+                    "kernel {i}: grid {grid:?} exceeds CUDA limits (x < 2^31, y and z at most 65535)"
+                )));
             }
             let mut args = Vec::new();
             for a in k.args {

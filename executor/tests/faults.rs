@@ -125,6 +125,23 @@ fn invalid_definitions_are_rejected_with_reasons() {
     let e = FunctionDef::try_from(f.clone()).unwrap_err();
     assert!(e.to_string().contains("exceeds CUDA limits"), "{e}");
     f.kernels[0].block = vec![1, 1, 1];
+    f.kernels[0].grid = vec![1, 65_536, 1];
+    let e = FunctionDef::try_from(f.clone()).unwrap_err();
+    assert!(e.to_string().contains("grid [1, 65536, 1] exceeds CUDA limits"), "{e}");
+    f.kernels[0].grid = vec![u32::MAX, 1, 1];
+    assert!(FunctionDef::try_from(f.clone()).is_err());
+    f.kernels[0].grid = vec![1, 1, 1];
+    // Sizes whose sum would overflow (or exceed any device) are refused, not wrapped.
+    let mut huge = f.clone();
+    huge.buffers[0].size = u64::MAX;
+    huge.buffers.push(kaas_executor::proto::Buffer {
+        name: "t".into(),
+        size: u64::MAX,
+        kind: kaas_executor::proto::BufferKind::Temp as i32,
+        content: vec![],
+    });
+    let e = FunctionDef::try_from(huge).unwrap_err();
+    assert!(e.to_string().contains("buffers total more than"), "{e}");
     f.buffers[0].size = 0;
     let e = FunctionDef::try_from(f).unwrap_err();
     assert!(e.to_string().contains("size 0"), "{e}");
