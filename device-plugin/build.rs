@@ -1,10 +1,13 @@
-//! Compiles proto/deviceplugin.proto (kubelet v1beta1) with protox: server and client, the
-//! client for the registration call and for tests.
+//! Compiles proto/deviceplugin.proto (kubelet v1beta1) and proto/podresources.proto (the
+//! kubelet's PodResources v1, the part kaas reads) with protox: servers and clients, the
+//! servers for the tests' stand-ins.
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let proto = "../proto/deviceplugin.proto";
-    println!("cargo:rerun-if-changed={proto}");
-    let fds = protox::compile([proto], ["../proto"])?;
+    let protos = ["../proto/deviceplugin.proto", "../proto/podresources.proto"];
+    for p in protos {
+        println!("cargo:rerun-if-changed={p}");
+    }
+    let fds = protox::compile(protos, ["../proto"])?;
     tonic_prost_build::configure().compile_fds(fds)?;
     Ok(())
 }

@@ -1,4 +1,4 @@
-//! The node daemon: the executor, its unix and TCP servers, one kubelet plugin per
+//! The node daemon: the executor, its unix (node and per-share) and TCP servers, one kubelet plugin per
 //! resource, the `KaasNode` publisher and the metrics endpoint, started and stopped as one.
 
 use std::net::SocketAddr;
@@ -14,16 +14,18 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use kaas_executor::backend::Backend;
 use kaas_executor::liveness::Liveness;
+use kaas_executor::share::{SHARE_SOCKET, ShareSocket, is_safe_share_id, serve_shares};
 use kaas_executor::{Executor, ExecutorConfig, service};
 use kaas_scheduler::SchedulerConfig;
 use prometheus_client::registry::Registry;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
-use tracing::info;
+use tracing::{info, warn};
 
 use crate::kubelet::ResourcePlugin;
 use crate::metrics::PluginMetrics;
-use crate::plugin::{EXECUTOR_SOCKET, SocketMount};
+use crate::plugin::{EXECUTOR_SOCKET, SHARES_DIR, SocketMount};
+use crate::podresources::PodResources;
 use crate::publish::{NodeFacts, Publisher};
 use crate::shares::{ResourcePlan, plan};
 
@@ -59,6 +61,9 @@ pub struct DaemonConfig {
     pub heartbeat: Duration,
     /// API client; without one no `KaasNode` is published.
     pub kube: Option<kube::Client>,
+    /// The kubelet's PodResources socket, asked which pod (and so which namespace) holds
+    /// a share when a pod first calls on its share socket.
+    pub pod_resources_socket: PathBuf,
 }
 
 /// A running daemon.
@@ -140,11 +145,42 @@ impl Daemon {
         ));
 
         std::fs::create_dir_all(&cfg.socket_dir)?;
+        // The node API, for processes of this node (owner-only; pods get share sockets).
         let socket = cfg.socket_dir.join(EXECUTOR_SOCKET);
         tasks.push(("executor-unix", {
             let (executor, rx) = (executor.clone(), stop_rx.clone());
             let socket = socket.clone();
             tokio::spawn(async move { Ok(service::serve_unix(executor, &socket, until_stop(rx)).await?) })
+        }));
+        // One socket per share, each in its own directory for Allocate to mount.
+        let share_sockets: Vec<ShareSocket> = plans
+            .iter()
+            .flat_map(|p| {
+                p.shares.iter().map(|s| ShareSocket {
+                    share: s.id.clone(),
+                    resource: p.resource.clone(),
+                    path: cfg.socket_dir.join(SHARES_DIR).join(&s.id).join(SHARE_SOCKET),
+                })
+            })
+            .collect();
+        if let Some(bad) = share_sockets.iter().find(|s| !is_safe_share_id(&s.share)) {
+            anyhow::bail!(
+                "share ID {:?} is not usable as a directory name (a device ID with odd characters?)",
+                bad.share
+            );
+        }
+        if !cfg.pod_resources_socket.exists() {
+            warn!(
+                socket = %cfg.pod_resources_socket.display(),
+                "the kubelet's PodResources socket is missing: pods' calls on share sockets fail (UNAVAILABLE) until it appears"
+            );
+        }
+        tasks.push(("executor-shares", {
+            let (executor, rx) = (executor.clone(), stop_rx.clone());
+            let owners = Arc::new(PodResources { socket: cfg.pod_resources_socket.clone() });
+            tokio::spawn(
+                async move { Ok(serve_shares(executor, share_sockets, owners, until_stop(rx)).await?) },
+            )
         }));
         let executor_addr = match cfg.executor_listen {
             Some(addr) => {

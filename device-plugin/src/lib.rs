@@ -6,6 +6,8 @@
 //! - [`plugin`]: the `DevicePlugin` gRPC service of one resource.
 //! - [`kubelet`]: serving on the plugin socket, registering with the kubelet, and serving
 //!   again when the kubelet restarts.
+//! - [`podresources`]: which pod holds a share, from the kubelet's PodResources API; a
+//!   pod's share socket is bound to that pod's namespace.
 //! - [`publish`]: the node's `KaasNode` object, kept current through the Kubernetes API
 //!   when it is reachable.
 //! - [`daemon`]: all of it together, as the binary runs it.
@@ -14,6 +16,7 @@ pub mod daemon;
 pub mod kubelet;
 pub mod metrics;
 pub mod plugin;
+pub mod podresources;
 pub mod publish;
 pub mod shares;
 
@@ -21,6 +24,11 @@ pub mod shares;
 #[allow(missing_docs, clippy::all)]
 pub mod proto {
     tonic::include_proto!("v1beta1");
+
+    /// Generated types of `proto/podresources.proto` (the kubelet's PodResources API v1).
+    pub mod podresources {
+        tonic::include_proto!("v1");
+    }
 }
 
 /// Version string of the kubelet API this plugin speaks.

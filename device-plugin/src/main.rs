@@ -70,15 +70,21 @@ struct Args {
     /// Address of /metrics, /healthz and /readyz.
     #[arg(long, env = "KAAS_METRICS_LISTEN", default_value = "0.0.0.0:9101")]
     metrics_listen: SocketAddr,
-    /// Directory in which the executor's unix socket is created.
+    /// Directory of the executor's unix sockets: `executor.sock`, the node API (owner-only,
+    /// never mounted into pods), and `shares/<share id>/executor.sock`, one per share.
     #[arg(long, env = "KAAS_SOCKET_DIR", default_value = "/var/run/kaas")]
     socket_dir: PathBuf,
-    /// The same directory on the host, mounted into pods by Allocate [default: --socket-dir].
+    /// The same directory on the host, for Allocate's mounts [default: --socket-dir].
     #[arg(long, env = "KAAS_HOST_SOCKET_DIR")]
     host_socket_dir: Option<PathBuf>,
-    /// Where Allocate mounts the socket directory inside pods.
+    /// Where Allocate mounts each allocated share's directory inside pods: share S's socket
+    /// is <dir>/S/executor.sock (KAAS_EXECUTOR_SOCKET names the first share's).
     #[arg(long, env = "KAAS_POD_SOCKET_DIR", default_value = "/var/run/kaas")]
     pod_socket_dir: PathBuf,
+    /// The kubelet's PodResources API socket: a pod's calls on its share socket are bound to
+    /// the namespace of the pod the kubelet says holds the share.
+    #[arg(long, env = "KAAS_POD_RESOURCES_SOCKET", default_value = kaas_device_plugin::podresources::DEFAULT_SOCKET)]
+    pod_resources_socket: PathBuf,
     /// Policy of the executor's per-device kernel queues.
     #[arg(long, env = "KAAS_POLICY", default_value = "edf")]
     policy: String,
@@ -203,6 +209,7 @@ async fn main() -> anyhow::Result<()> {
             health_interval: Duration::from_secs(1),
             heartbeat: Duration::from_secs(args.heartbeat_seconds.max(1)),
             kube,
+            pod_resources_socket: args.pod_resources_socket.clone(),
         },
     )
     .await?;

@@ -19,20 +19,36 @@ pub const HEALTHY: &str = "Healthy";
 /// See [`HEALTHY`].
 pub const UNHEALTHY: &str = "Unhealthy";
 
-/// Env var naming the executor socket inside the container.
+/// Env var naming the socket of the container's first share, inside the container.
 pub const ENV_SOCKET: &str = "KAAS_EXECUTOR_SOCKET";
 /// Env var listing the container's share IDs, comma separated.
 pub const ENV_SHARES: &str = "KAAS_SHARE_IDS";
-/// File name of the executor's socket in the socket directory.
+/// File name of the executor's node API socket in the socket directory (owner-only; never
+/// mounted into pods).
 pub const EXECUTOR_SOCKET: &str = "executor.sock";
+/// Subdirectory of the socket directory holding one directory per share.
+pub const SHARES_DIR: &str = "shares";
 
 /// Where the executor socket directory is, seen from the host and from pods.
 #[derive(Clone, Debug)]
 pub struct SocketMount {
-    /// Directory on the host (the kubelet mounts it into the container).
+    /// Directory on the host; the kubelet mounts a share's own directory under it
+    /// (`shares/<id>/`) into the container, never the whole of it.
     pub host_dir: PathBuf,
-    /// Where it appears inside containers.
+    /// Where share directories appear inside containers: `<pod_dir>/<id>/executor.sock`.
     pub pod_dir: PathBuf,
+}
+
+impl SocketMount {
+    /// A share's directory as the host sees it.
+    pub fn host_share_dir(&self, share: &str) -> PathBuf {
+        self.host_dir.join(SHARES_DIR).join(share)
+    }
+
+    /// A share's directory inside a container.
+    pub fn pod_share_dir(&self, share: &str) -> PathBuf {
+        self.pod_dir.join(share)
+    }
 }
 
 /// `DevicePlugin` of one resource. Health per device comes from the executor's status.
@@ -143,17 +159,24 @@ impl DevicePlugin for PluginService {
                     self.plan.resource
                 )));
             }
+            // Each share's own directory, holding only its socket: a pod reaches the
+            // executor through the shares it was allocated and nothing else.
+            let first = self.mount.pod_share_dir(&c.devices_ids[0]).join(kaas_executor::share::SHARE_SOCKET);
             let envs = [
-                (ENV_SOCKET.to_string(), self.mount.pod_dir.join(EXECUTOR_SOCKET).display().to_string()),
+                (ENV_SOCKET.to_string(), first.display().to_string()),
                 (ENV_SHARES.to_string(), c.devices_ids.join(",")),
             ]
             .into();
             // Read-write: connecting to a unix socket needs write permission on it.
-            let mounts = vec![proto::Mount {
-                container_path: self.mount.pod_dir.display().to_string(),
-                host_path: self.mount.host_dir.display().to_string(),
-                read_only: false,
-            }];
+            let mounts = c
+                .devices_ids
+                .iter()
+                .map(|id| proto::Mount {
+                    container_path: self.mount.pod_share_dir(id).display().to_string(),
+                    host_path: self.mount.host_share_dir(id).display().to_string(),
+                    read_only: false,
+                })
+                .collect();
             info!(resource = %self.plan.resource, shares = ?c.devices_ids, "Allocate");
             self.metrics.allocations.get_or_create(&ResourceLabel::of(&self.plan.resource)).inc();
             out.push(proto::ContainerAllocateResponse { envs, mounts, ..Default::default() });

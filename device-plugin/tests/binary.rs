@@ -78,8 +78,10 @@ fn python_grpcio_kubelet_checks_the_wire_and_sigterm_cleans_up() {
     let v: serde_json::Value = serde_json::from_str(&summary).unwrap();
     assert_eq!(v["registration"]["endpoint"], "kaas-cpu-share.sock");
     assert_eq!(v["devices"], serde_json::json!(["cpu-s0", "cpu-s1", "cpu-s2"]));
-    assert_eq!(v["envs"]["KAAS_EXECUTOR_SOCKET"], "/var/run/kaas/executor.sock");
-    assert_eq!(v["mount"]["hostPath"], sockets.display().to_string());
+    assert_eq!(v["envs"]["KAAS_EXECUTOR_SOCKET"], "/var/run/kaas/cpu-s0/executor.sock");
+    assert_eq!(v["mount"]["containerPath"], "/var/run/kaas/cpu-s0");
+    assert_eq!(v["mount"]["hostPath"], sockets.join("shares/cpu-s0").display().to_string());
+    assert!(sockets.join("shares/cpu-s0/executor.sock").exists());
 
     // SIGTERM: clean exit, sockets removed.
     assert!(dir.join("kaas-cpu-share.sock").exists());
@@ -96,4 +98,5 @@ fn python_grpcio_kubelet_checks_the_wire_and_sigterm_cleans_up() {
     assert!(code.success(), "exit status {code}");
     assert!(!dir.join("kaas-cpu-share.sock").exists(), "plugin socket left behind");
     assert!(!sockets.join("executor.sock").exists(), "executor socket left behind");
+    assert!(!sockets.join("shares/cpu-s0/executor.sock").exists(), "share socket left behind");
 }

@@ -1,13 +1,14 @@
 //! The device plugin against a test kubelet over real unix sockets: registration after
 //! serving, the v1beta1 calls, health both ways, kubelet and plugin restarts, a pod's
-//! kernel through the allocated socket, and an unreachable API server.
+//! kernel through its share's own socket (bound to its namespace through a PodResources
+//! stand-in), and an unreachable API server.
 
 mod common;
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use common::{Flaky, TestKubelet, daemon, eventually, plugin};
+use common::{Flaky, TestKubelet, TestPodResources, daemon, eventually, plugin, pod_resources_socket};
 use kaas_device_plugin::plugin::{ENV_SHARES, ENV_SOCKET};
 use kaas_device_plugin::proto;
 use kaas_executor::proto as ex;
@@ -91,11 +92,19 @@ async fn registers_once_serving_and_answers_every_call() {
         .unwrap()
         .into_inner();
     let c = &alloc.container_responses[0];
-    assert_eq!(c.envs[ENV_SOCKET], "/var/run/kaas/executor.sock");
+    assert_eq!(c.envs[ENV_SOCKET], "/var/run/kaas/GPU-test-0-s1/executor.sock");
     assert_eq!(c.envs[ENV_SHARES], "GPU-test-0-s1,GPU-test-0-s2");
-    assert_eq!(c.mounts.len(), 1);
-    assert_eq!(c.mounts[0].container_path, "/var/run/kaas");
-    assert_eq!(c.mounts[0].host_path, sockets.display().to_string());
+    // Each allocated share's own directory, and nothing else of the socket directory.
+    let mounts: Vec<(&str, String)> =
+        c.mounts.iter().map(|m| (m.container_path.as_str(), m.host_path.clone())).collect();
+    let host = |id: &str| sockets.join("shares").join(id).display().to_string();
+    assert_eq!(
+        mounts,
+        [
+            ("/var/run/kaas/GPU-test-0-s1", host("GPU-test-0-s1")),
+            ("/var/run/kaas/GPU-test-0-s2", host("GPU-test-0-s2"))
+        ]
+    );
     assert!(c.devices.is_empty(), "the executor owns the GPU; pods get no device nodes");
 
     // A share of another resource, or of nothing, is refused with its name.
@@ -135,9 +144,11 @@ async fn registers_once_serving_and_answers_every_call() {
     let missing: Vec<&String> = wanted.iter().filter(|n| !have.contains(*n)).collect();
     assert!(missing.is_empty(), "queried but not exported by the device plugin: {missing:?}\n{body}");
 
+    assert!(sockets.join("shares/cpu-s2/executor.sock").exists());
     d.shutdown().await.unwrap();
     assert!(!dir.join(GPU_SOCK).exists() && !dir.join(CPU_SOCK).exists(), "sockets left behind");
     assert!(!sockets.join("executor.sock").exists());
+    assert!(!sockets.join("shares/cpu-s2/executor.sock").exists(), "share socket left behind");
 }
 
 /// Plain HTTP/1.1 GET over TCP (no client library needed for two lines).
@@ -273,58 +284,146 @@ fn copy_function() -> ex::FunctionDef {
     }
 }
 
+/// Where a container's socket for its first share is on the host, through its mounts.
+fn socket_on_host(c: &proto::ContainerAllocateResponse) -> std::path::PathBuf {
+    let in_pod = std::path::Path::new(&c.envs[ENV_SOCKET]);
+    let m =
+        c.mounts.iter().find(|m| in_pod.starts_with(&m.container_path)).expect("socket outside every mount");
+    std::path::Path::new(&m.host_path).join(in_pod.strip_prefix(&m.container_path).unwrap())
+}
+
+async fn allocate_cpu(dir: &std::path::Path, ids: &[&str]) -> proto::ContainerAllocateResponse {
+    let ids = ids.iter().map(|s| s.to_string()).collect();
+    let mut alloc = plugin(dir, CPU_SOCK)
+        .await
+        .allocate(proto::AllocateRequest {
+            container_requests: vec![proto::ContainerAllocateRequest { devices_ids: ids }],
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    alloc.container_responses.remove(0)
+}
+
+fn call(namespace: &str, name: &str, share: &str) -> ex::ExecuteRequest {
+    ex::ExecuteRequest {
+        namespace: namespace.into(),
+        name: name.into(),
+        inputs: [("in".to_string(), (1..=16).collect())].into(),
+        share_id: share.into(),
+        ..Default::default()
+    }
+}
+
+fn assert_denied<T: std::fmt::Debug>(r: Result<T, tonic::Status>, needle: &str) {
+    let e = r.expect_err("allowed on a share socket");
+    assert_eq!(e.code(), Code::PermissionDenied, "{e:?}");
+    assert!(e.message().contains(needle), "{needle:?} not in {:?}", e.message());
+}
+
 #[tokio::test]
-async fn a_pod_submits_a_kernel_through_the_allocated_socket_with_its_share() {
+async fn a_pod_may_only_execute_its_namespaces_functions_through_its_share_socket() {
+    use std::os::unix::fs::PermissionsExt;
     let (_tmp, dir, sockets) = dirs();
     let mut kubelet = TestKubelet::start(&dir).await;
+    let mut pods = TestPodResources::start(&pod_resources_socket(&sockets)).await;
     let (cpu, _) = Flaky::device("cpu", "cpu");
     let d = daemon(&dir, &sockets, vec![cpu], None).await;
     kubelet.next(Duration::from_secs(3)).await;
-    let alloc = plugin(&dir, CPU_SOCK)
-        .await
-        .allocate(proto::AllocateRequest {
-            container_requests: vec![proto::ContainerAllocateRequest { devices_ids: vec!["cpu-s1".into()] }],
-        })
-        .await
-        .unwrap()
-        .into_inner();
-    let c = &alloc.container_responses[0];
-    // What the container sees, translated back to the host through the mount.
-    let in_pod = std::path::Path::new(&c.envs[ENV_SOCKET]);
-    let m = &c.mounts[0];
-    let on_host = std::path::Path::new(&m.host_path).join(in_pod.strip_prefix(&m.container_path).unwrap());
-    let share = c.envs[ENV_SHARES].split(',').next().unwrap().to_string();
+
+    // The operator registers functions of two namespaces through the node API, whose
+    // socket only its owner may open.
+    let node_socket = sockets.join("executor.sock");
+    assert_eq!(std::fs::metadata(&node_socket).unwrap().permissions().mode() & 0o777, 0o600);
+    let mut node = connect_unix(&node_socket).await.unwrap();
+    node.put_function(copy_function()).await.unwrap();
+    let mut theirs = copy_function();
+    theirs.namespace = "team-b".into();
+    node.put_function(theirs).await.unwrap();
+    assert!(node.execute(call("team-b", "copy", "")).await.unwrap().into_inner().cold_start);
+    let mut scratch = copy_function();
+    scratch.name = "scratch".into();
+    scratch.buffers.push(ex::Buffer {
+        name: "scratch".into(),
+        size: 30 << 20,
+        kind: ex::BufferKind::Temp as i32,
+        content: vec![],
+    });
+    node.put_function(scratch).await.unwrap();
+
+    // team-a's pod is allocated cpu-s1: its container sees that share's directory only.
+    let c = allocate_cpu(&dir, &["cpu-s1"]).await;
+    pods.allocate("team-a", "worker", "kaas.dev/cpu-share", &["cpu-s1"]);
+    let share = c.envs[ENV_SHARES].clone();
     assert_eq!(share, "cpu-s1");
-
-    let mut exec = connect_unix(&on_host).await.unwrap();
-    exec.put_function(copy_function()).await.unwrap();
-    let input: Vec<u8> = (1..=16).collect();
-    let out = exec
-        .execute(ex::ExecuteRequest {
-            namespace: "team-a".into(),
-            name: "copy".into(),
-            inputs: [("in".to_string(), input.clone())].into(),
-            share_id: share,
-            ..Default::default()
-        })
-        .await
+    let on_host = socket_on_host(&c);
+    let visible: Vec<_> = std::fs::read_dir(on_host.parent().unwrap())
         .unwrap()
-        .into_inner();
-    assert_eq!(out.outputs["out"], input);
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    assert_eq!(visible, ["executor.sock"], "the mount shows exactly the share's socket");
+    assert_eq!(std::fs::metadata(&on_host).unwrap().permissions().mode() & 0o777, 0o666);
 
-    // A share this node never handed out is refused by the executor.
-    let err = exec
-        .execute(ex::ExecuteRequest {
-            namespace: "team-a".into(),
-            name: "copy".into(),
-            inputs: [("in".to_string(), input)].into(),
-            share_id: "cpu-s99".into(),
-            ..Default::default()
+    let mut pod = connect_unix(&on_host).await.unwrap();
+    let out = pod.execute(call("team-a", "copy", &share)).await.unwrap().into_inner();
+    assert_eq!(out.outputs["out"], (1..=16).collect::<Vec<u8>>());
+    // Under the share's quota (a third of the 64 MiB device), not the device's.
+    let e = pod.execute(call("team-a", "scratch", &share)).await.unwrap_err();
+    assert!(e.message().contains("share cpu-s1") && e.message().contains("quota"), "{e:?}");
+
+    // Everything else is refused, with the reason.
+    assert_denied(pod.execute(call("team-b", "copy", &share)).await, "namespace \"team-a\"");
+    assert_denied(pod.execute(call("team-b", "no-such-function", &share)).await, "another namespace");
+    assert_denied(pod.execute(call("team-a", "copy", "")).await, "share_id is required");
+    assert_denied(pod.execute(call("team-a", "copy", "cpu-s0")).await, "serves share \"cpu-s1\" only");
+    let mut pinned = call("team-a", "copy", &share);
+    pinned.device = "cpu".into();
+    assert_denied(pod.execute(pinned).await, "pinning a device");
+    let mut hijack = copy_function();
+    hijack.namespace = "team-b".into();
+    hijack.version = "2".into();
+    assert_denied(pod.put_function(hijack).await, "PutFunction is not allowed");
+    assert_denied(
+        pod.evict(ex::FunctionRef { namespace: "team-b".into(), name: "copy".into() }).await,
+        "Evict",
+    );
+    assert_denied(
+        pod.preload(ex::PreloadRequest {
+            function: Some(ex::FunctionRef { namespace: "team-a".into(), name: "copy".into() }),
+            device: String::new(),
         })
-        .await
-        .unwrap_err();
-    assert_eq!(err.code(), Code::InvalidArgument, "{err:?}");
-    assert!(err.message().contains("cpu-s99"), "{}", err.message());
+        .await,
+        "Preload",
+    );
+    assert_denied(pod.set_policy(ex::PolicyUpdate { config_json: "{}".into() }).await, "SetPolicy");
+    assert_denied(pod.watch_status(ex::WatchStatusRequest { interval_ms: 100 }).await, "WatchStatus");
+    // Nothing of team-b's was touched: its function is still version 1 and resident.
+    let b = node.execute(call("team-b", "copy", "")).await.unwrap().into_inner();
+    assert_eq!(b.outputs["out"], (1..=16).collect::<Vec<u8>>());
+    assert!(!b.cold_start, "team-b's function was evicted or replaced");
+
+    // A share no pod holds serves nothing, whoever reaches its socket.
+    let mut idle = connect_unix(&sockets.join("shares/cpu-s2/executor.sock")).await.unwrap();
+    assert_denied(idle.execute(call("team-a", "copy", "cpu-s2")).await, "not allocated to any pod");
+
+    // The share moves to team-b's pod: a new connection is bound to team-b.
+    pods.remove("team-a", "worker");
+    pods.allocate("team-b", "other", "kaas.dev/cpu-share", &["cpu-s1"]);
+    let mut next = connect_unix(&on_host).await.unwrap();
+    next.execute(call("team-b", "copy", "cpu-s1")).await.unwrap();
+    assert_denied(next.execute(call("team-a", "copy", "cpu-s1")).await, "namespace \"team-b\"");
+    // One List per connection, not per call.
+    let asked = pods.calls.load(std::sync::atomic::Ordering::Relaxed);
+    next.execute(call("team-b", "copy", "cpu-s1")).await.unwrap();
+    assert_eq!(pods.calls.load(std::sync::atomic::Ordering::Relaxed), asked);
+
+    // Without the kubelet's answer nothing is allowed: UNAVAILABLE, naming the socket.
+    pods.stop();
+    pods.allocate("team-a", "late", "kaas.dev/cpu-share", &["cpu-s0"]);
+    let mut late = connect_unix(&sockets.join("shares/cpu-s0/executor.sock")).await.unwrap();
+    let e = late.execute(call("team-a", "copy", "cpu-s0")).await.unwrap_err();
+    assert_eq!(e.code(), Code::Unavailable, "{e:?}");
+    assert!(e.message().contains("PodResources") && e.message().contains("kubelet.sock"), "{}", e.message());
     d.shutdown().await.unwrap();
 }
 

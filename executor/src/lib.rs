@@ -18,6 +18,7 @@ pub mod model;
 pub mod nvrtc;
 pub mod runtime;
 pub mod service;
+pub mod share;
 pub mod signature;
 pub mod status;
 pub mod tls;

@@ -58,6 +58,30 @@ pub fn oversize_is_resource_exhausted<B>(mut r: http::Response<B>) -> http::Resp
     r
 }
 
+/// The stream of `WatchStatus`.
+pub type StatusStream = Pin<Box<dyn Stream<Item = Result<proto::NodeStatus, Status>> + Send>>;
+
+/// A request's deadline: `deadline_ms` of 0 means the function's own.
+pub(crate) fn deadline_of(deadline_ms: u32) -> Option<Duration> {
+    (deadline_ms > 0).then(|| Duration::from_millis(u64::from(deadline_ms)))
+}
+
+/// The wire form of a finished invocation.
+pub(crate) fn execute_response(e: crate::runtime::Executed) -> proto::ExecuteResponse {
+    let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+    proto::ExecuteResponse {
+        outputs: e.outputs.into_iter().collect(),
+        cold_start: e.cold_start,
+        device: e.device,
+        timing: Some(proto::Timing {
+            queue_ms: ms(e.queue),
+            cold_start_ms: ms(e.cold),
+            exec_ms: ms(e.exec),
+            total_ms: ms(e.total),
+        }),
+    }
+}
+
 fn key(namespace: &str, name: &str) -> String {
     format!("{namespace}/{name}")
 }
@@ -78,7 +102,6 @@ impl ExecutorApi for ExecutorService {
         req: Request<proto::ExecuteRequest>,
     ) -> Result<Response<proto::ExecuteResponse>, Status> {
         let r = req.into_inner();
-        let deadline = (r.deadline_ms > 0).then(|| Duration::from_millis(r.deadline_ms as u64));
         let share = match (r.share_id.is_empty(), r.device.is_empty()) {
             (false, _) => Some(r.share_id),
             (true, false) => Some(format!("@{}", r.device)),
@@ -86,20 +109,9 @@ impl ExecutorApi for ExecutorService {
         };
         let e = self
             .executor
-            .execute(&key(&r.namespace, &r.name), inputs_from(r.inputs), deadline, share)
+            .execute(&key(&r.namespace, &r.name), inputs_from(r.inputs), deadline_of(r.deadline_ms), share)
             .await?;
-        let ms = |d: Duration| d.as_secs_f64() * 1000.0;
-        Ok(Response::new(proto::ExecuteResponse {
-            outputs: e.outputs.into_iter().collect(),
-            cold_start: e.cold_start,
-            device: e.device,
-            timing: Some(proto::Timing {
-                queue_ms: ms(e.queue),
-                cold_start_ms: ms(e.cold),
-                exec_ms: ms(e.exec),
-                total_ms: ms(e.total),
-            }),
-        }))
+        Ok(Response::new(execute_response(e)))
     }
 
     async fn preload(
@@ -133,7 +145,7 @@ impl ExecutorApi for ExecutorService {
         Ok(Response::new(proto::PolicyAck { policy }))
     }
 
-    type WatchStatusStream = Pin<Box<dyn Stream<Item = Result<proto::NodeStatus, Status>> + Send>>;
+    type WatchStatusStream = StatusStream;
 
     async fn watch_status(
         &self,
@@ -174,7 +186,7 @@ pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
 
 /// Runs a server future with graceful shutdown, cut short after [`SHUTDOWN_GRACE`]:
 /// status streams never end by themselves and would otherwise hold shutdown forever.
-async fn with_grace<E>(
+pub(crate) async fn with_grace<E>(
     serve: impl FnOnce(
         std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>,
     ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), E>> + Send>>,
@@ -220,8 +232,10 @@ pub async fn serve_tcp(
     .await
 }
 
-/// Serves the executor API on a unix socket at `path` (replacing a stale one) until
-/// `shutdown` resolves; the socket file is removed afterwards.
+/// Serves the whole executor API (the node API) on a unix socket at `path` (replacing a
+/// stale one) until `shutdown` resolves; the socket file is removed afterwards. The socket
+/// is made owner-only: it registers and evicts any tenant's functions, so it is for the
+/// node's own processes, never mounted into pods (they get share sockets, [`crate::share`]).
 pub async fn serve_unix(
     executor: Executor,
     path: &Path,
@@ -229,6 +243,10 @@ pub async fn serve_unix(
 ) -> std::io::Result<()> {
     let _ = std::fs::remove_file(path);
     let listener = tokio::net::UnixListener::bind(path)?;
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
+    }
     let result = with_grace(
         move |signal| {
             Box::pin(

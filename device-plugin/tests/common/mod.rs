@@ -1,5 +1,6 @@
-//! A test kubelet (a real `Registration` server on a unix socket in a temp dir), device
-//! stand-ins whose health a test can flip, and a daemon started against them.
+//! A test kubelet (a real `Registration` server on a unix socket in a temp dir), a
+//! PodResources stand-in, device stand-ins whose health a test can flip, and a daemon
+//! started against them.
 
 #![allow(dead_code)]
 
@@ -11,7 +12,9 @@ use std::time::Duration;
 use kaas_device_plugin::daemon::{Daemon, DaemonConfig};
 use kaas_device_plugin::kubelet::connect;
 use kaas_device_plugin::plugin::SocketMount;
-use kaas_device_plugin::proto::{self, device_plugin_client::DevicePluginClient, registration_server};
+use kaas_device_plugin::proto::{
+    self, device_plugin_client::DevicePluginClient, podresources, registration_server,
+};
 use kaas_executor::ExecError;
 use kaas_executor::backend::wasm::WasmBackend;
 use kaas_executor::backend::{Backend, DeviceInfo, Invocation, Outputs};
@@ -169,7 +172,97 @@ impl Backend for Flaky {
     }
 }
 
-/// A daemon on one stand-in GPU (`GPU-test-0`, 4 shares) and one CPU (3 shares).
+/// A stand-in for the kubelet's PodResources API on a real unix socket: `List` answers
+/// whatever the test last set.
+pub struct TestPodResources {
+    pub socket: PathBuf,
+    pods: Arc<std::sync::Mutex<Vec<podresources::PodResources>>>,
+    pub calls: Arc<std::sync::atomic::AtomicUsize>,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+}
+
+#[derive(Clone)]
+struct Lister {
+    pods: Arc<std::sync::Mutex<Vec<podresources::PodResources>>>,
+    calls: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+#[tonic::async_trait]
+impl podresources::pod_resources_lister_server::PodResourcesLister for Lister {
+    async fn list(
+        &self,
+        _: tonic::Request<podresources::ListPodResourcesRequest>,
+    ) -> Result<tonic::Response<podresources::ListPodResourcesResponse>, tonic::Status> {
+        self.calls.fetch_add(1, Ordering::Relaxed);
+        let pod_resources = self.pods.lock().unwrap().clone();
+        Ok(tonic::Response::new(podresources::ListPodResourcesResponse { pod_resources }))
+    }
+}
+
+impl TestPodResources {
+    /// Serves at `socket` (the kubelet's `pod-resources/kubelet.sock`).
+    pub async fn start(socket: &Path) -> TestPodResources {
+        std::fs::create_dir_all(socket.parent().unwrap()).unwrap();
+        let _ = std::fs::remove_file(socket);
+        let listener = tokio::net::UnixListener::bind(socket).unwrap();
+        let lister = Lister { pods: Default::default(), calls: Default::default() };
+        let (pods, calls) = (lister.pods.clone(), lister.calls.clone());
+        let (stop, rx) = tokio::sync::oneshot::channel();
+        tokio::spawn(async move {
+            tonic::transport::Server::builder()
+                .add_service(podresources::pod_resources_lister_server::PodResourcesListerServer::new(lister))
+                .serve_with_incoming_shutdown(
+                    tokio_stream::wrappers::UnixListenerStream::new(listener),
+                    async {
+                        let _ = rx.await;
+                    },
+                )
+                .await
+                .unwrap();
+        });
+        TestPodResources { socket: socket.to_path_buf(), pods, calls, stop: Some(stop) }
+    }
+
+    /// From now on pod `namespace/name` holds `ids` of `resource` (replacing the pod of
+    /// that name, if any).
+    pub fn allocate(&self, namespace: &str, name: &str, resource: &str, ids: &[&str]) {
+        let mut pods = self.pods.lock().unwrap();
+        pods.retain(|p| !(p.namespace == namespace && p.name == name));
+        pods.push(podresources::PodResources {
+            name: name.into(),
+            namespace: namespace.into(),
+            containers: vec![podresources::ContainerResources {
+                name: "main".into(),
+                devices: vec![podresources::ContainerDevices {
+                    resource_name: resource.into(),
+                    device_ids: ids.iter().map(|s| s.to_string()).collect(),
+                }],
+            }],
+        });
+    }
+
+    /// Pod `namespace/name` is gone.
+    pub fn remove(&self, namespace: &str, name: &str) {
+        self.pods.lock().unwrap().retain(|p| !(p.namespace == namespace && p.name == name));
+    }
+
+    /// Stops answering (a kubelet that is down).
+    pub fn stop(&mut self) {
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(());
+        }
+        let _ = std::fs::remove_file(&self.socket);
+    }
+}
+
+/// Where tests put the PodResources socket for a daemon whose share sockets are in
+/// `sockets`: beside it, as `pod-resources/kubelet.sock`.
+pub fn pod_resources_socket(sockets: &Path) -> PathBuf {
+    sockets.parent().unwrap().join("pod-resources/kubelet.sock")
+}
+
+/// A daemon on one stand-in GPU (`GPU-test-0`, 4 shares) and one CPU (3 shares), asking
+/// the PodResources API at [`pod_resources_socket`] who holds a share.
 pub async fn daemon(
     dir: &Path,
     sockets: &Path,
@@ -193,6 +286,7 @@ pub async fn daemon(
             health_interval: Duration::from_millis(50),
             heartbeat: Duration::from_millis(300),
             kube,
+            pod_resources_socket: pod_resources_socket(sockets),
         },
     )
     .await
