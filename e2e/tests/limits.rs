@@ -128,3 +128,36 @@ async fn declared_body(http: &str, len: usize) -> (u16, String) {
     let status = text.split(' ').nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
     (status, text)
 }
+
+/// The gateway's in-flight ceiling is a standalone flag too: with room for 32 bytes of
+/// inputs, a 64-byte invocation is refused at once (429 with Retry-After), saying which
+/// ceiling, and the process keeps serving.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_standalone_gateway_ceiling_is_a_flag() {
+    let op_bin = binary("kaas-operator", "kaas-operator").unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let probe = [Class { name: "probe", iterations: 1000, runtime_ms: 1.0, deadline_ms: 2_000 }];
+    write_functions(dir.path(), &probe, "edf", "none");
+    let mut cmd = Command::new(&op_bin);
+    cmd.args(["standalone", "--functions", dir.path().to_str().unwrap()]);
+    cmd.args(["--listen", "127.0.0.1:0", "--grpc-listen", "127.0.0.1:0", "--backend", "wasm"]);
+    cmd.args(["--max-inflight-bytes", "32", "--max-inflight-requests", "4"]);
+    cmd.env("RUST_LOG", "warn");
+    let (_gw, line) = Proc::start(cmd, "HTTP on http://").unwrap();
+    let http = addr_after(&line, "HTTP on http://").unwrap();
+    for _ in 0..2 {
+        let r = reqwest::Client::new()
+            .post(format!("http://{http}/v1/namespaces/e2e/functions/probe:invoke"))
+            .json(&serde_json::json!({ "inputs": { "in": STANDARD.encode([0u8; 64]) } }))
+            .send()
+            .await
+            .unwrap();
+        let status = r.status().as_u16();
+        let retry = r.headers().get("retry-after").is_some();
+        let text = r.text().await.unwrap();
+        println!("64 bytes under a 32-byte ceiling: {status} {text}");
+        assert_eq!(status, 429, "{text}");
+        assert!(retry, "no Retry-After");
+        assert!(text.contains("ceiling of 32"), "{text}");
+    }
+}

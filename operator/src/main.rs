@@ -125,6 +125,13 @@ enum Command {
         /// read into memory.
         #[arg(long, env = "KAAS_MAX_REQUEST_BYTES", default_value_t = kaas_operator::gateway::http::DEFAULT_MAX_REQUEST_BYTES)]
         max_request_bytes: usize,
+        /// Invocations the gateway holds at once (queued or running); past it a request is
+        /// answered 429 at once.
+        #[arg(long, env = "KAAS_MAX_INFLIGHT_REQUESTS", default_value_t = kaas_executor::inflight::DEFAULT_GATEWAY_REQUESTS)]
+        max_inflight_requests: usize,
+        /// Input bytes of the invocations the gateway holds at once; past it 429 at once.
+        #[arg(long, env = "KAAS_MAX_INFLIGHT_BYTES", default_value_t = kaas_executor::inflight::DEFAULT_GATEWAY_BYTES)]
+        max_inflight_bytes: u64,
     },
 }
 
@@ -248,6 +255,8 @@ async fn main() -> anyhow::Result<()> {
             no_prewarm,
             auth_token_file,
             max_request_bytes,
+            max_inflight_requests,
+            max_inflight_bytes,
         } => {
             run(StandaloneOptions {
                 functions,
@@ -260,6 +269,7 @@ async fn main() -> anyhow::Result<()> {
                 prewarm: !no_prewarm,
                 auth_token_file,
                 max_request_bytes,
+                max_inflight: (max_inflight_requests, max_inflight_bytes),
             })
             .await
         }

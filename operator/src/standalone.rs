@@ -105,6 +105,8 @@ pub struct StandaloneOptions {
     pub max_request_bytes: usize,
     /// Bearer tokens and their namespaces; without, loopback addresses only.
     pub auth_token_file: Option<PathBuf>,
+    /// The gateway's ceiling: invocations, and their input bytes, held at once.
+    pub max_inflight: (usize, u64),
 }
 
 /// Kind → class name, for each kind exactly one AcceleratorClass declares.
@@ -148,6 +150,7 @@ pub async fn run(opts: StandaloneOptions) -> anyhow::Result<()> {
         config.prices.insert(kind.into(), class.spec.cost_per_hour);
     }
     config.classes = crate::controller::sync::class_model(&res.classes);
+    (config.max_inflight_requests, config.max_inflight_bytes) = opts.max_inflight;
     let gateway = Gateway::start(config.clone())?;
     if let Some(tokens) = tokens {
         info!(tokens = tokens.len(), "invocations need a bearer token from the token file");
