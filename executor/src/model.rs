@@ -94,6 +94,12 @@ pub struct Kernel {
 
 /// The most bytes a function's buffers may total.
 pub const MAX_BUFFER_BYTES: u64 = 1 << 40;
+/// The most bytes one module build (WebAssembly binary, PTX, cubin or CUDA C) may have.
+pub const MAX_MODULE_BYTES: usize = 256 << 20;
+/// The most dynamic shared memory a kernel may ask for per block: 227 KiB, the largest
+/// any current NVIDIA GPU grants (Hopper); the device's own limit is checked when the
+/// kernel is launched.
+pub const MAX_SHARED_MEM_BYTES: u32 = 227 << 10;
 
 /// A registered function.
 #[derive(Clone, Debug)]
@@ -195,9 +201,23 @@ impl TryFrom<proto::FunctionDef> for FunctionDef {
                         Ok(proto::CudaFormat::CudaC) => CudaFormat::CudaC,
                         _ => return Err(bad(format!("module {:?}: CUDA format unspecified", m.name))),
                     };
-                    Some((format, Arc::from(c.source)))
+                    Some((format, Arc::<[u8]>::from(c.source)))
                 }
             };
+            let too_big = |what: &str, n: usize| {
+                bad(format!(
+                    "module {:?}: its {what} build has {n} bytes, more than the {MAX_MODULE_BYTES} (256 MiB) a module may have",
+                    m.name
+                ))
+            };
+            if m.wasm.len() > MAX_MODULE_BYTES {
+                return Err(too_big("wasm", m.wasm.len()));
+            }
+            if let Some((_, src)) = &cuda
+                && src.len() > MAX_MODULE_BYTES
+            {
+                return Err(too_big("cuda", src.len()));
+            }
             let wasm = (!m.wasm.is_empty()).then(|| Arc::from(m.wasm));
             if wasm.is_none() && cuda.is_none() {
                 return Err(bad(format!("module {:?} has neither a wasm nor a cuda build", m.name)));
@@ -263,6 +283,12 @@ impl TryFrom<proto::FunctionDef> for FunctionDef {
             if grid[0] > i32::MAX as u32 || grid[1] > 65_535 || grid[2] > 65_535 {
                 return Err(bad(format!(
                     "kernel {i}: grid {grid:?} exceeds CUDA limits (x < 2^31, y and z at most 65535)"
+                )));
+            }
+            if k.shared_mem_bytes > MAX_SHARED_MEM_BYTES {
+                return Err(bad(format!(
+                    "kernel {i}: {} bytes of dynamic shared memory per block, more than any GPU grants ({MAX_SHARED_MEM_BYTES})",
+                    k.shared_mem_bytes
                 )));
             }
             let mut args = Vec::new();

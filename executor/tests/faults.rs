@@ -131,6 +131,15 @@ fn invalid_definitions_are_rejected_with_reasons() {
     f.kernels[0].grid = vec![u32::MAX, 1, 1];
     assert!(FunctionDef::try_from(f.clone()).is_err());
     f.kernels[0].grid = vec![1, 1, 1];
+    f.kernels[0].shared_mem_bytes = 1 << 20;
+    let e = FunctionDef::try_from(f.clone()).unwrap_err();
+    assert!(e.to_string().contains("1048576 bytes of dynamic shared memory"), "{e}");
+    f.kernels[0].shared_mem_bytes = 48 << 10;
+    FunctionDef::try_from(f.clone()).unwrap();
+    let mut big = f.clone();
+    big.modules[0].wasm = vec![0; kaas_executor::model::MAX_MODULE_BYTES + 1];
+    let e = FunctionDef::try_from(big).unwrap_err();
+    assert!(e.to_string().contains("more than the 268435456 (256 MiB) a module may have"), "{e}");
     // Sizes whose sum would overflow (or exceed any device) are refused, not wrapped.
     let mut huge = f.clone();
     huge.buffers[0].size = u64::MAX;
