@@ -220,3 +220,43 @@ async fn the_set_policy_rpc_applies_a_policy_and_refuses_a_malformed_one() {
     ex.put_function(copy_fn("after", 1.0)).await.unwrap();
     assert_eq!(run(&ex, "after", 1_000).await.unwrap(), vec![1, 2, 3, 4]);
 }
+
+/// What the executor learns can shut a function out, unless deadline admission probes:
+/// eight slow runs (150 ms each) teach the model 150 ms, more than a 100 ms deadline
+/// allows, so every later request would be refused and never measured again, although
+/// the function is fast once more. Probes (one per ten predicted runtimes, at least a
+/// second) keep serving it: within 3.5 s at least two requests are served, the rest are
+/// refused with the reason, and every served one is right.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_function_its_learned_runtime_would_shut_out_is_still_probed() {
+    let (ex, faults) = faulty(1, "edf", &[]);
+    let mut cfg = SchedulerConfig::new(PolicyConfig::named("edf"));
+    cfg.admission = AdmissionMode::Deadline;
+    ex.set_scheduler(cfg).await.unwrap();
+    ex.put_function(copy_fn("spiky", 1.0)).await.unwrap();
+    ex.preload("t/spiky", None).await.unwrap();
+    faults.inject("t/spiky", Fault::Slow(Duration::from_millis(150)));
+    for _ in 0..8 {
+        assert_eq!(run(&ex, "spiky", 5_000).await.unwrap(), [1, 2, 3, 4]);
+    }
+    faults.clear("t/spiky");
+    let (mut served, mut refused) = (0, 0);
+    let start = Instant::now();
+    while start.elapsed() < Duration::from_millis(3_500) {
+        match run(&ex, "spiky", 100).await {
+            Ok(out) => {
+                assert_eq!(out, [1, 2, 3, 4]);
+                served += 1;
+            }
+            Err(ExecError::Rejected { reason, .. }) => {
+                assert!(reason.contains("deadline"), "{reason}");
+                refused += 1;
+            }
+            Err(e) => panic!("{e}"),
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    println!("after the model learned 150 ms: {served} served (probes), {refused} refused");
+    assert!(refused > 0, "the learned model should refuse most requests");
+    assert!(served >= 2, "no probe got through: the function is shut out ({refused} refused)");
+}

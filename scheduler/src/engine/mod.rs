@@ -44,12 +44,16 @@ struct ReqState {
     generation: u32,
     phase: Phase,
     request: Request,
+    /// Admitted as a probe (see `Queued::probe`).
+    probe: bool,
 }
 
 /// The scheduling engine. See the crate documentation.
 pub struct Scheduler {
     /// The completion `deadline` admission predicted for the request last admitted.
     admitted_prediction: Option<Nanos>,
+    /// Whether the request being admitted is a probe (see `Queued::probe`).
+    admitted_probe: bool,
     /// Per request slot: the completion admission predicted for it (0: none), which the
     /// margin compares its actual completion with.
     predicted: Vec<Nanos>,
@@ -104,6 +108,9 @@ pub struct Scheduler {
     track: Option<Backlog>,
     /// Per function: the warm-up started for it and not finished (scale from zero).
     warmup_of: Vec<Option<WarmUp>>,
+    /// Per function: when deadline admission may next let a probe through (see
+    /// `admit_by_deadline`).
+    probe_at: Vec<Nanos>,
     /// Warm-ups waiting for a free slot on a device of their class (the engine places
     /// them, not the policy), and whether they may only use room nobody holds.
     pending_warmups: Vec<(ReqId, ClassId, bool)>,
@@ -206,6 +213,7 @@ impl Scheduler {
             waiting: 0,
             offered: None,
             admitted_prediction: None,
+            admitted_probe: false,
             predicted: Vec::new(),
             margin: Default::default(),
             headroom,
@@ -217,6 +225,7 @@ impl Scheduler {
             pinned: Vec::new(),
             track: None,
             warmup_of: Vec::new(),
+            probe_at: Vec::new(),
             pending_warmups: Vec::new(),
             is_warmup: Vec::new(),
         };
@@ -240,6 +249,7 @@ impl Scheduler {
         self.v.runnable.push(DeviceSet::new(self.cluster.devices.len()));
         self.v.hot.push(Hot::default());
         self.warmup_of.push(None);
+        self.probe_at.push(0);
         self.v.costs.extend(std::iter::repeat_n(ClassCost::NONE, self.cluster.classes.len()));
         if let Err(e) = self.update_function(id, self.functions[id.0 as usize].clone()) {
             self.functions.pop();
@@ -247,6 +257,7 @@ impl Scheduler {
             self.v.runnable.pop();
             self.v.hot.pop();
             self.warmup_of.pop();
+            self.probe_at.pop();
             self.v.costs.truncate(self.v.costs.len() - self.cluster.classes.len());
             return Err(e);
         }

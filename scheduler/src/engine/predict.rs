@@ -14,6 +14,9 @@ use crate::policy::{AdmissionScope, Ahead};
 
 /// Busy slots read one by one per class before the rest are taken in closed form.
 const SLOT_SCAN: usize = 16;
+/// A probe of a function refused for its own runtime is let through at most once per this
+/// many of its predicted runtimes.
+const PROBE_SPACING: u64 = 10;
 
 /// What admission predicts for a request.
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
@@ -96,7 +99,29 @@ impl Scheduler {
         if let Some(ready_at) = self.warm_up_for(now, request, p.start, latest) {
             return Err(Rejection::Warming { ready_at, retry_after: ready_at.saturating_sub(now) });
         }
+        // Never shut a function out on its model alone: a request refused only for its own
+        // predicted runtime (it would start now, warm, with nothing ahead) is let through
+        // now and then, so that what the function really takes keeps being measured. A
+        // runtime learned from a few slow runs, or a stale profile, would otherwise refuse
+        // every request for good: nothing refused is ever measured. Probes are spaced by
+        // ten of their predicted runtimes (at least a second): at most a tenth of one slot.
+        if p.start <= now && p.load == 0 && self.take_probe(f, now, p.completion.saturating_sub(p.start)) {
+            self.admitted_prediction = Some(p.completion);
+            return Ok(());
+        }
         Err(Rejection::DeadlineUnmeetable { predicted: p.completion, deadline: request.deadline })
+    }
+
+    /// Whether a probe of `f`, predicted to run `run`, may go now; if so the next may go
+    /// ten runs (at least a second) later, and the request being admitted is marked one.
+    fn take_probe(&mut self, f: FunctionId, now: Nanos, run: Nanos) -> bool {
+        let fi = f.0 as usize;
+        if now < self.probe_at[fi] {
+            return false;
+        }
+        self.probe_at[fi] = now.saturating_add(run.saturating_mul(PROBE_SPACING).max(crate::model::SEC));
+        self.admitted_probe = true;
+        true
     }
 
     /// Compares an admitted request's completion with its prediction; the margin may

@@ -8,6 +8,7 @@ impl Scheduler {
     pub fn submit(&mut self, now: Nanos, request: Request) -> Result<ReqId, Rejection> {
         self.settle();
         self.admitted_prediction = None;
+        self.admitted_probe = false;
         let fi = request.function.0 as usize;
         if fi >= self.v.hot.len() {
             return Err(Rejection::UnknownFunction);
@@ -58,6 +59,7 @@ impl Scheduler {
         if let Some(t) = &mut self.track {
             t.queue(now, index, request.function, hot.weight, hot.best as i64, request.deadline);
         }
+        self.requests[id.index()].probe = std::mem::take(&mut self.admitted_probe);
         let queued = self.queued_view(id);
         let cx = cx!(self, now);
         let alone = self.waiting == 0 && self.has_continuation.is_empty();
@@ -73,7 +75,7 @@ impl Scheduler {
     pub(super) fn alloc(&mut self, request: Request, warmup: bool) -> ReqId {
         self.backlog += self.v.hot[request.function.0 as usize].best as f64;
         let index = self.free_ids.pop().unwrap_or_else(|| {
-            self.requests.push(ReqState { generation: 0, phase: Phase::Free, request });
+            self.requests.push(ReqState { generation: 0, phase: Phase::Free, request, probe: false });
             self.v.queued.push(0);
             (self.requests.len() - 1) as u32
         });
@@ -84,6 +86,7 @@ impl Scheduler {
         self.v.queued[index as usize] = state.generation;
         state.phase = Phase::Queued;
         state.request = request;
+        state.probe = false;
         let id = ReqId::new(index, state.generation);
         if warmup || self.is_warmup.len() > index as usize {
             if self.is_warmup.len() <= index as usize {
@@ -96,8 +99,10 @@ impl Scheduler {
 
     /// What the policy sees of the request `id` (just allocated).
     pub(super) fn queued_view(&self, id: ReqId) -> Queued {
-        let request = self.requests[id.index()].request;
+        let state = &self.requests[id.index()];
+        let request = state.request;
         Queued {
+            probe: state.probe,
             id,
             function: request.function,
             arrival: request.arrival,

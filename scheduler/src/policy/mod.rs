@@ -78,6 +78,10 @@ pub struct Queued {
     pub priority: i32,
     /// Arrival order, unique: the final tie-break everywhere.
     pub seq: u64,
+    /// Let through by `deadline` admission to measure a function its model says cannot
+    /// meet the deadline: a policy runs it like any other and never sheds it as hopeless,
+    /// or the model could never be corrected.
+    pub probe: bool,
 }
 
 /// Order of work on a device: lower runs first. Compared between a request a policy

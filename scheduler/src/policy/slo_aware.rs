@@ -30,9 +30,10 @@ struct Candidate {
     cost: f64,
 }
 
-/// Whether `req` misses its deadline even on an idle device where it is warm.
+/// Whether `req` misses its deadline even on an idle device where it is warm (a probe
+/// never is: it runs to measure what the function really takes).
 fn hopeless(cx: &Cx, req: &Queued) -> bool {
-    cx.best_runtime(req.function).is_none_or(|r| cx.now + r > req.deadline)
+    !req.probe && cx.best_runtime(req.function).is_none_or(|r| cx.now + r > req.deadline)
 }
 
 fn price_per_slot(cx: &Cx, c: ClassId) -> f64 {
