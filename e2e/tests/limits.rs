@@ -26,8 +26,10 @@ fn peak_rss(pid: u32) -> u64 {
     kb * 1024
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn oversized_requests_are_refused_before_they_are_read() {
+/// A standalone gateway process (in-process WebAssembly executor) serving one function,
+/// `e2e/probe`, with `extra` flags; its first log line (which names its ports) and the
+/// directory of its functions.
+fn standalone(extra: &[&str]) -> (Proc, String, tempfile::TempDir) {
     let op_bin = binary("kaas-operator", "kaas-operator").unwrap();
     let dir = tempfile::tempdir().unwrap();
     let probe = [Class { name: "probe", iterations: 1000, runtime_ms: 1.0, deadline_ms: 2_000 }];
@@ -35,8 +37,15 @@ async fn oversized_requests_are_refused_before_they_are_read() {
     let mut cmd = Command::new(&op_bin);
     cmd.args(["standalone", "--functions", dir.path().to_str().unwrap()]);
     cmd.args(["--listen", "127.0.0.1:0", "--grpc-listen", "127.0.0.1:0", "--backend", "wasm"]);
+    cmd.args(extra);
     cmd.env("RUST_LOG", "warn");
     let (gw, line) = Proc::start(cmd, "HTTP on http://").unwrap();
+    (gw, line, dir)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn oversized_requests_are_refused_before_they_are_read() {
+    let (gw, line, _dir) = standalone(&[]);
     let http = addr_after(&line, "HTTP on http://").unwrap();
     let grpc = addr_after(&line, "gRPC on ").unwrap();
     let pid = gw.child.id();
@@ -134,16 +143,7 @@ async fn declared_body(http: &str, len: usize) -> (u16, String) {
 /// ceiling, and the process keeps serving.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_standalone_gateway_ceiling_is_a_flag() {
-    let op_bin = binary("kaas-operator", "kaas-operator").unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let probe = [Class { name: "probe", iterations: 1000, runtime_ms: 1.0, deadline_ms: 2_000 }];
-    write_functions(dir.path(), &probe, "edf", "none");
-    let mut cmd = Command::new(&op_bin);
-    cmd.args(["standalone", "--functions", dir.path().to_str().unwrap()]);
-    cmd.args(["--listen", "127.0.0.1:0", "--grpc-listen", "127.0.0.1:0", "--backend", "wasm"]);
-    cmd.args(["--max-inflight-bytes", "32", "--max-inflight-requests", "4"]);
-    cmd.env("RUST_LOG", "warn");
-    let (_gw, line) = Proc::start(cmd, "HTTP on http://").unwrap();
+    let (_gw, line, _dir) = standalone(&["--max-inflight-bytes", "32", "--max-inflight-requests", "4"]);
     let http = addr_after(&line, "HTTP on http://").unwrap();
     for _ in 0..2 {
         let r = reqwest::Client::new()

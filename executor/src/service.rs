@@ -67,18 +67,20 @@ pub(crate) fn deadline_of(deadline_ms: u32) -> Option<Duration> {
 }
 
 /// The wire form of a finished invocation.
-pub(crate) fn execute_response(e: crate::runtime::Executed) -> proto::ExecuteResponse {
-    let ms = |d: Duration| d.as_secs_f64() * 1000.0;
-    proto::ExecuteResponse {
-        outputs: e.outputs.into_iter().collect(),
-        cold_start: e.cold_start,
-        device: e.device,
-        timing: Some(proto::Timing {
-            queue_ms: ms(e.queue),
-            cold_start_ms: ms(e.cold),
-            exec_ms: ms(e.exec),
-            total_ms: ms(e.total),
-        }),
+impl From<crate::runtime::Executed> for proto::ExecuteResponse {
+    fn from(e: crate::runtime::Executed) -> Self {
+        let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+        proto::ExecuteResponse {
+            outputs: e.outputs.into_iter().collect(),
+            cold_start: e.cold_start,
+            device: e.device,
+            timing: Some(proto::Timing {
+                queue_ms: ms(e.queue),
+                cold_start_ms: ms(e.cold),
+                exec_ms: ms(e.exec),
+                total_ms: ms(e.total),
+            }),
+        }
     }
 }
 
@@ -111,7 +113,7 @@ impl ExecutorApi for ExecutorService {
             .executor
             .execute(&key(&r.namespace, &r.name), inputs_from(r.inputs), deadline_of(r.deadline_ms), share)
             .await?;
-        Ok(Response::new(execute_response(e)))
+        Ok(Response::new(e.into()))
     }
 
     async fn preload(

@@ -126,18 +126,7 @@ impl NodeClient {
                     .execute(&key, req.inputs.into_iter().collect(), deadline, share)
                     .await
                     .map_err(|e| NodeFailure::Answer(from_exec(e)))?;
-                let ms = |d: Duration| d.as_secs_f64() * 1000.0;
-                Ok(proto::ExecuteResponse {
-                    outputs: e.outputs.into_iter().collect(),
-                    cold_start: e.cold_start,
-                    device: e.device,
-                    timing: Some(proto::Timing {
-                        queue_ms: ms(e.queue),
-                        cold_start_ms: ms(e.cold),
-                        exec_ms: ms(e.exec),
-                        total_ms: ms(e.total),
-                    }),
-                })
+                Ok(e.into())
             }
             NodeClient::Remote(c) => {
                 c.clone().execute(req).await.map(|r| r.into_inner()).map_err(from_status)
