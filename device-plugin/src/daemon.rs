@@ -1,5 +1,6 @@
-//! The node daemon: the executor, its unix (node and per-share) and TCP servers, one kubelet plugin per
-//! resource, the `KaasNode` publisher and the metrics endpoint, started and stopped as one.
+//! The node daemon: the executor, its unix (node API and per-share) and TCP servers, one
+//! kubelet plugin per resource, the `KaasNode` publisher and the metrics endpoint, started
+//! and stopped as one.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
