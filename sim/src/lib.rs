@@ -8,6 +8,7 @@
 pub mod admission;
 pub mod bound;
 pub mod heap;
+mod learn;
 pub mod policy_report;
 pub mod report;
 pub mod rng;

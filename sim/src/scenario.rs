@@ -60,6 +60,11 @@ pub struct Scenario {
     /// publishes at most every 20 ms).
     #[serde(default = "twenty")]
     pub report_interval_ms: f64,
+    /// Whether each node's scheduler learns runtimes from what runs, as every live
+    /// executor does (mean plus two deviations of the measured runtimes per function and
+    /// class, from the 8th run); off by default: the declared profile holds throughout.
+    #[serde(default)]
+    pub learn_runtimes: bool,
     /// What arrives.
     pub workload: Workload,
     /// For `kaas-sim sweep`: the grid.

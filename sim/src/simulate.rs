@@ -4,6 +4,7 @@
 use std::collections::BTreeMap;
 use std::time::Instant;
 
+use crate::learn::Learner;
 use kaas_scheduler::metrics::{Metrics, Report};
 use kaas_scheduler::{Cluster, Completed, Function, FunctionId, Nanos, ReqId, Request, SEC, Scheduler};
 use serde::Serialize;
@@ -165,6 +166,8 @@ struct Sim<'a> {
     infeasible_admitted: u64,
     /// Requests started per (function, class).
     placements: BTreeMap<(u32, u16), u64>,
+    /// Runtimes each node's scheduler learns, when the scenario says so.
+    learner: Option<Learner>,
 }
 
 fn put<T: Copy>(v: &mut Vec<T>, slot: usize, value: T, empty: T) {
@@ -270,8 +273,14 @@ impl Sim<'_> {
 
     fn complete(&mut self, now: Nanos, n: usize, slot: u32) {
         let node = &mut self.nodes[n];
-        let Some((id, &r)) = node.s.in_slot(slot as usize) else { return };
-        if let Some(Completed::Request) = node.s.complete(now, id) {
+        let in_slot = node.s.in_slot(slot as usize).map(|(id, &r)| (id, r));
+        let done = in_slot.and_then(|(id, _)| node.s.complete(now, id));
+        // Measured at completion, as an executor measures.
+        if let Some(l) = &mut self.learner {
+            l.completed(n, slot as usize, &mut node.s, in_slot.is_some());
+        }
+        let Some((_, r)) = in_slot else { return };
+        if let Some(Completed::Request) = done {
             let latency = now - r.arrival;
             self.metrics.completed(r.function, latency, now <= r.deadline);
             if let Some(&p) = node.predicted.get(slot as usize).filter(|&&p| p > 0) {
@@ -309,11 +318,19 @@ impl Sim<'_> {
                 continue;
             }
             let side = self.side(n, d.id.slot());
-            let run = match side.duration {
-                Some(dur) => (d.expected as f64 * dur as f64 / self.best[fi].max(1) as f64) as Nanos,
-                None if self.exponential[fi] => (self.rng.exp1() * d.expected as f64) as Nanos,
+            // What it really takes on average, whatever the scheduler has learned.
+            let expected = match &self.learner {
+                Some(l) => l.truth(n, fi, class_id.0 as usize, d.expected),
                 None => d.expected,
             };
+            let run = match side.duration {
+                Some(dur) => (expected as f64 * dur as f64 / self.best[fi].max(1) as f64) as Nanos,
+                None if self.exponential[fi] => (self.rng.exp1() * expected as f64) as Nanos,
+                None => expected,
+            };
+            if let Some(l) = &mut self.learner {
+                l.dispatched(n, d.id.slot(), fi, class_id.0 as usize, d.kernel, run);
+            }
             let busy = d.load + run;
             self.metrics.busy(d.function, busy, price, slots);
             if d.kernel == 0 {
@@ -365,6 +382,7 @@ pub fn simulate(
         best.push(b);
     }
     let mut nodes = Vec::with_capacity(layout.len());
+    let mut models = Vec::with_capacity(layout.len());
     // Where each global device is: (node, device on it).
     let mut place = vec![(0usize, 0u32); devices];
     for (n, devs) in layout.iter().enumerate() {
@@ -372,10 +390,11 @@ pub fn simulate(
         let mut s = Scheduler::new(c, config.clone())?;
         // Nothing frees real memory here: keeping the record would grow with every eviction.
         s.record_evictions(false);
-        for f in &functions {
-            let f = topology::node_function(f, s.cluster());
-            s.add_function(f)?;
+        let mine: Vec<Function> = functions.iter().map(|f| topology::node_function(f, s.cluster())).collect();
+        for f in &mine {
+            s.add_function(f.clone())?;
         }
+        models.push(mine);
         for (i, &d) in devs.iter().enumerate() {
             place[d] = (n, i as u32);
         }
@@ -417,6 +436,7 @@ pub fn simulate(
         infeasible: 0,
         infeasible_admitted: 0,
         placements: BTreeMap::new(),
+        learner: scenario.learn_runtimes.then(|| Learner::new(cluster.classes.len(), models)),
     };
     if let Some(g) = closed {
         for (i, f) in scenario.functions.iter().enumerate() {

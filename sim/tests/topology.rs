@@ -115,3 +115,36 @@ fn slo_aware_routes_tight_work_fast_and_loose_work_cheap() {
         "edf goes soonest: {loose_cheap}"
     );
 }
+
+/// `learnRuntimes` models the executors' learning: a function profiled at 2 ms whose
+/// requests take 10 ms (a stale profile) is admitted by what the profile says until the
+/// node has measured it — then by what it takes. Deadline admission at 1.25× load keeps
+/// its admitted requests in time only when the model learns.
+#[test]
+fn learned_runtimes_correct_a_stale_profile() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut csv = String::from("function,arrival_ms,duration_ms\n");
+    for i in 0..2000 {
+        csv.push_str(&format!("f,{},10\n", i * 8));
+    }
+    std::fs::write(dir.path().join("trace.csv"), csv).unwrap();
+    let run = |learn: bool| {
+        let y = format!(
+            "name: stale\nseed: 1\ntopology: per-node\nlearnRuntimes: {learn}\n\
+             cluster: [{{ name: cpu, kind: CPU, memoryBytes: 1073741824, slotsPerDevice: 1, count: 1, devicesPerNode: 1 }}]\n\
+             functions:\n\
+             \x20 - {{ name: f, slo: {{ deadlineMs: 40 }}, profile: [{{ acceleratorClass: cpu, runtimeMs: 2, loadMs: 5 }}], prewarm: 1 }}\n\
+             admission: deadline\npolicy: {{ name: edf }}\n\
+             workload: {{ trace: {{ format: csv, path: trace.csv }} }}\n"
+        );
+        let s = Scenario::from_yaml(&y, dir.path()).unwrap();
+        simulate(&s, "edf", 1.0, None).unwrap()
+    };
+    let (stale, learned) = (run(false), run(true));
+    println!("profile kept:    {}", line(&stale));
+    println!("runtime learned: {}", line(&learned));
+    assert!(stale.report.admitted_slo_attainment < 0.5, "a 5x stale profile admits what misses");
+    assert!(learned.report.admitted_slo_attainment > 0.98, "{}", line(&learned));
+    // Rejecting everything would meet that: it serves what one slot can, 10 ms per 8 ms.
+    assert!(learned.report.slo_attainment > 0.7, "{}", line(&learned));
+}
