@@ -100,12 +100,17 @@ impl Scheduler {
             return Err(Rejection::Warming { ready_at, retry_after: ready_at.saturating_sub(now) });
         }
         // Never shut a function out on its model alone: a request refused only for its own
-        // predicted runtime (it would start now, warm, with nothing ahead) is let through
-        // now and then, so that what the function really takes keeps being measured. A
+        // predicted runtime (it would start now, warm, with nothing ahead, and still miss
+        // the deadline itself, not only the headroom) is let through now and then, so that
+        // what the function really takes keeps being measured. A
         // runtime learned from a few slow runs, or a stale profile, would otherwise refuse
         // every request for good: nothing refused is ever measured. Probes are spaced by
         // ten of their predicted runtimes (at least a second): at most a tenth of one slot.
-        if p.start <= now && p.load == 0 && self.take_probe(f, now, p.completion.saturating_sub(p.start)) {
+        if p.start <= now
+            && p.load == 0
+            && p.completion > request.deadline
+            && self.take_probe(f, now, p.completion.saturating_sub(p.start))
+        {
             self.admitted_prediction = Some(p.completion);
             return Ok(());
         }
