@@ -284,6 +284,20 @@ fn copy_function() -> ex::FunctionDef {
     }
 }
 
+/// `team-a/scratch`: the copy kernel with 30 MiB of scratch, more than a third of the
+/// stand-in's 64 MiB (one share's quota) and less than the whole device.
+fn scratch_function() -> ex::FunctionDef {
+    let mut f = copy_function();
+    f.name = "scratch".into();
+    f.buffers.push(ex::Buffer {
+        name: "scratch".into(),
+        size: 30 << 20,
+        kind: ex::BufferKind::Temp as i32,
+        content: vec![],
+    });
+    f
+}
+
 /// Where a container's socket for its first share is on the host, through its mounts.
 fn socket_on_host(c: &proto::ContainerAllocateResponse) -> std::path::PathBuf {
     let in_pod = std::path::Path::new(&c.envs[ENV_SOCKET]);
@@ -341,15 +355,7 @@ async fn a_pod_may_only_execute_its_namespaces_functions_through_its_share_socke
     theirs.namespace = "team-b".into();
     node.put_function(theirs).await.unwrap();
     assert!(node.execute(call("team-b", "copy", "")).await.unwrap().into_inner().cold_start);
-    let mut scratch = copy_function();
-    scratch.name = "scratch".into();
-    scratch.buffers.push(ex::Buffer {
-        name: "scratch".into(),
-        size: 30 << 20,
-        kind: ex::BufferKind::Temp as i32,
-        content: vec![],
-    });
-    node.put_function(scratch).await.unwrap();
+    node.put_function(scratch_function()).await.unwrap();
 
     // team-a's pod is allocated cpu-s1: its container sees that share's directory only.
     let c = allocate_cpu(&dir, &["cpu-s1"]).await;
@@ -458,16 +464,8 @@ async fn a_share_carries_its_memory_quota_to_the_executor() {
     let (cpu, _) = Flaky::device("cpu", "cpu");
     let d = daemon(&dir, &sockets, vec![cpu], None).await;
     kubelet.next(Duration::from_secs(3)).await;
-    let mut f = copy_function();
-    f.name = "scratch".into();
-    f.buffers.push(ex::Buffer {
-        name: "scratch".into(),
-        size: 30 << 20,
-        kind: ex::BufferKind::Temp as i32,
-        content: vec![],
-    });
     let mut exec = connect_unix(&sockets.join("executor.sock")).await.unwrap();
-    exec.put_function(f).await.unwrap();
+    exec.put_function(scratch_function()).await.unwrap();
     let call = |share: &str| ex::ExecuteRequest {
         namespace: "team-a".into(),
         name: "scratch".into(),
