@@ -63,9 +63,24 @@ async fn gateway_and_two_executors_survive_a_kill_and_admission_protects_the_slo
     assert!(late_ok > outcomes.len() / 16, "the surviving executor keeps serving after the kill: {late_ok}");
     assert!(statuses.get(&200).copied().unwrap_or(0) as f64 > 0.7 * sent as f64, "{statuses:?}");
 
-    // 2. Twice the capacity of the one remaining executor... restart a second one so the
-    //    comparison runs on two devices again.
-    let (_exec_c, c) = start_executor(&exec_bin, "node-c");
+    // 2. Twice the capacity of two devices, with and without deadline admission, on two
+    //    fresh executors that stretch each kernel tenfold by sleeping
+    //    (`--emulate-slowdown`, as `replicas.rs` and `live_vs_sim.rs` run): a slot is
+    //    held as long as a 6 or 18 ms kernel holds it, but what the executors serve no
+    //    longer swings with how many processes compete for this machine's two cores (on
+    //    a day its calibration varied twofold between runs, plain spin kernels kept 97-99 %
+    //    of admitted requests in time).
+    let (_exec_c, c) = start_executor_with(&exec_bin, "node-c", &["--emulate-slowdown", "10"]);
+    let (_exec_d, d) = start_executor_with(&exec_bin, "node-d", &["--emulate-slowdown", "10"]);
+    let ms_per_million = calibrate(&op_bin, dir.path(), &[c.clone(), d.clone()]).await / 10.0;
+    println!(
+        "calibration of the stretched executors: {ms_per_million:.3} ms per million iterations (before the slowdown)"
+    );
+    let iters = |ms: f64| ((ms / 10.0 / ms_per_million) * 1e6) as u64;
+    let classes = [
+        Class { name: "fast", iterations: iters(6.0), runtime_ms: 6.0 * 1.3, deadline_ms: 80 },
+        Class { name: "slow", iterations: iters(18.0), runtime_ms: 18.0 * 1.3, deadline_ms: 240 },
+    ];
     let mut results = Vec::new();
     for admission in ["deadline", "none"] {
         // This shared machine's speed drifts (its calibration varies twofold between runs)
@@ -79,7 +94,7 @@ async fn gateway_and_two_executors_survive_a_kill_and_admission_protects_the_slo
             // delays a whole node's queue at once; with 25 % one CI run (debug build) kept
             // 98.8 % of admitted requests in time, the misses all within 150 ms of each other.
             write_functions_with(dir.path(), &classes, "balance", admission, None, 0.35);
-            let (_gw, addr) = start_gateway(&op_bin, dir.path(), &[b.clone(), c.clone()]);
+            let (_gw, addr) = start_gateway(&op_bin, dir.path(), &[c.clone(), d.clone()]);
             // A second at the nominal capacity first: the gateway learns the service times
             // this loaded machine really delivers (its model replaces the declared profile).
             let warmup = load(&addr, &classes, capacity, 2.0, None).await;
@@ -130,12 +145,16 @@ async fn gateway_and_two_executors_survive_a_kill_and_admission_protects_the_slo
                 attempt += 1;
                 continue;
             }
-            break att;
+            break (att, (att * admitted as f64).round() as usize);
         };
         results.push(att);
     }
-    assert!(results[0] >= 0.99, "deadline admission: {:.4} of admitted requests met the SLO", results[0]);
-    assert!(results[1] < 0.99, "without admission the overload should miss deadlines: {:.4}", results[1]);
+    let ((with, met_with), (without, met_without)) = (results[0], results[1]);
+    assert!(with >= 0.99, "deadline admission: {with:.4} of admitted requests met the SLO");
+    assert!(without < 0.99, "without admission the overload should miss deadlines: {without:.4}");
+    // Rejecting everything would keep every admitted request in time: admission must
+    // also serve at least as many in time as no admission does.
+    assert!(met_with >= met_without, "deadline admission served {met_with} in time, none {met_without}");
 }
 
 /// Issue 14, point 6: the per-function series (`namespace`, `function` labels) count what
