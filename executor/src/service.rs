@@ -84,7 +84,8 @@ impl From<crate::runtime::Executed> for proto::ExecuteResponse {
     }
 }
 
-fn key(namespace: &str, name: &str) -> String {
+/// A function's key, `namespace/name`.
+pub(crate) fn key(namespace: &str, name: &str) -> String {
     format!("{namespace}/{name}")
 }
 

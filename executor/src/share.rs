@@ -26,7 +26,7 @@ use tracing::{info, warn};
 use crate::proto::executor_server::Executor as ExecutorApi;
 use crate::proto::{self, executor_server::ExecutorServer};
 use crate::runtime::{Executor, inputs_from};
-use crate::service::{SHARE_MAX_MESSAGE_BYTES, deadline_of, oversize_is_resource_exhausted};
+use crate::service::{SHARE_MAX_MESSAGE_BYTES, deadline_of, key, oversize_is_resource_exhausted};
 
 /// File name of a share's socket inside its directory.
 pub const SHARE_SOCKET: &str = "executor.sock";
@@ -203,10 +203,14 @@ impl ExecutorApi for ShareService {
                 r.namespace, r.name
             )));
         }
-        let key = format!("{}/{}", r.namespace, r.name);
         let e = self
             .executor
-            .execute(&key, inputs_from(r.inputs), deadline_of(r.deadline_ms), Some(r.share_id))
+            .execute(
+                &key(&r.namespace, &r.name),
+                inputs_from(r.inputs),
+                deadline_of(r.deadline_ms),
+                Some(r.share_id),
+            )
             .await?;
         Ok(Response::new(e.into()))
     }

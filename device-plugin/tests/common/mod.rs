@@ -54,6 +54,23 @@ impl registration_server::Registration for Registrar {
     }
 }
 
+/// Serves `router` on a unix socket bound at `socket` until `stop` fires (or is dropped).
+fn serve_on(
+    socket: &Path,
+    router: tonic::transport::server::Router,
+    stop: tokio::sync::oneshot::Receiver<()>,
+) -> tokio::task::JoinHandle<()> {
+    let listener = tokio::net::UnixListener::bind(socket).unwrap();
+    tokio::spawn(async move {
+        router
+            .serve_with_incoming_shutdown(tokio_stream::wrappers::UnixListenerStream::new(listener), async {
+                let _ = stop.await;
+            })
+            .await
+            .unwrap();
+    })
+}
+
 /// A kubelet's registration endpoint at `<dir>/kubelet.sock`.
 pub struct TestKubelet {
     pub dir: PathBuf,
@@ -68,20 +85,10 @@ impl TestKubelet {
         let (stop, rx) = tokio::sync::oneshot::channel();
         let socket = dir.join("kubelet.sock");
         let _ = std::fs::remove_file(&socket);
-        let listener = tokio::net::UnixListener::bind(&socket).unwrap();
         let registrar = Registrar { dir: dir.to_path_buf(), tx };
-        let task = tokio::spawn(async move {
-            tonic::transport::Server::builder()
-                .add_service(registration_server::RegistrationServer::new(registrar))
-                .serve_with_incoming_shutdown(
-                    tokio_stream::wrappers::UnixListenerStream::new(listener),
-                    async {
-                        let _ = rx.await;
-                    },
-                )
-                .await
-                .unwrap();
-        });
+        let router = tonic::transport::Server::builder()
+            .add_service(registration_server::RegistrationServer::new(registrar));
+        let task = serve_on(&socket, router, rx);
         TestKubelet { dir: dir.to_path_buf(), seen, stop: Some(stop), task: Some(task) }
     }
 
@@ -204,22 +211,12 @@ impl TestPodResources {
     pub async fn start(socket: &Path) -> TestPodResources {
         std::fs::create_dir_all(socket.parent().unwrap()).unwrap();
         let _ = std::fs::remove_file(socket);
-        let listener = tokio::net::UnixListener::bind(socket).unwrap();
         let lister = Lister { pods: Default::default(), calls: Default::default() };
         let (pods, calls) = (lister.pods.clone(), lister.calls.clone());
         let (stop, rx) = tokio::sync::oneshot::channel();
-        tokio::spawn(async move {
-            tonic::transport::Server::builder()
-                .add_service(podresources::pod_resources_lister_server::PodResourcesListerServer::new(lister))
-                .serve_with_incoming_shutdown(
-                    tokio_stream::wrappers::UnixListenerStream::new(listener),
-                    async {
-                        let _ = rx.await;
-                    },
-                )
-                .await
-                .unwrap();
-        });
+        let router = tonic::transport::Server::builder()
+            .add_service(podresources::pod_resources_lister_server::PodResourcesListerServer::new(lister));
+        serve_on(socket, router, rx);
         TestPodResources { socket: socket.to_path_buf(), pods, calls, stop: Some(stop) }
     }
 
