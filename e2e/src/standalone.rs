@@ -159,8 +159,13 @@ pub struct Outcome {
     /// Time it waited before its kernels started, as the gateway reported it (the
     /// executor's queue plus the hops to it).
     pub queue_ms: f64,
+    /// Of `queue_ms`, the wait in the executor's queue alone, as it measured it.
+    pub node_queue_ms: f64,
     /// Time its kernels ran, as the executor measured it.
     pub exec_ms: f64,
+    /// When it was sent, in seconds from the start of the replay (its schedule says when
+    /// it was due; a loaded client sends late).
+    pub sent_s: f64,
 }
 
 /// One invocation's answer.
@@ -175,6 +180,8 @@ pub struct Answer {
     pub device: String,
     /// Queue time the gateway reported.
     pub queue_ms: f64,
+    /// Of it, the executor's queue.
+    pub node_queue_ms: f64,
     /// Kernel time the executor measured.
     pub exec_ms: f64,
 }
@@ -202,6 +209,7 @@ pub async fn invoke_timed(client: &reqwest::Client, gw: &str, function: &str, se
         correct: false,
         device: String::new(),
         queue_ms: 0.0,
+        node_queue_ms: 0.0,
         exec_ms: 0.0,
     };
     let Ok(resp) = client.post(url).json(&body).send().await else { return none(0) };
@@ -224,6 +232,7 @@ pub async fn invoke_timed(client: &reqwest::Client, gw: &str, function: &str, se
         correct: out == want,
         device: v["device"].as_str().unwrap_or_default().to_string(),
         queue_ms: t["queueMs"].as_f64().unwrap_or(0.0),
+        node_queue_ms: t["nodeQueueMs"].as_f64().unwrap_or(0.0),
         exec_ms: t["execMs"].as_f64().unwrap_or(0.0),
     }
 }
@@ -280,6 +289,7 @@ pub async fn replay(
         let (client, gw) = (client.clone(), gws[i % gws.len()].clone());
         let name = names[f];
         tasks.push(tokio::spawn(async move {
+            let sent_s = start.elapsed().as_secs_f64();
             let a = invoke_timed(&client, &gw, name, i as u32).await;
             Outcome {
                 device: a.device,
@@ -288,7 +298,9 @@ pub async fn replay(
                 server_ms: a.total_ms,
                 correct: a.correct,
                 queue_ms: a.queue_ms,
+                node_queue_ms: a.node_queue_ms,
                 exec_ms: a.exec_ms,
+                sent_s,
             }
         }));
     }

@@ -60,6 +60,13 @@ pub struct Scenario {
     /// publishes at most every 20 ms).
     #[serde(default = "twenty")]
     pub report_interval_ms: f64,
+    /// With `per-node`: how long a request takes to get from the router to a node, and
+    /// its answer back, ms each way (the network and the gateway's own handling; 0 by
+    /// default). It comes out of the request's deadline: a node is offered what is left
+    /// of it when the request gets there (each refusal costs a round trip), and the
+    /// answer must be back within the deadline.
+    #[serde(default)]
+    pub hop_ms: f64,
     /// Whether each node's scheduler learns runtimes from what runs, as every live
     /// executor does (mean plus two deviations of the measured runtimes per function and
     /// class, from the 8th run); off by default: the declared profile holds throughout.
@@ -468,6 +475,9 @@ impl Scenario {
             if f.profile.is_empty() {
                 return bad(format!("function {}: profile is empty, it cannot run anywhere", f.name));
             }
+        }
+        if !(self.hop_ms >= 0.0 && self.hop_ms.is_finite()) {
+            return bad(format!("hopMs must be finite and not negative, got {}", self.hop_ms));
         }
         if !(self.report_interval_ms >= 0.0 && self.report_interval_ms.is_finite()) {
             return bad(format!(

@@ -151,6 +151,8 @@ struct Sim<'a> {
     exponential: Vec<bool>,
     /// Relative deadline per function.
     deadlines: Vec<Nanos>,
+    /// Router to node, one way (per-node topology; 0 in a pool).
+    hop: Nanos,
     best: Vec<Nanos>,
     think: Nanos,
     count: u64,
@@ -187,10 +189,14 @@ impl Sim<'_> {
         if self.needs_side { self.nodes[n].side[slot] } else { Side::NONE }
     }
 
-    /// Offers a request to node `n`; its handle when the node's scheduler admits it.
-    fn offer(&mut self, n: usize, a: &Arrival, client: bool) -> Option<ReqId> {
+    /// Offers a request to node `n` as its `tries`-th offer (0: the first); its handle
+    /// when the node's scheduler admits it. The node gets what is left of the deadline
+    /// when the offer reaches it: each refusal before cost a round trip and this offer
+    /// one hop (the request enters the node's queue at its arrival, so the node's clock
+    /// runs that far ahead for it, see [`Sim::complete`]).
+    fn offer(&mut self, n: usize, a: &Arrival, client: bool, tries: u64) -> Option<ReqId> {
         let f = FunctionId(a.function);
-        let deadline = a.t + self.deadlines[a.function as usize];
+        let deadline = (a.t + self.deadlines[a.function as usize]).saturating_sub((2 * tries + 1) * self.hop);
         let node = &mut self.nodes[n];
         let predicted = if self.record { node.s.predict_completion(f, deadline, a.t) } else { None };
         let id = node.s.submit(a.t, Request { function: f, arrival: a.t, deadline }).ok()?;
@@ -215,7 +221,7 @@ impl Sim<'_> {
         let accepted = match self.router.take() {
             None => {
                 offered = 1;
-                self.offer(0, &a, client).is_some()
+                self.offer(0, &a, client, 0).is_some()
             }
             Some(mut router) => {
                 for (n, node) in self.nodes.iter().enumerate() {
@@ -223,7 +229,8 @@ impl Sim<'_> {
                 }
                 let clusters: Vec<&Cluster> = self.nodes.iter().map(|n| n.s.cluster()).collect();
                 let func = &self.functions[a.function as usize];
-                let order = router.order(func, f, self.deadlines[a.function as usize], &clusters);
+                let relative = self.deadlines[a.function as usize].saturating_sub(2 * self.hop);
+                let order = router.order(func, f, relative, &clusters);
                 let mut accepted = false;
                 for (n, device, run_ms) in order {
                     if tried[..offered].contains(&n) {
@@ -234,7 +241,7 @@ impl Sim<'_> {
                     }
                     tried[offered] = n;
                     offered += 1;
-                    if let Some(id) = self.offer(n, &a, client) {
+                    if let Some(id) = self.offer(n, &a, client, offered as u64 - 1) {
                         let c = router.charge(n, device, run_ms);
                         put(&mut self.nodes[n].charges, id.slot(), c, Charge::default());
                         accepted = true;
@@ -281,8 +288,17 @@ impl Sim<'_> {
         }
         let Some((_, r)) = in_slot else { return };
         if let Some(Completed::Request) = done {
-            let latency = now - r.arrival;
-            self.metrics.completed(r.function, latency, now <= r.deadline);
+            // With hops, the k-th offer's node deadline is the request's less (2k + 1)
+            // hops (see `offer`), and the node's clock runs that far ahead for it: the
+            // answer is back at the router one hop after `now` plus that, so in time when
+            // `now + hop <= r.deadline`, and its latency is `now + hop + D - r.deadline`.
+            let (latency, in_time) = if self.hop == 0 {
+                (now - r.arrival, now <= r.deadline)
+            } else {
+                let relative = self.deadlines[r.function.0 as usize];
+                (now + self.hop + relative - r.deadline, now + self.hop <= r.deadline)
+            };
+            self.metrics.completed(r.function, latency, in_time);
             if let Some(&p) = node.predicted.get(slot as usize).filter(|&&p| p > 0) {
                 let relative = r.deadline.saturating_sub(r.arrival).max(1) as f64;
                 self.prediction_errors.push((now as f64 - p as f64) / relative);
@@ -426,6 +442,7 @@ pub fn simulate(
         rng: Rng::seed_from_u64(scenario.seed.wrapping_add(0x5eed)),
         exponential: scenario.functions.iter().map(|f| f.service == Service::Exponential).collect(),
         deadlines,
+        hop: if scenario.topology == Topology::PerNode { kaas_scheduler::ms(scenario.hop_ms) } else { 0 },
         best,
         think: closed.map_or(0, |g| kaas_scheduler::ms(g.think_ms)),
         count: 0,

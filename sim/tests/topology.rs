@@ -148,3 +148,54 @@ fn learned_runtimes_correct_a_stale_profile() {
     // Rejecting everything would meet that: it serves what one slot can, 10 ms per 8 ms.
     assert!(learned.report.slo_attainment > 0.7, "{}", line(&learned));
 }
+
+/// `hopMs`: the way from the router to a node and back takes two hops of every
+/// request's latency and deadline. One node of one slot, a fixed 10 ms runtime, a 60 ms
+/// deadline, a tenth of the capacity (so little waits, never 40 ms): 5 ms hops add 10 ms
+/// to every latency and still make the deadline; 26 ms hops make every answer late (52 ms
+/// of hops plus 10 ms of work), though the node, which only knows what was left of the
+/// deadline when the request reached it (34 ms), admits them, as an executor does.
+#[test]
+fn hops_to_a_node_and_back_count_in_latency_and_deadline() {
+    let run = |hop: f64, admission: &str| {
+        let y = format!(
+            "name: hops\nseed: 2\nmaxRequests: 2000\ntopology: per-node\nhopMs: {hop}\n\
+             cluster: [{{ name: gpu, memoryBytes: 1073741824, slotsPerDevice: 1, count: 1 }}]\n\
+             functions: [{{ name: f, slo: {{ deadlineMs: 60 }}, profile: [{{ acceleratorClass: gpu, runtimeMs: 10, loadMs: 5 }}], expectedRate: 10, prewarm: 1 }}]\n\
+             admission: {admission}\n\
+             workload: {{ synthetic: {{ generator: poisson }} }}\n"
+        );
+        simulate(&Scenario::from_yaml(&y, Path::new(".")).unwrap(), "edf", 1.0, None).unwrap()
+    };
+    let base = run(0.0, "none");
+    assert_eq!(base.report.slo_met, base.report.completed);
+    assert_eq!(base.report.completed, 2000);
+    for (hop, admission) in [(5.0, "none"), (5.0, "deadline"), (26.0, "none"), (26.0, "deadline")] {
+        let r = run(hop, admission);
+        println!("hop {hop} ms, {admission}: {}, latency p50 {:.3} ms", line(&r), r.report.latency_ms.p50);
+        assert_eq!(
+            r.report.completed, base.report.completed,
+            "hop {hop} {admission}: the node admits them all"
+        );
+        let added = r.report.latency_ms.mean - base.report.latency_ms.mean;
+        assert!((added - 2.0 * hop).abs() < 1e-6, "hop {hop} {admission}: latency grew by {added} ms");
+        assert_eq!(r.report.wait_ms.mean, base.report.wait_ms.mean, "the node's queue is the same");
+        let in_time = if hop == 5.0 { r.report.completed } else { 0 };
+        assert_eq!(r.report.slo_met, in_time, "hop {hop} {admission}");
+    }
+}
+
+/// A negative or infinite `hopMs` is refused with the field's name.
+#[test]
+fn a_bad_hop_is_refused() {
+    for hop in ["-1", ".inf"] {
+        let y = format!(
+            "name: bad\nseed: 1\ntopology: per-node\nhopMs: {hop}\n\
+             cluster: [{{ name: gpu, memoryBytes: 1073741824, slotsPerDevice: 1, count: 1 }}]\n\
+             functions: [{{ name: f, slo: {{ deadlineMs: 30 }}, profile: [{{ acceleratorClass: gpu, runtimeMs: 10, loadMs: 5 }}], expectedRate: 10 }}]\n\
+             workload: {{ synthetic: {{ generator: poisson }} }}\n"
+        );
+        let e = Scenario::from_yaml(&y, Path::new(".")).unwrap_err().to_string();
+        assert!(e.contains("hopMs"), "{hop}: {e}");
+    }
+}

@@ -73,6 +73,7 @@ impl GatewayApi for GatewayService {
             device: done.device,
             timing: Some(Timing {
                 queue_ms: ms(done.queue),
+                node_queue_ms: ms(done.node_queue),
                 cold_start_ms: ms(done.cold),
                 exec_ms: ms(done.exec),
                 total_ms: ms(done.total),

@@ -80,6 +80,7 @@ struct InvokeBody {
 #[serde(rename_all = "camelCase")]
 struct TimingJson {
     queue_ms: f64,
+    node_queue_ms: f64,
     cold_start_ms: f64,
     exec_ms: f64,
     total_ms: f64,
@@ -145,6 +146,7 @@ fn reply(r: Invoked) -> InvokeReply {
         device: r.device,
         timing: TimingJson {
             queue_ms: ms(r.queue),
+            node_queue_ms: ms(r.node_queue),
             cold_start_ms: ms(r.cold),
             exec_ms: ms(r.exec),
             total_ms: ms(r.total),

@@ -89,8 +89,10 @@ pub struct Invoked {
     pub cold_start: bool,
     /// `node/device` it ran on.
     pub device: String,
-    /// Queueing in the gateway and on the node.
+    /// Queueing in the gateway and on the node, with the hops between them.
     pub queue: Duration,
+    /// Of `queue`, the wait in the node's queue alone, as the executor measured it.
+    pub node_queue: Duration,
     /// Cold-start time.
     pub cold: Duration,
     /// Kernel time.

@@ -204,6 +204,7 @@ impl Gateway {
             cold_start: r.cold_start,
             device: format!("{}/{}", choice.node, r.device),
             queue: total.saturating_sub(d(t.total_ms)) + d(t.queue_ms),
+            node_queue: d(t.queue_ms),
             cold: d(t.cold_start_ms),
             exec: d(t.exec_ms),
             total,
