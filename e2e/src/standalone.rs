@@ -163,9 +163,8 @@ pub struct Outcome {
     pub node_queue_ms: f64,
     /// Time its kernels ran, as the executor measured it.
     pub exec_ms: f64,
-    /// When it was sent, in seconds from the start of the replay (its schedule says when
-    /// it was due; a loaded client sends late).
-    pub sent_s: f64,
+    /// When it was sent (its schedule says when it was due; a loaded client sends late).
+    pub sent: Instant,
 }
 
 /// One invocation's answer.
@@ -289,7 +288,7 @@ pub async fn replay(
         let (client, gw) = (client.clone(), gws[i % gws.len()].clone());
         let name = names[f];
         tasks.push(tokio::spawn(async move {
-            let sent_s = start.elapsed().as_secs_f64();
+            let sent = Instant::now();
             let a = invoke_timed(&client, &gw, name, i as u32).await;
             Outcome {
                 device: a.device,
@@ -300,7 +299,7 @@ pub async fn replay(
                 queue_ms: a.queue_ms,
                 node_queue_ms: a.node_queue_ms,
                 exec_ms: a.exec_ms,
-                sent_s,
+                sent,
             }
         }));
     }
