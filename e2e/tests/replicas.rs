@@ -10,6 +10,15 @@
 //! decides, so the split changes nothing: admitted requests keep their SLO (≥ 99 %) and
 //! overall attainment stays ≥ 0.9 × the single gateway's. (Before the two-level design,
 //! each gateway scheduled the device as if alone: 19 % in time against 39 %.)
+//!
+//! This host's speed jumps by up to 2.4× between runs, and with it what one slot can
+//! serve at all (one CI run's "2×" load was served 28 % to 81 % in time from one run to
+//! the next, whatever the gateways). So each run's requests in time are also counted
+//! against what the slot could have served in that run — the 5 s of arrivals and the last
+//! one's deadline over the mean slot time its served requests took (the executor's time
+//! less its queue) — and the
+//! two configurations are compared on that: overbooking (late answers, a slot busy with
+//! work that misses) shows there as it does in raw attainment, the host's speed does not.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -42,7 +51,8 @@ async fn two_gateways_in_front_of_one_executor_do_not_overbook_it() {
     // configuration gets 20 s of load: one 5 s run's share served varies by ±10 % here
     // with the learned runtime's deviation), summed per configuration:
     // (in time, admitted, total).
-    let mut sums = [(0usize, 0usize, 0usize); 3];
+    // (in time, admitted, total, servable)
+    let mut sums = [(0usize, 0usize, 0usize, 0.0f64); 3];
     for gateways in [1usize, 2, 2, 1, 2, 1, 1, 2] {
         // Calibrated before every run: this host's speed drifts by up to twofold within
         // a test (one CI run calibrated once served 26 % in time, its "2×" load far above
@@ -80,35 +90,47 @@ async fn two_gateways_in_front_of_one_executor_do_not_overbook_it() {
             .map(|o| o.server_ms)
             .collect();
         late.sort_by(f64::total_cmp);
+        let served: Vec<f64> =
+            outcomes.iter().filter(|o| o.status == 200).map(|o| o.server_ms - o.queue_ms).collect();
+        let slot_ms = served.iter().sum::<f64>() / served.len().max(1) as f64;
+        // Arrivals for 5 s, the last answered by its deadline.
+        let servable = (5000.0 + classes[0].deadline_ms as f64) / slot_ms.max(0.01);
         println!(
             "{gateways} gateway(s): statuses {st:?}; {admitted} of {total} admitted; \
-             {:.2} % of admitted and {:.2} % of all in time; late successes (ms) {late:.0?}",
+             {:.2} % of admitted and {:.2} % of all in time; slot time {slot_ms:.2} ms, so \
+             {servable:.0} servable, {:.2} % of them served in time; late successes (ms) {late:.0?}",
             admitted_att * 100.0,
-            met as f64 / total as f64 * 100.0
+            met as f64 / total as f64 * 100.0,
+            met as f64 / servable * 100.0
         );
         let s = &mut sums[gateways];
-        *s = (s.0 + met, s.1 + admitted, s.2 + total);
+        *s = (s.0 + met, s.1 + admitted, s.2 + total, s.3 + servable);
     }
-    let ratio = |(met, admitted, total): (usize, usize, usize)| {
-        (met as f64 / admitted.max(1) as f64, met as f64 / total.max(1) as f64)
+    let ratio = |(met, admitted, total, servable): (usize, usize, usize, f64)| {
+        (met as f64 / admitted.max(1) as f64, met as f64 / total.max(1) as f64, met as f64 / servable)
     };
-    let (one_admitted, one_all) = ratio(sums[1]);
-    let (two_admitted, two_all) = ratio(sums[2]);
+    let (one_admitted, one_all, one_of_servable) = ratio(sums[1]);
+    let (two_admitted, two_all, two_of_servable) = ratio(sums[2]);
     println!(
-        "over all runs: one gateway {:.2} % of admitted, {:.2} % of all in time; \
-         two gateways {:.2} % of admitted, {:.2} % of all",
+        "over all runs: one gateway {:.2} % of admitted, {:.2} % of all, {:.2} % of the servable in time; \
+         two gateways {:.2} % of admitted, {:.2} % of all, {:.2} % of the servable",
         one_admitted * 100.0,
         one_all * 100.0,
+        one_of_servable * 100.0,
         two_admitted * 100.0,
-        two_all * 100.0
+        two_all * 100.0,
+        two_of_servable * 100.0
     );
     assert!(one_admitted >= 0.99, "one gateway: {:.4} of admitted in time", one_admitted);
     assert!(two_admitted >= 0.99, "two gateways: {:.4} of admitted in time", two_admitted);
     assert!(
-        two_all >= 0.9 * one_all,
-        "two gateways serve {:.3} in time, one serves {:.3}: replicas lose more than a tenth",
-        two_all,
-        one_all
+        two_of_servable >= 0.9 * one_of_servable,
+        "two gateways serve {two_of_servable:.3} of what the slot could serve in time, one serves \
+         {one_of_servable:.3}: replicas lose more than a tenth"
     );
-    assert!(one_all > 0.3, "at 2x overload about half can be served in time; served {one_all:.3}");
+    assert!(
+        one_of_servable > 0.7,
+        "at 2x overload one gateway keeps the slot busy with work that makes its deadline; \
+         served {one_of_servable:.3} of the servable"
+    );
 }
