@@ -47,6 +47,10 @@ pub struct ExecutorMetrics {
     pub cache_hits: Counter,
     /// Resident-state lookups that missed.
     pub cache_misses: Counter,
+    /// Invocations run on the scheduler thread (microsecond kernels).
+    pub inline_runs: Counter,
+    /// Of those tried there, the ones stopped at the budget and rerun on a blocking thread.
+    pub inline_overruns: Counter,
     /// Functions evicted from a device.
     pub evictions: Counter,
     /// Bytes in use per device.
@@ -78,6 +82,8 @@ impl Default for ExecutorMetrics {
             cold_starts: Counter::default(),
             cache_hits: Counter::default(),
             cache_misses: Counter::default(),
+            inline_runs: Counter::default(),
+            inline_overruns: Counter::default(),
             evictions: Counter::default(),
             memory_bytes: Family::default(),
             memory_capacity: Family::default(),
@@ -114,6 +120,16 @@ impl ExecutorMetrics {
         );
         r.register("cache_hits", "Resident-state lookups that hit", self.cache_hits.clone());
         r.register("cache_misses", "Resident-state lookups that missed", self.cache_misses.clone());
+        r.register(
+            "inline_runs",
+            "Invocations of microsecond kernels run on the scheduler thread, without a blocking-pool hand-off",
+            self.inline_runs.clone(),
+        );
+        r.register(
+            "inline_overruns",
+            "Invocations tried on the scheduler thread, stopped at its 2 ms budget and rerun on a blocking thread",
+            self.inline_overruns.clone(),
+        );
         r.register("cache_evictions", "Functions evicted from a device", self.evictions.clone());
         r.register("memory_in_use_bytes", "Device memory in use", self.memory_bytes.clone());
         r.register(

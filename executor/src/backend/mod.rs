@@ -74,4 +74,13 @@ pub trait Invocation: Send {
     fn run_kernel(&mut self, k: usize) -> Result<Duration, ExecError>;
     /// Reads the outputs and frees the invocation.
     fn finish(self: Box<Self>) -> Result<Outputs, ExecError>;
+    /// Stops each kernel of this invocation after about `budget` instead of the device's
+    /// kernel time limit, with [`ExecError::Timeout`]; whether the backend can (and the
+    /// budget is below its limit). The executor runs microsecond kernels on its scheduler
+    /// thread under such a budget and reruns one that exceeds it on a blocking thread with
+    /// the full limit, so a backend that says yes must leave nothing behind when a kernel is
+    /// stopped (the invocation is dropped and begun again).
+    fn set_time_budget(&mut self, _budget: Duration) -> bool {
+        false
+    }
 }

@@ -552,6 +552,18 @@ impl Invocation for WasmInvocation {
         Ok(start.elapsed())
     }
 
+    fn set_time_budget(&mut self, budget: Duration) -> bool {
+        // Ticks come every millisecond: a deadline of n ticks stops a kernel after n - 1 to
+        // n ms. Modules import nothing, so a stopped kernel changed only this invocation's
+        // instances, which a failed invocation never returns to the pool.
+        let ticks = (budget.as_millis() as u64 * TICKS_PER_SEC / 1000).max(2);
+        if ticks >= self.ticks {
+            return false;
+        }
+        self.ticks = ticks;
+        true
+    }
+
     fn finish(mut self: Box<Self>) -> Result<Outputs, ExecError> {
         if let Some((buffer, entry)) = self.changed_const() {
             self.failed = true;

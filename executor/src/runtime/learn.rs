@@ -7,6 +7,21 @@ use super::*;
 pub(super) type Measured = kaas_scheduler::estimate::RuntimeEstimate;
 
 impl Actor {
+    /// Whether an invocation of `f` on `device` runs on this thread (see
+    /// [`step::run_inline`](super::step::run_inline)): resident there, few kernels, small
+    /// inputs, and a learned runtime there of at most [`step::INLINE_MAX_MS`].
+    pub(super) fn runs_inline(&self, f: &FunctionDef, device: usize, inputs: &Outputs) -> bool {
+        use super::step::{INLINE_MAX_INPUT_BYTES, INLINE_MAX_KERNELS, INLINE_MAX_MS};
+        let backend = &self.devices[device];
+        f.kernels.len() <= INLINE_MAX_KERNELS
+            && inputs.values().map(|v| v.len() as u64).sum::<u64>() <= INLINE_MAX_INPUT_BYTES
+            && self
+                .runtime_ewma
+                .get(&(f.key(), backend.info().kind))
+                .is_some_and(|m| m.samples >= Measured::TRUSTED && m.predicted() <= INLINE_MAX_MS)
+            && backend.is_resident(f)
+    }
+
     /// Folds one measured execution into the model; every 16 samples (from the 8th) the
     /// scheduler's view of every registration of the function is refreshed.
     pub(super) fn learn(&mut self, key: String, kind: String, took: Duration) {

@@ -378,6 +378,26 @@ impl Actor {
             let invocation = p.invocation.take();
             let kernels = d.kernel as usize..(d.kernel + d.kernels) as usize;
             let last = d.last;
+            // A microsecond kernel runs here, under a budget, rather than paying the
+            // hand-offs to a blocking thread and back; one that overruns it runs again there.
+            if invocation.is_none()
+                && kernels.start == 0
+                && last
+                && let Some(inputs) = inputs.as_ref()
+                && self.runs_inline(&f, device, inputs)
+            {
+                match step::run_inline(&*backend, &f, owner.clone(), inputs.clone(), &self.metrics) {
+                    step::Inline::Ran(result) => {
+                        self.done(d.id, device, result);
+                        continue;
+                    }
+                    // It took at least the budget: learned so, it is not tried here again
+                    // until its runs are short again (a function that now hangs costs this
+                    // thread one budget, not one per request).
+                    step::Inline::Overran => self.learn(f.key(), backend.info().kind, step::INLINE_BUDGET),
+                    step::Inline::Unsupported => {}
+                }
+            }
             let tx = self.tx.clone();
             let id = d.id;
             let metrics = self.metrics.clone();
@@ -386,17 +406,7 @@ impl Actor {
                 let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
                     run_step(&*backend, &f, owner, inputs, invocation, kernels, last, &metrics)
                 }))
-                .unwrap_or_else(|panic| {
-                    let message = panic
-                        .downcast_ref::<&str>()
-                        .map(|s| s.to_string())
-                        .or_else(|| panic.downcast_ref::<String>().cloned())
-                        .unwrap_or_else(|| "unknown panic".into());
-                    Err(ExecError::KernelFault {
-                        entry: f.name.clone(),
-                        message: format!("the backend panicked: {message}"),
-                    })
-                });
+                .unwrap_or_else(|panic| Err(step::panicked(&f, panic)));
                 let _ = tx.send(Msg::Done { id, device, result });
             });
         }

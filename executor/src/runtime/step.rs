@@ -1,4 +1,5 @@
-//! What runs on a blocking thread for one dispatch, and the input map the API layers build.
+//! What runs for one dispatch — on a blocking thread, or on the scheduler's for a
+//! microsecond kernel — and the input map the API layers build.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -53,6 +54,81 @@ pub(super) fn run_step(
     } else {
         Ok(Step { invocation: Some(inv), outputs: None, exec, cold, wall: started.elapsed() })
     }
+}
+
+/// How long a kernel run on the scheduler thread may take before it is stopped and the
+/// invocation rerun on a blocking thread (see [`run_inline`]).
+pub(super) const INLINE_BUDGET: Duration = Duration::from_millis(2);
+/// Functions whose learned runtime is at most this run on the scheduler thread.
+pub(super) const INLINE_MAX_MS: f64 = 0.25;
+/// ... if their inputs are at most this many bytes (kept for a rerun) ...
+pub(super) const INLINE_MAX_INPUT_BYTES: u64 = 64 << 10;
+/// ... and they have at most this many kernels (each may take up to the budget).
+pub(super) const INLINE_MAX_KERNELS: usize = 4;
+
+/// What [`run_inline`] did.
+pub(super) enum Inline {
+    /// Ran to an answer (or a fault).
+    Ran(Result<Step, ExecError>),
+    /// The backend cannot stop a kernel at a budget: run it on a blocking thread.
+    Unsupported,
+    /// A kernel exceeded the budget and was stopped: run it again on a blocking thread.
+    Overran,
+}
+
+/// One whole invocation of a resident function on the calling thread (the scheduler's),
+/// each kernel stopped after [`INLINE_BUDGET`]: a hand-off to a blocking thread and back
+/// costs ~50 µs on this kind of machine, fifty times a microsecond kernel. A stopped run
+/// leaves nothing behind (its invocation is dropped); a panic answers like a faulting
+/// kernel.
+pub(super) fn run_inline(
+    backend: &dyn Backend,
+    f: &Arc<FunctionDef>,
+    owner: Owner,
+    inputs: Outputs,
+    metrics: &ExecutorMetrics,
+) -> Inline {
+    let started = Instant::now();
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        let mut inv = match backend.begin(f, owner, inputs) {
+            Ok(inv) => inv,
+            Err(e) => return Inline::Ran(Err(e)),
+        };
+        if !inv.set_time_budget(INLINE_BUDGET) {
+            return Inline::Unsupported;
+        }
+        let mut exec = Duration::ZERO;
+        for k in 0..f.kernels.len() {
+            match inv.run_kernel(k) {
+                Ok(t) => exec += t,
+                Err(ExecError::Timeout { .. }) => {
+                    metrics.inline_overruns.inc();
+                    return Inline::Overran;
+                }
+                Err(e) => return Inline::Ran(Err(e)),
+            }
+        }
+        metrics.cache_hits.inc();
+        metrics.inline_runs.inc();
+        Inline::Ran(inv.finish().map(|outputs| Step {
+            invocation: None,
+            outputs: Some(outputs),
+            exec,
+            cold: None,
+            wall: started.elapsed(),
+        }))
+    }))
+    .unwrap_or_else(|panic| Inline::Ran(Err(panicked(f, panic))))
+}
+
+/// What a panicking backend answers: a faulting kernel, with the panic's message.
+pub(super) fn panicked(f: &FunctionDef, panic: Box<dyn std::any::Any + Send>) -> ExecError {
+    let message = panic
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "unknown panic".into());
+    ExecError::KernelFault { entry: f.name.clone(), message: format!("the backend panicked: {message}") }
 }
 
 /// Inputs as the gRPC and HTTP layers hand them over.
