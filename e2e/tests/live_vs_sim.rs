@@ -10,8 +10,8 @@
 //! over from the warm-up and every cell before, so each cell is simulated as the end of
 //! the whole session: every request the executors saw, in order. For `slo-aware` and `mqfq-sticky`
 //! with `deadline` admission, SLO attainment (rejections count as misses) agrees within
-//! 5 points and the mean wait within 25 % (live: the wait in the executors' queues, as
-//! they measured it). The simulation replays the arrivals as they were sent (a loaded
+//! 5 points and the mean wait within 25 %, or 1 ms where that is more (live: the wait in
+//! the executors' queues, as they measured it; see [`WAIT_FLOOR_MS`]). The simulation replays the arrivals as they were sent (a loaded
 //! client sends a few ms late now and then), and takes the way from the gateway to an
 //! executor and back out of each deadline as the live path does (`hopMs`: half the median
 //! time the replay's answers spent outside the executors).
@@ -35,6 +35,12 @@ const SLOWDOWN: f64 = 10.0;
 /// How long the test waits after a replay's last answer before the next arrivals: longer
 /// than any deadline, so that the simulated queues drain too.
 const QUIET: Duration = Duration::from_millis(500);
+/// The least disagreement in mean wait that counts: live waits run ~0.5-1 ms above
+/// simulated whatever their size (the gateway's routing and the hops' jitter on two cores
+/// shared by five processes; an executor starts a request on a free slot in ~0.01 ms), so
+/// a 2 ms wait, which slo-aware at 0.7x sometimes has, cannot be held to 25 % (a CI run:
+/// 3.29 live, 2.63 simulated, and 4.11 / 2.96, 1.96 / 1.47 in its replays).
+const WAIT_FLOOR_MS: f64 = 1.0;
 /// How often a cell that disagrees is replayed with fresh arrivals.
 const MAX_REPLAYS: u64 = 2;
 /// Share of each deadline deadline admission keeps in reserve, live and simulated.
@@ -266,7 +272,7 @@ async fn live_path_agrees_with_the_per_node_simulation() {
             if (live_att - sim_att).abs() > 0.05 {
                 wrong.push(format!("{policy} {factor}x: attainment live {live_att:.4} vs sim {sim_att:.4}"));
             }
-            if (live_wait - sim_wait).abs() > 0.25 * sim_wait {
+            if (live_wait - sim_wait).abs() > (0.25 * sim_wait).max(WAIT_FLOOR_MS) {
                 wrong.push(format!(
                     "{policy} {factor}x: mean wait live {live_wait:.2} vs sim {sim_wait:.2} ms"
                 ));
