@@ -78,6 +78,12 @@ struct Args {
     /// class on one machine whose speed does not depend on the host's load.
     #[arg(long, value_name = "FACTOR", default_value_t = 1.0)]
     emulate_slowdown: f64,
+    /// Invocations of functions whose learned runtime is at most this many µs run on the
+    /// scheduler thread, skipping the ~50 µs hand-off to a blocking thread and back; each
+    /// kernel there is stopped after 2 ms and run again on a blocking thread (WebAssembly
+    /// only). 0: never.
+    #[arg(long, value_name = "MICROSECONDS", default_value_t = kaas_executor::runtime::DEFAULT_INLINE_MAX.as_micros() as u64)]
+    inline_max_us: u64,
 }
 
 fn kind_class(s: &str) -> Result<(String, String), String> {
@@ -134,6 +140,13 @@ async fn main() -> anyhow::Result<()> {
         },
     )?;
     executor.set_in_flight_limits(args.max_queued_requests, args.max_inflight_bytes);
+    if args.inline_max_us > 2_000 {
+        anyhow::bail!(
+            "--inline-max-us must be below the 2 ms budget of a kernel run inline, got {}",
+            args.inline_max_us
+        );
+    }
+    executor.set_inline_max(Duration::from_micros(args.inline_max_us));
     let listener = service::bind(args.listen).await?;
     // Printed for whoever started us (tests read the port from here).
     let tls = kaas_executor::tls::TlsFiles::from_flags(

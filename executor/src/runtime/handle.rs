@@ -10,6 +10,8 @@ pub struct Executor {
     metrics: Arc<ExecutorMetrics>,
     devices: Arc<Vec<Arc<dyn Backend>>>,
     in_flight: Arc<crate::inflight::InFlight>,
+    /// See [`Executor::set_inline_max`].
+    inline_max_us: Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl Executor {
@@ -46,6 +48,8 @@ impl Executor {
         let snapshot = NodeSnapshot::new(&config.node, &devices, &config.accelerator_classes);
         let (status_tx, status) = watch::channel(snapshot);
         metrics.admission_headroom.set(config.scheduler.deadline_headroom);
+        let inline_max_us =
+            Arc::new(std::sync::atomic::AtomicU64::new(super::step::DEFAULT_INLINE_MAX.as_micros() as u64));
         let actor = Actor {
             sched,
             devices: devices.clone(),
@@ -61,6 +65,8 @@ impl Executor {
             invocations: 0,
             published: Instant::now() - Duration::from_secs(1),
             runtime_ewma: HashMap::new(),
+            inline_max_us: inline_max_us.clone(),
+            inline_cooldown: HashMap::new(),
         };
         let interval = actor.config.health_interval;
         tokio::spawn(actor.run(rx));
@@ -70,7 +76,7 @@ impl Executor {
             crate::inflight::DEFAULT_EXECUTOR_REQUESTS,
             crate::inflight::DEFAULT_EXECUTOR_BYTES,
         );
-        Ok(Executor { tx, status, metrics, devices, in_flight })
+        Ok(Executor { tx, status, metrics, devices, in_flight, inline_max_us })
     }
 
     async fn call<T>(
@@ -117,6 +123,14 @@ impl Executor {
     /// [`ExecError::Rejected`] at once.
     pub fn set_in_flight_limits(&self, max_requests: usize, max_bytes: u64) {
         self.in_flight.set(max_requests, max_bytes);
+    }
+
+    /// Invocations of functions whose learned runtime on a device is at most `max` run on
+    /// the executor's scheduler thread, without the hand-offs to a blocking thread and back
+    /// (~50 µs, against a microsecond kernel), each kernel stopped after 2 ms and then run
+    /// again on a blocking thread (default 250 µs; zero: never).
+    pub fn set_inline_max(&self, max: Duration) {
+        self.inline_max_us.store(max.as_micros() as u64, std::sync::atomic::Ordering::Relaxed);
     }
 
     /// Requests and input bytes this executor holds now.

@@ -9,16 +9,23 @@ pub(super) type Measured = kaas_scheduler::estimate::RuntimeEstimate;
 impl Actor {
     /// Whether an invocation of `f` on `device` runs on this thread (see
     /// [`step::run_inline`](super::step::run_inline)): resident there, few kernels, small
-    /// inputs, and a learned runtime there of at most [`step::INLINE_MAX_MS`].
+    /// inputs, and a learned runtime there of at most the inline ceiling
+    /// ([`Executor::set_inline_max`]).
     pub(super) fn runs_inline(&self, f: &FunctionDef, device: usize, inputs: &Outputs) -> bool {
-        use super::step::{INLINE_MAX_INPUT_BYTES, INLINE_MAX_KERNELS, INLINE_MAX_MS};
+        use super::step::{INLINE_MAX_INPUT_BYTES, INLINE_MAX_KERNELS};
+        let max_ms = self.inline_max_us.load(std::sync::atomic::Ordering::Relaxed) as f64 / 1000.0;
         let backend = &self.devices[device];
-        f.kernels.len() <= INLINE_MAX_KERNELS
-            && inputs.values().map(|v| v.len() as u64).sum::<u64>() <= INLINE_MAX_INPUT_BYTES
-            && self
-                .runtime_ewma
-                .get(&(f.key(), backend.info().kind))
-                .is_some_and(|m| m.samples >= Measured::TRUSTED && m.predicted() <= INLINE_MAX_MS)
+        if max_ms <= 0.0
+            || f.kernels.len() > INLINE_MAX_KERNELS
+            || inputs.values().map(|v| v.len() as u64).sum::<u64>() > INLINE_MAX_INPUT_BYTES
+        {
+            return false;
+        }
+        let key = (f.key(), backend.info().kind);
+        let cooled = |samples: u64| self.inline_cooldown.get(&key).is_none_or(|&until| samples >= until);
+        self.runtime_ewma
+            .get(&key)
+            .is_some_and(|m| m.samples >= Measured::TRUSTED && m.predicted() <= max_ms && cooled(m.samples))
             && backend.is_resident(f)
     }
 

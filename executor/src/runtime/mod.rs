@@ -26,8 +26,8 @@ mod health;
 mod learn;
 mod step;
 pub use handle::Executor;
-pub use step::inputs_from;
 use step::run_step;
+pub use step::{DEFAULT_INLINE_MAX, inputs_from};
 
 /// A device-plugin share: a slice of one device with a weight and a memory quota.
 #[derive(Clone, Debug, PartialEq)]
@@ -144,6 +144,11 @@ struct Pending {
 }
 
 struct Actor {
+    /// See [`Executor::set_inline_max`].
+    inline_max_us: Arc<std::sync::atomic::AtomicU64>,
+    /// Per (function, device kind) that overran its budget on this thread: the sample
+    /// count of its learned runtime before which it is not tried here again.
+    inline_cooldown: HashMap<(String, String), u64>,
     sched: Scheduler,
     devices: Arc<Vec<Arc<dyn Backend>>>,
     config: ExecutorConfig,
@@ -391,10 +396,15 @@ impl Actor {
                         self.done(d.id, device, result);
                         continue;
                     }
-                    // It took at least the budget: learned so, it is not tried here again
-                    // until its runs are short again (a function that now hangs costs this
-                    // thread one budget, not one per request).
-                    step::Inline::Overran => self.learn(f.key(), backend.info().kind, step::INLINE_BUDGET),
+                    // It took at least the budget: learned so, and not tried here again
+                    // before 16 runs elsewhere have been measured (a function that now
+                    // hangs, whose runs are never measured, costs this thread one budget).
+                    step::Inline::Overran => {
+                        let key = (f.key(), backend.info().kind);
+                        self.learn(key.0.clone(), key.1.clone(), step::INLINE_BUDGET);
+                        let measured = self.runtime_ewma.get(&key).map_or(0, |m| m.samples);
+                        self.inline_cooldown.insert(key, measured + step::INLINE_COOLDOWN_RUNS);
+                    }
                     step::Inline::Unsupported => {}
                 }
             }

@@ -59,10 +59,14 @@ pub(super) fn run_step(
 /// How long a kernel run on the scheduler thread may take before it is stopped and the
 /// invocation rerun on a blocking thread (see [`run_inline`]).
 pub(super) const INLINE_BUDGET: Duration = Duration::from_millis(2);
-/// Functions whose learned runtime is at most this run on the scheduler thread.
-pub(super) const INLINE_MAX_MS: f64 = 0.25;
+/// Functions whose learned runtime is at most this run on the scheduler thread, unless
+/// the executor is told otherwise (`Executor::set_inline_max`).
+pub const DEFAULT_INLINE_MAX: Duration = Duration::from_micros(250);
 /// ... if their inputs are at most this many bytes (kept for a rerun) ...
 pub(super) const INLINE_MAX_INPUT_BYTES: u64 = 64 << 10;
+/// Runs measured off the scheduler thread before a function that overran its budget
+/// there is tried there again.
+pub(super) const INLINE_COOLDOWN_RUNS: u64 = 16;
 /// ... and they have at most this many kernels (each may take up to the budget).
 pub(super) const INLINE_MAX_KERNELS: usize = 4;
 
