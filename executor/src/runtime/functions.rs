@@ -14,9 +14,7 @@ impl Actor {
                 d.can_run(f).then(|| {
                     // Measured here, else the profile of this node's class, else the kind's.
                     let class = self.config.accelerator_classes.get(kind);
-                    let ms = self
-                        .runtime_ewma
-                        .get(&(f.key(), kind.clone()))
+                    let ms = super::learn::get(&self.runtime_ewma, &f.key(), kind)
                         .map(|m| m.predicted())
                         .or_else(|| class.and_then(|c| f.class_runtime_ms.get(c)).copied())
                         .or(f.runtime_ms.get(kind).copied())

@@ -52,6 +52,7 @@ impl Executor {
             Arc::new(std::sync::atomic::AtomicU64::new(super::step::DEFAULT_INLINE_MAX.as_micros() as u64));
         let actor = Actor {
             sched,
+            infos: devices.iter().map(|d| d.info()).collect(),
             devices: devices.clone(),
             config,
             functions: HashMap::new(),

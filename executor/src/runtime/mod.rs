@@ -148,9 +148,12 @@ struct Actor {
     inline_max_us: Arc<std::sync::atomic::AtomicU64>,
     /// Per (function, device kind) that overran its budget on this thread: the sample
     /// count of its learned runtime before which it is not tried here again.
-    inline_cooldown: HashMap<(String, String), u64>,
+    inline_cooldown: learn::ByKind<u64>,
     sched: Scheduler,
     devices: Arc<Vec<Arc<dyn Backend>>>,
+    /// Each device's [`Backend::info`], which does not change: read per request without
+    /// cloning its strings.
+    infos: Vec<crate::backend::DeviceInfo>,
     config: ExecutorConfig,
     /// Registered functions by key.
     functions: HashMap<String, Arc<FunctionDef>>,
@@ -167,7 +170,7 @@ struct Actor {
     /// When status was last published; it is rebuilt at most every 20 ms under load.
     published: Instant,
     /// Measured runtime per (function key, device kind).
-    runtime_ewma: HashMap<(String, String), learn::Measured>,
+    runtime_ewma: learn::ByKind<learn::Measured>,
 }
 
 /// Probes every device on a blocking thread each `interval` (one probe per device in
@@ -323,7 +326,7 @@ impl Actor {
                 }
             })?;
             let owner = Owner {
-                function: def.key(),
+                function: key,
                 function_quota: def.memory_quota,
                 share: self.share(&share).filter(|s| !s.id.starts_with('@')).map(|s| (s.id, s.memory_quota)),
             };
@@ -389,7 +392,7 @@ impl Actor {
                 && kernels.start == 0
                 && last
                 && let Some(inputs) = inputs.as_ref()
-                && self.runs_inline(&f, device, inputs)
+                && self.runs_inline(&f, &owner.function, device, inputs)
             {
                 match step::run_inline(&*backend, &f, owner.clone(), inputs.clone(), &self.metrics) {
                     step::Inline::Ran(result) => {
@@ -400,10 +403,16 @@ impl Actor {
                     // before 16 runs elsewhere have been measured (a function that now
                     // hangs, whose runs are never measured, costs this thread one budget).
                     step::Inline::Overran => {
-                        let key = (f.key(), backend.info().kind);
-                        self.learn(key.0.clone(), key.1.clone(), step::INLINE_BUDGET);
-                        let measured = self.runtime_ewma.get(&key).map_or(0, |m| m.samples);
-                        self.inline_cooldown.insert(key, measured + step::INLINE_COOLDOWN_RUNS);
+                        let kind = self.infos[device].kind.clone();
+                        self.learn(&owner.function, device, step::INLINE_BUDGET);
+                        let measured =
+                            learn::get(&self.runtime_ewma, &owner.function, &kind).map_or(0, |m| m.samples);
+                        learn::put(
+                            &mut self.inline_cooldown,
+                            &owner.function,
+                            &kind,
+                            measured + step::INLINE_COOLDOWN_RUNS,
+                        );
                     }
                     step::Inline::Unsupported => {}
                 }
@@ -497,12 +506,12 @@ impl Actor {
                 }
                 p.exec += step.exec;
                 p.busy += step.wall.saturating_sub(step.cold.unwrap_or_default());
-                self.metrics.busy(&self.devices[device].info().id, step.wall.as_secs_f64());
+                self.metrics.busy(&self.infos[device].id, step.wall.as_secs_f64());
                 match self.sched.complete(now, id) {
                     Some(Completed::Request) => {
                         // The slot time, not only the kernels': buffers, instances and
                         // output copies take a slot too, and admission must count them.
-                        self.learn(p.f.key(), self.devices[device].info().kind, p.busy.max(p.exec));
+                        self.learn(&p.owner.function, device, p.busy.max(p.exec));
                         let h = self.sched.deadline_headroom();
                         if h != self.metrics.admission_headroom.get() {
                             debug!(headroom = h, "deadline admission's margin follows its prediction errors");
@@ -513,7 +522,7 @@ impl Actor {
                         let executed = Executed {
                             outputs,
                             cold_start: p.cold.is_some(),
-                            device: self.devices[device].info().id,
+                            device: self.infos[device].id.clone(),
                             queue: started - p.arrival,
                             cold: p.cold.unwrap_or_default(),
                             exec: p.exec,
