@@ -60,7 +60,9 @@ async fn microsecond_kernels_run_inline_and_one_that_overruns_is_rerun_off_the_s
     let inline = m.inline_runs.get();
     println!("inline runs after 120 fast invocations: {inline}");
     assert!(inline >= 40, "microsecond kernels ran inline: {inline}");
-    assert_eq!(m.inline_overruns.get(), 0);
+    // A host stall can push one of these past the budget (a CI run did, twice): what
+    // follows counts overruns from here.
+    let overruns = m.inline_overruns.get();
 
     // Now a run of tens of milliseconds (the test kernel limit is 300 ms): stopped at
     // the budget, rerun on a blocking thread, answered right.
@@ -80,7 +82,7 @@ async fn microsecond_kernels_run_inline_and_one_that_overruns_is_rerun_off_the_s
     let (out, took) = slow.await.unwrap();
     println!("the overrun answered in {took:?}");
     assert_eq!(out, 40_000_001, "the rerun's answer");
-    assert_eq!(m.inline_overruns.get(), 1);
+    assert_eq!(m.inline_overruns.get(), overruns + 1);
 
     // Its learned runtime now says it is not a microsecond kernel: the next run is not
     // tried inline; after a run of short ones it is again.
@@ -95,7 +97,7 @@ async fn microsecond_kernels_run_inline_and_one_that_overruns_is_rerun_off_the_s
     println!("inline again after {runs} short runs");
     assert!(m.inline_runs.get() > before, "inline again once short again");
     assert!(runs >= 16, "tried inline again after {runs} runs, before 16 were measured elsewhere");
-    assert_eq!(m.inline_overruns.get(), 1);
+    assert_eq!(m.inline_overruns.get(), overruns + 1);
 }
 
 /// A function whose kernel never ends, after being learned fast, costs the scheduler
@@ -115,13 +117,16 @@ async fn a_learned_fast_kernel_that_starts_hanging_overruns_once() {
     }
     println!("inline after {runs} runs");
     assert!(m.inline_runs.get() > 0, "never inline");
+    // Learning it fast may have cost overruns of its own on a stalled host (a CI run took
+    // 41 runs: two stalls, each followed by 16 runs off the scheduler thread).
+    let overruns = m.inline_overruns.get();
     // u32::MAX iterations: far past the 300 ms kernel limit.
     for _ in 0..3 {
         let e = ex.execute("t/w", inputs(&[("in", u32::MAX.to_le_bytes().to_vec())]), None, None).await;
         let e = e.expect_err("a kernel past its limit fails");
         assert!(e.to_string().contains("time limit") || e.to_string().contains("limit"), "{e}");
     }
-    assert_eq!(m.inline_overruns.get(), 1, "one budget, then the blocking pool");
+    assert_eq!(m.inline_overruns.get(), overruns + 1, "one budget, then the blocking pool");
     assert_eq!(run(&ex, "t/w", 5).await, 6, "the slot is free and the function still works");
 }
 
