@@ -323,7 +323,7 @@ fn call(namespace: &str, name: &str, share: &str) -> ex::ExecuteRequest {
     ex::ExecuteRequest {
         namespace: namespace.into(),
         name: name.into(),
-        inputs: [("in".to_string(), (1..=16).collect())].into(),
+        inputs: [("in".to_string(), (1..=16).collect::<Vec<u8>>().into())].into(),
         share_id: share.into(),
         ..Default::default()
     }
@@ -469,7 +469,7 @@ async fn a_share_carries_its_memory_quota_to_the_executor() {
     let call = |share: &str| ex::ExecuteRequest {
         namespace: "team-a".into(),
         name: "scratch".into(),
-        inputs: [("in".to_string(), vec![7u8; 16])].into(),
+        inputs: [("in".to_string(), vec![7u8; 16].into())].into(),
         share_id: share.into(),
         ..Default::default()
     };

@@ -83,7 +83,7 @@ async fn tokens_decide_who_invokes_over_http_and_grpc() {
         let mut r = tonic::Request::new(InvokeRequest {
             namespace: "e2e".into(),
             name: "probe".into(),
-            inputs: HashMap::from([("in".to_string(), vec![0u8; 64])]),
+            inputs: HashMap::from([("in".to_string(), vec![0u8; 64].into())]),
             deadline_ms: 0,
         });
         if let Some(t) = token {

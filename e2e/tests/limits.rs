@@ -72,7 +72,7 @@ async fn oversized_requests_are_refused_before_they_are_read() {
     let huge = InvokeRequest {
         namespace: "e2e".into(),
         name: "probe".into(),
-        inputs: HashMap::from([("in".to_string(), vec![7u8; 100 << 20])]),
+        inputs: HashMap::from([("in".to_string(), vec![7u8; 100 << 20].into())]),
         deadline_ms: 0,
     };
     let err = client.invoke(huge).await.expect_err("a 100 MiB request is refused");

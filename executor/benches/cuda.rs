@@ -12,7 +12,6 @@
 // The baseline launches a kernel with raw arguments, as the CUDA backend does.
 #![allow(unsafe_code)]
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -126,7 +125,8 @@ async fn main() -> anyhow::Result<()> {
     };
     let ex = Executor::start(vec![Arc::new(gpu) as Arc<dyn Backend>], config)?;
     ex.put_function(FunctionDef::try_from(function("copy", 0))?).await?;
-    let inputs: BTreeMap<String, Vec<u8>> = [("in".to_string(), 7u32.to_le_bytes().to_vec())].into();
+    let inputs: kaas_executor::backend::Outputs =
+        [("in".to_string(), 7u32.to_le_bytes().to_vec().into())].into();
     let mut samples = Vec::with_capacity(ITERS);
     for i in 0..ITERS + 200 {
         let t = Instant::now();
@@ -134,7 +134,7 @@ async fn main() -> anyhow::Result<()> {
         if i >= 200 {
             samples.push(t.elapsed());
         }
-        assert_eq!(r.outputs["out"], 7u32.to_le_bytes());
+        assert_eq!(r.outputs["out"][..], 7u32.to_le_bytes());
     }
     let warm = p50(samples);
     let over = warm.saturating_sub(raw);

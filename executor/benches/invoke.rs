@@ -8,7 +8,6 @@
 //!
 //! Run: `cargo bench -p kaas-executor --bench invoke`
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -127,7 +126,7 @@ fn request() -> proto::ExecuteRequest {
     proto::ExecuteRequest {
         namespace: "bench".into(),
         name: "copy".into(),
-        inputs: [("in".to_string(), vec![1, 2, 3, 4])].into(),
+        inputs: [("in".to_string(), vec![1, 2, 3, 4].into())].into(),
         ..Default::default()
     }
 }
@@ -141,7 +140,7 @@ async fn grpc(addr: std::net::SocketAddr, n: usize) -> (Vec<Duration>, f64) {
     for _ in 0..n {
         let t = Instant::now();
         let out = c.execute(request()).await.unwrap().into_inner();
-        assert_eq!(out.outputs["out"], vec![1, 2, 3, 4]);
+        assert_eq!(out.outputs["out"][..], vec![1, 2, 3, 4]);
         lat.push(t.elapsed());
     }
     let start = Instant::now();
@@ -166,8 +165,8 @@ fn pct(v: &mut [Duration], q: f64) -> Duration {
     v[((v.len() as f64 * q) as usize).min(v.len() - 1)]
 }
 
-fn inputs() -> BTreeMap<String, Vec<u8>> {
-    [("in".to_string(), vec![1, 2, 3, 4])].into()
+fn inputs() -> kaas_executor::backend::Outputs {
+    [("in".to_string(), vec![1, 2, 3, 4].into())].into()
 }
 
 fn main() {

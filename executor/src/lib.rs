@@ -8,6 +8,7 @@
 //! executor serving everyone else.
 
 pub mod backend;
+pub mod codec;
 pub mod devices;
 pub mod error;
 pub mod inflight;

@@ -162,7 +162,7 @@ impl FunctionDef {
 
     /// Checks an invocation's inputs: every input buffer present with its exact size, no
     /// unknown names.
-    pub fn check_inputs(&self, inputs: &BTreeMap<String, Vec<u8>>) -> Result<(), ExecError> {
+    pub fn check_inputs(&self, inputs: &crate::backend::Outputs) -> Result<(), ExecError> {
         check_inputs(
             self.buffers.iter().map(|b| (b.name.as_str(), b.kind == BufferKind::Input, b.size)),
             inputs,
@@ -345,7 +345,7 @@ impl TryFrom<proto::FunctionDef> for FunctionDef {
 /// gateway, which checks before a request is queued.
 pub fn check_inputs<'a>(
     buffers: impl IntoIterator<Item = (&'a str, bool, u64)>,
-    inputs: &BTreeMap<String, Vec<u8>>,
+    inputs: &BTreeMap<String, impl AsRef<[u8]>>,
 ) -> Result<(), String> {
     let buffers: Vec<(&str, bool, u64)> = buffers.into_iter().collect();
     let input_names = || buffers.iter().filter(|b| b.1).map(|b| b.0).collect::<Vec<_>>().join(", ");
@@ -359,8 +359,9 @@ pub fn check_inputs<'a>(
     for &(name, _, size) in buffers.iter().filter(|b| b.1) {
         match inputs.get(name) {
             None => return Err(format!("missing input {name:?} ({size} bytes)")),
-            Some(v) if v.len() as u64 != size => {
-                return Err(format!("input {name:?} has {} bytes, the function declares {size}", v.len()));
+            Some(v) if v.as_ref().len() as u64 != size => {
+                let n = v.as_ref().len();
+                return Err(format!("input {name:?} has {n} bytes, the function declares {size}"));
             }
             Some(_) => {}
         }

@@ -41,6 +41,26 @@ pub const NODE_MAX_MESSAGE_BYTES: usize = 1 << 30;
 /// gateway's default.
 pub const SHARE_MAX_MESSAGE_BYTES: usize = 64 << 20;
 
+/// HTTP/2 flow-control window per stream, for kaas's gRPC servers and clients: h2's
+/// default of 64 KiB paces a multi-MiB payload by a WINDOW_UPDATE round trip every 64 KiB
+/// (256 of them for 16 MiB). A peer may buffer this much per stream unread.
+pub const STREAM_WINDOW_BYTES: u32 = 2 << 20;
+/// ... and per connection (all its streams together).
+pub const CONNECTION_WINDOW_BYTES: u32 = 32 << 20;
+/// The largest HTTP/2 frame a kaas server takes (h2's default is 16 KiB): fewer frames,
+/// headers and wake-ups per payload.
+pub const MAX_FRAME_BYTES: u32 = 1 << 20;
+
+/// A tonic server with kaas's HTTP/2 settings (windows, frame size; see
+/// [`STREAM_WINDOW_BYTES`]): the executor's node API, its share sockets and the gateways'
+/// gRPC API are all built from this.
+pub fn grpc_server() -> tonic::transport::Server {
+    tonic::transport::Server::builder()
+        .initial_stream_window_size(STREAM_WINDOW_BYTES)
+        .initial_connection_window_size(CONNECTION_WINDOW_BYTES)
+        .max_frame_size(MAX_FRAME_BYTES)
+}
+
 /// A server layer that answers a message over the limit with `RESOURCE_EXHAUSTED`, the
 /// code gRPC specifies for it (tonic says `OUT_OF_RANGE`). Tonic refuses such a message
 /// from its length prefix, before reading it, so its size costs no memory.
@@ -214,7 +234,7 @@ pub async fn serve_tcp(
     tls: Option<tonic::transport::ServerTlsConfig>,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<(), tonic::transport::Error> {
-    let mut builder = tonic::transport::Server::builder();
+    let mut builder = grpc_server();
     if let Some(tls) = tls {
         builder = builder.tls_config(tls)?;
     }
@@ -253,7 +273,7 @@ pub async fn serve_unix(
     let result = with_grace(
         move |signal| {
             Box::pin(
-                tonic::transport::Server::builder()
+                grpc_server()
                     .layer(tower::util::MapResponseLayer::new(oversize_is_resource_exhausted))
                     .add_service(ExecutorService::new(executor).into_server(SHARE_MAX_MESSAGE_BYTES))
                     .serve_with_incoming_shutdown(UnixListenerStream::new(listener), signal),
@@ -278,6 +298,8 @@ pub async fn connect_unix(
     let path = path.to_path_buf();
     // The URI is required by the API but unused: the connector dials the socket.
     let channel = tonic::transport::Endpoint::from_static("http://localhost")
+        .initial_stream_window_size(STREAM_WINDOW_BYTES)
+        .initial_connection_window_size(CONNECTION_WINDOW_BYTES)
         .connect_with_connector(tower::service_fn(move |_| {
             let path = path.clone();
             async move {

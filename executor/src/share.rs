@@ -299,7 +299,7 @@ pub async fn serve_shares(
     let result = crate::service::with_grace(
         move |signal| {
             Box::pin(
-                tonic::transport::Server::builder()
+                crate::service::grpc_server()
                     .layer(tower::util::MapResponseLayer::new(oversize_is_resource_exhausted))
                     .add_service(service)
                     .serve_with_incoming_shutdown(incoming, signal),

@@ -52,6 +52,6 @@ async fn past_its_ceilings_an_executor_refuses_at_once_and_serves_what_it_admitt
         }
         assert_eq!(ex.in_flight(), (0, 0));
         let r = ex.execute("t/copy", input(), None, None).await.unwrap();
-        assert_eq!(r.outputs["out"], 7u32.to_le_bytes());
+        assert_eq!(r.outputs["out"][..], 7u32.to_le_bytes());
     }
 }

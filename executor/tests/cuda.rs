@@ -170,7 +170,7 @@ async fn a_trapping_kernel_fails_only_its_invocation() {
         f.namespace = ns.into();
         ex.put_function(def(f)).await.unwrap();
         let r = ex.execute(&format!("{ns}/fine"), inputs(&[]), None, None).await.unwrap();
-        assert_eq!(r.outputs["b"], 1u32.to_le_bytes());
+        assert_eq!(r.outputs["b"][..], 1u32.to_le_bytes());
     }
     let r = tokio::time::timeout(Duration::from_secs(20), ex.execute("t/boom", inputs(&[]), None, None))
         .await
@@ -181,7 +181,7 @@ async fn a_trapping_kernel_fails_only_its_invocation() {
     for ns in ["other", "t"] {
         let r = ex.execute(&format!("{ns}/fine"), inputs(&[]), None, None).await;
         let r = r.unwrap_or_else(|e| panic!("{ns}/fine after t's trap: {e}"));
-        assert_eq!(r.outputs["b"], 1u32.to_le_bytes());
+        assert_eq!(r.outputs["b"][..], 1u32.to_le_bytes());
     }
 }
 

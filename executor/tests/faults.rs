@@ -58,7 +58,7 @@ async fn faults_fail_only_their_invocation() {
             for i in 0..40u8 {
                 let data: Vec<u8> = (0..16).map(|j| i.wrapping_add(j)).collect();
                 let r = ex.execute("t/good", inputs(&[("in", data.clone())]), None, None).await.unwrap();
-                assert_eq!(r.outputs["out"], data);
+                assert_eq!(r.outputs["out"][..], data);
                 ok += 1;
             }
             ok

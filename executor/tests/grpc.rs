@@ -76,7 +76,7 @@ async fn unix_socket_api_end_to_end() {
         .execute(proto::ExecuteRequest {
             namespace: "t".into(),
             name: "copy".into(),
-            inputs: [("in".to_string(), vec![1, 2, 3, 4, 5, 6, 7, 8])].into(),
+            inputs: [("in".to_string(), vec![1, 2, 3, 4, 5, 6, 7, 8].into())].into(),
             deadline_ms: 0,
             share_id: String::new(),
             device: "cpu".into(),
@@ -84,7 +84,7 @@ async fn unix_socket_api_end_to_end() {
         .await
         .unwrap()
         .into_inner();
-    assert_eq!(r.outputs["out"], vec![1, 2, 3, 4, 5, 6, 7, 8]);
+    assert_eq!(r.outputs["out"][..], vec![1, 2, 3, 4, 5, 6, 7, 8]);
     assert!(!r.cold_start, "preloaded");
     assert_eq!(r.device, "cpu");
     let t = r.timing.unwrap();
@@ -95,7 +95,7 @@ async fn unix_socket_api_end_to_end() {
         .execute(proto::ExecuteRequest {
             namespace: "t".into(),
             name: "copy".into(),
-            inputs: [("in".to_string(), vec![1])].into(),
+            inputs: [("in".to_string(), vec![1].into())].into(),
             ..Default::default()
         })
         .await
@@ -124,7 +124,7 @@ async fn unix_socket_api_end_to_end() {
         .execute(proto::ExecuteRequest {
             namespace: "t".into(),
             name: "copy".into(),
-            inputs: [("in".to_string(), vec![0; 8])].into(),
+            inputs: [("in".to_string(), vec![0; 8].into())].into(),
             ..Default::default()
         })
         .await
@@ -161,12 +161,12 @@ async fn tcp_api_and_shares() {
     let req = |share: &str, size: usize| proto::ExecuteRequest {
         namespace: "t".into(),
         name: "copy".into(),
-        inputs: [("in".to_string(), vec![3; size])].into(),
+        inputs: [("in".to_string(), vec![3; size].into())].into(),
         share_id: share.into(),
         ..Default::default()
     };
     let r = client.execute(req("cpu-share-0", 8)).await.unwrap().into_inner();
-    assert_eq!(r.outputs["out"], vec![3; 8]);
+    assert_eq!(r.outputs["out"][..], vec![3; 8]);
     let unknown = client.execute(req("gpu-9-share-9", 8)).await.unwrap_err();
     assert_eq!(unknown.code(), Code::InvalidArgument);
     assert!(unknown.message().contains("unknown share"), "{}", unknown.message());
@@ -182,7 +182,7 @@ async fn tcp_api_and_shares() {
         .execute(proto::ExecuteRequest {
             namespace: "t".into(),
             name: "big".into(),
-            inputs: [("in".to_string(), vec![0; 64])].into(),
+            inputs: [("in".to_string(), vec![0; 64].into())].into(),
             share_id: "cpu-share-0".into(),
             ..Default::default()
         })

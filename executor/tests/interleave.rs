@@ -46,7 +46,7 @@ async fn short_finishes_before_long(granularity: Granularity) -> (Duration, Dura
     };
     tokio::time::sleep(Duration::from_millis(10)).await;
     let short_done = ex.execute("t/short", inputs(&[("in", vec![1, 2, 3, 4])]), None, None).await.unwrap();
-    assert_eq!(short_done.outputs["b"], vec![1, 2, 3, 4]);
+    assert_eq!(short_done.outputs["b"][..], vec![1, 2, 3, 4]);
     let short_at = start.elapsed();
     let long_at = long_task.await.unwrap().unwrap();
     (short_at, long_at)

@@ -51,7 +51,7 @@ async fn run(ex: &Executor, f: &str, deadline_ms: u64) -> Result<Vec<u8>, ExecEr
         None,
     )
     .await
-    .map(|e| e.outputs["out"].clone())
+    .map(|e| e.outputs["out"].to_vec())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

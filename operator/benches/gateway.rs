@@ -167,7 +167,7 @@ fn main() {
         let grpc = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let grpc_addr = grpc.local_addr().unwrap();
         tokio::spawn(
-            tonic::transport::Server::builder()
+            kaas_executor::service::grpc_server()
                 .add_service(GatewayService::server(gateway.clone(), 1 << 30))
                 .serve_with_incoming(
                     tonic::transport::server::TcpIncoming::from(grpc).with_nodelay(Some(true)),
@@ -186,7 +186,7 @@ fn main() {
         let grpc_echo = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let grpc_echo_addr = grpc_echo.local_addr().unwrap();
         tokio::spawn(
-            tonic::transport::Server::builder()
+            kaas_executor::service::grpc_server()
                 .add_service(gw::gateway_server::GatewayServer::new(Echo))
                 .serve_with_incoming(
                     tonic::transport::server::TcpIncoming::from(grpc_echo).with_nodelay(Some(true)),
@@ -229,12 +229,12 @@ fn main() {
                             .execute(ex::ExecuteRequest {
                                 namespace: "bench".into(),
                                 name: "copy".into(),
-                                inputs: [("in".to_string(), vec![1, 2, 3, 4])].into(),
+                                inputs: [("in".to_string(), vec![1, 2, 3, 4].into())].into(),
                                 ..Default::default()
                             })
                             .await
                             .unwrap();
-                        assert_eq!(r.into_inner().outputs["out"], vec![1, 2, 3, 4]);
+                        assert_eq!(r.into_inner().outputs["out"][..], vec![1, 2, 3, 4]);
                     })
                 }),
             )
@@ -276,12 +276,12 @@ fn invoke_over_grpc(client: GatewayClient<tonic::transport::Channel>) -> Call {
                 .invoke(gw::InvokeRequest {
                     namespace: "bench".into(),
                     name: "copy".into(),
-                    inputs: [("in".to_string(), vec![1, 2, 3, 4])].into(),
+                    inputs: [("in".to_string(), vec![1, 2, 3, 4].into())].into(),
                     deadline_ms: 0,
                 })
                 .await
                 .unwrap();
-            assert_eq!(r.into_inner().outputs["out"], vec![1, 2, 3, 4]);
+            assert_eq!(r.into_inner().outputs["out"][..], vec![1, 2, 3, 4]);
         })
     })
 }

@@ -192,7 +192,7 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
     );
     let grpc_task = liveness.spawn(
         "gRPC server",
-        tonic::transport::Server::builder()
+        kaas_executor::service::grpc_server()
             .layer(tower::util::MapResponseLayer::new(kaas_executor::service::oversize_is_resource_exhausted))
             .add_service(GatewayService::server(gateway, opts.max_request_bytes))
             .serve_with_incoming_shutdown(

@@ -243,7 +243,7 @@ pub async fn run(opts: StandaloneOptions) -> anyhow::Result<()> {
         let mut rx = stop_rx.clone();
         liveness.spawn(
             "gRPC server",
-            tonic::transport::Server::builder()
+            kaas_executor::service::grpc_server()
                 .layer(tower::util::MapResponseLayer::new(
                     kaas_executor::service::oversize_is_resource_exhausted,
                 ))

@@ -34,7 +34,8 @@ async fn setup() -> (Gateway, Arc<FaultBackend>, Executor) {
 
 async fn call(gw: &Gateway, f: &str, deadline_ms: u64) -> (Result<u32, GatewayError>, Duration) {
     let start = Instant::now();
-    let inputs: BTreeMap<String, Vec<u8>> = [("in".to_string(), 41u32.to_le_bytes().to_vec())].into();
+    let inputs: BTreeMap<String, kaas_operator::gateway::Bytes> =
+        [("in".to_string(), 41u32.to_le_bytes().to_vec().into())].into();
     let r = gw
         .invoke(&format!("t/{f}"), inputs, Some(Duration::from_millis(deadline_ms)))
         .await
@@ -136,9 +137,10 @@ async fn a_refusing_node_spills_the_request_over_to_the_next() {
         content: vec![1; 2 << 20],
     });
     gw.put_function(f);
-    let inputs: BTreeMap<String, Vec<u8>> = [("in".to_string(), 1u32.to_le_bytes().to_vec())].into();
+    let inputs: BTreeMap<String, kaas_operator::gateway::Bytes> =
+        [("in".to_string(), 1u32.to_le_bytes().to_vec().into())].into();
     let r = gw.invoke("t/heavy", inputs, Some(Duration::from_secs(5))).await.unwrap();
-    assert_eq!(r.outputs["out"], 2u32.to_le_bytes().to_vec());
+    assert_eq!(r.outputs["out"][..], 2u32.to_le_bytes().to_vec());
     assert!(r.device.starts_with("b-large/"), "served by the node that has room: {}", r.device);
     assert_eq!(gw.metrics().retries.get(), 1, "one spillback");
 }

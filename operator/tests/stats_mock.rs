@@ -54,7 +54,9 @@ async fn two_replicas() -> (Snapshot, Snapshot) {
         gw.put_function(function("panic"));
         gws.push(gw);
     }
-    let input = || -> BTreeMap<String, Vec<u8>> { [("in".to_string(), 1u32.to_le_bytes().to_vec())].into() };
+    let input = || -> BTreeMap<String, kaas_operator::gateway::Bytes> {
+        [("in".to_string(), 1u32.to_le_bytes().to_vec().into())].into()
+    };
     for (gw, f, n) in [(&gws[0], "ok", 20), (&gws[1], "ok", 10), (&gws[1], "panic", 4)] {
         for _ in 0..n {
             let r = gw.invoke(&format!("t/{f}"), input(), Some(Duration::from_secs(2))).await;

@@ -14,8 +14,12 @@ use crate::error::ExecError;
 use crate::memory::Owner;
 use crate::model::FunctionDef;
 
-/// Output buffers of an invocation by name.
-pub type Outputs = BTreeMap<String, Vec<u8>>;
+/// Input or output buffers of an invocation by name. A buffer is a [`Bytes`]: a request's
+/// payload is a slice of the message it arrived in, handed on and cloned (a retry, a
+/// rerun) without copying.
+pub type Outputs = BTreeMap<String, Bytes>;
+
+pub use bytes::Bytes;
 
 /// What a device is.
 #[derive(Clone, Debug, PartialEq)]

@@ -374,7 +374,7 @@ impl Backend for WasmBackend {
         &self,
         f: &Arc<FunctionDef>,
         owner: Owner,
-        inputs: std::collections::BTreeMap<String, Vec<u8>>,
+        inputs: Outputs,
     ) -> Result<Box<dyn Invocation>, ExecError> {
         // In the scope it was loaded in: an isolation switch reloads it on the next load.
         let r = self.resident(&f.key()).filter(|r| r.version == f.version).ok_or_else(|| {
@@ -583,7 +583,7 @@ impl Invocation for WasmInvocation {
             if b.kind == BufferKind::Output {
                 out.insert(
                     b.name.clone(),
-                    mem.data(&set.store)[off as usize..(off + b.size) as usize].to_vec(),
+                    mem.data(&set.store)[off as usize..(off + b.size) as usize].to_vec().into(),
                 );
             }
         }

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::Step;
-use crate::backend::{Backend, Invocation, Outputs};
+use crate::backend::{Backend, Bytes, Invocation, Outputs};
 use crate::error::ExecError;
 use crate::memory::Owner;
 use crate::metrics::ExecutorMetrics;
@@ -136,6 +136,6 @@ pub(super) fn panicked(f: &FunctionDef, panic: Box<dyn std::any::Any + Send>) ->
 }
 
 /// Inputs as the gRPC and HTTP layers hand them over.
-pub fn inputs_from(map: impl IntoIterator<Item = (String, Vec<u8>)>) -> Outputs {
-    map.into_iter().collect::<BTreeMap<_, _>>()
+pub fn inputs_from<B: Into<Bytes>>(map: impl IntoIterator<Item = (String, B)>) -> Outputs {
+    map.into_iter().map(|(name, v)| (name, v.into())).collect::<BTreeMap<_, _>>()
 }

@@ -3,7 +3,6 @@
 
 #![allow(dead_code)]
 
-use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
@@ -244,8 +243,8 @@ pub const TEST_KERNELS: &str = r#"
 "#;
 
 /// Inputs map.
-pub fn inputs(pairs: &[(&str, Vec<u8>)]) -> BTreeMap<String, Vec<u8>> {
-    pairs.iter().map(|(k, v)| (k.to_string(), v.clone())).collect()
+pub fn inputs(pairs: &[(&str, Vec<u8>)]) -> kaas_executor::backend::Outputs {
+    pairs.iter().map(|(k, v)| (k.to_string(), v.clone().into())).collect()
 }
 
 /// Converts a wire definition.

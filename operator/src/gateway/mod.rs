@@ -10,6 +10,7 @@ pub mod metrics;
 pub mod node;
 pub mod stats;
 
+pub use bytes::Bytes;
 use std::collections::BTreeMap;
 use std::time::Duration;
 
@@ -84,7 +85,7 @@ impl GatewayError {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Invoked {
     /// Output buffers.
-    pub outputs: BTreeMap<String, Vec<u8>>,
+    pub outputs: BTreeMap<String, Bytes>,
     /// Whether it paid a cold start.
     pub cold_start: bool,
     /// `node/device` it ran on.

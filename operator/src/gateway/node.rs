@@ -81,6 +81,8 @@ impl NodeClient {
         let ep = ep
             .connect_timeout(Duration::from_secs(2))
             .tcp_nodelay(true)
+            .initial_stream_window_size(kaas_executor::service::STREAM_WINDOW_BYTES)
+            .initial_connection_window_size(kaas_executor::service::CONNECTION_WINDOW_BYTES)
             .http2_keep_alive_interval(Duration::from_secs(10))
             .keep_alive_timeout(Duration::from_secs(5));
         NodeClient::Remote(

@@ -444,7 +444,7 @@ impl Invocation for CudaInvocation {
         let mut out = Outputs::new();
         for (b, &p) in self.f.buffers.iter().zip(&self.ptrs) {
             if b.kind == BufferKind::Output {
-                out.insert(b.name.clone(), self.memory.allocator().read(p, b.size)?);
+                out.insert(b.name.clone(), self.memory.allocator().read(p, b.size)?.into());
             }
         }
         Ok(out)

@@ -18,7 +18,7 @@ impl Gateway {
     pub async fn invoke(
         &self,
         key: &str,
-        inputs: BTreeMap<String, Vec<u8>>,
+        inputs: BTreeMap<String, Bytes>,
         deadline: Option<Duration>,
     ) -> Result<Invoked, GatewayError> {
         let arrival = Instant::now();
@@ -50,7 +50,7 @@ impl Gateway {
     async fn route_and_run(
         &self,
         key: &str,
-        inputs: BTreeMap<String, Vec<u8>>,
+        inputs: BTreeMap<String, Bytes>,
         deadline: Option<Duration>,
         arrival: Instant,
         deadline_used: &mut Option<Duration>,
@@ -72,7 +72,7 @@ impl Gateway {
             .map_err(|reason| GatewayError::Rejected { reason, retry_after_ms: 100 })?;
         *deadline_used = Some(rel);
         let due = arrival + rel;
-        let inputs: HashMap<String, Vec<u8>> = inputs.into_iter().collect();
+        let inputs: HashMap<String, Bytes> = inputs.into_iter().collect();
         let mut tried: Vec<String> = Vec::new();
         let mut last: Option<GatewayError> = None;
         while tried.len() < MAX_TRIES {
@@ -115,7 +115,7 @@ impl Gateway {
         &self,
         def: &Arc<proto::FunctionDef>,
         choice: &Choice,
-        inputs: HashMap<String, Vec<u8>>,
+        inputs: HashMap<String, Bytes>,
         due: Instant,
         arrival: Instant,
     ) -> Result<Invoked, Result<GatewayError, Tried>> {

@@ -20,7 +20,7 @@ use tracing::{debug, info, warn};
 
 use super::metrics::GatewayMetrics;
 use super::node::{NodeClient, NodeFailure};
-use super::{GatewayError, Invoked};
+use super::{Bytes, GatewayError, Invoked};
 
 mod candidates;
 mod invoke;

@@ -10,7 +10,7 @@ pub const MAX_DEADLINE: Duration = Duration::from_secs(3600);
 
 pub(super) fn check_inputs(
     def: &proto::FunctionDef,
-    inputs: &BTreeMap<String, Vec<u8>>,
+    inputs: &BTreeMap<String, Bytes>,
 ) -> Result<(), GatewayError> {
     let buffers =
         def.buffers.iter().map(|b| (b.name.as_str(), b.kind == proto::BufferKind::Input as i32, b.size));
