@@ -234,6 +234,13 @@ fn main() {
             }
         };
         let in_proc = measure_in_proc.await;
+        let m = ex.metrics();
+        println!(
+            "in-process: {} of {} invocations ran on the scheduler thread ({} overran its budget)",
+            m.inline_runs.get(),
+            n + n / 32 * 32,
+            m.inline_overruns.get()
+        );
         let listener = service::bind("127.0.0.1:0".parse().unwrap()).await.unwrap();
         let addr = listener.local_addr().unwrap();
         tokio::spawn(service::serve_tcp(ex.clone(), listener, None, std::future::pending()));
