@@ -8,6 +8,8 @@
 //!
 //! Run: `cargo bench -p kaas-operator --bench gateway`
 
+mod common;
+
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -15,16 +17,8 @@ use std::time::{Duration, Instant};
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
-use kaas_executor::backend::wasm::WasmBackend;
-use kaas_executor::model::FunctionDef;
 use kaas_executor::proto::{self as ex, executor_client::ExecutorClient};
-use kaas_executor::{Executor, ExecutorConfig, service};
-use kaas_operator::gateway::grpc::GatewayService;
-use kaas_operator::gateway::http::{HttpState, router};
-use kaas_operator::gateway::{Gateway, GatewayConfig, NodeClient};
 use kaas_operator::proto::{self as gw, gateway_client::GatewayClient};
-use kaas_scheduler::{PolicyConfig, SchedulerConfig};
-use prometheus_client::registry::Registry;
 use tonic::{Request, Response, Status};
 
 /// The gRPC floor: the gateway's `Invoke` answered with its input.
@@ -139,49 +133,8 @@ fn main() {
     let n = 10_000;
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
     let rows = rt.block_on(async {
-        let executor = Executor::start(
-            vec![Arc::new(WasmBackend::new(1 << 30, 2, Duration::from_secs(5)).unwrap())],
-            ExecutorConfig {
-                node: "bench".into(),
-                scheduler: SchedulerConfig::new(PolicyConfig::named("edf")),
-                shares: vec![],
-                health_interval: Duration::from_secs(1),
-                accelerator_classes: Default::default(),
-            },
-        )
-        .unwrap();
-        executor.put_function(FunctionDef::try_from(function()).unwrap()).await.unwrap();
-        executor.preload("bench/copy", None).await.unwrap();
-        let listener = service::bind("127.0.0.1:0".parse().unwrap()).await.unwrap();
-        let exec_addr = listener.local_addr().unwrap();
-        tokio::spawn(service::serve_tcp(executor, listener, None, std::future::pending()));
-
-        let gateway = Gateway::start(GatewayConfig {
-            scheduler: SchedulerConfig::new(PolicyConfig::named("balance")),
-            ..GatewayConfig::default()
-        })
-        .unwrap();
-        gateway.add_node("bench", NodeClient::remote(&format!("http://{exec_addr}")).unwrap());
-        gateway.put_function(function());
-        assert!(gateway.wait_ready(Duration::from_secs(10)).await, "executor never became ready");
-        let grpc = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let grpc_addr = grpc.local_addr().unwrap();
-        tokio::spawn(
-            kaas_executor::service::grpc_server()
-                .add_service(GatewayService::server(gateway.clone(), 1 << 30))
-                .serve_with_incoming(
-                    tonic::transport::server::TcpIncoming::from(grpc).with_nodelay(Some(true)),
-                ),
-        );
-        let http = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let http_addr = http.local_addr().unwrap();
-        let state = HttpState {
-            gateway,
-            registry: Arc::new(Registry::default()),
-            liveness: Default::default(),
-            max_request_bytes: 1 << 30,
-        };
-        tokio::spawn(async move { axum::serve(http, router(state)).await });
+        let exec_addr = common::serve_executor(function()).await;
+        let (grpc_addr, http_addr) = common::serve_gateway(exec_addr, function()).await;
 
         let grpc_echo = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let grpc_echo_addr = grpc_echo.local_addr().unwrap();

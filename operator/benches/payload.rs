@@ -14,8 +14,9 @@
 // The counting allocator forwards to the system's: the only unsafe code here.
 #![allow(unsafe_code)]
 
+mod common;
+
 use std::alloc::{GlobalAlloc, Layout, System};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicIsize, Ordering};
 use std::time::{Duration, Instant};
 
@@ -23,16 +24,8 @@ use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
-use kaas_executor::backend::wasm::WasmBackend;
-use kaas_executor::model::FunctionDef;
 use kaas_executor::proto as ex;
-use kaas_executor::{Executor, ExecutorConfig, service};
-use kaas_operator::gateway::grpc::GatewayService;
-use kaas_operator::gateway::http::{HttpState, router};
-use kaas_operator::gateway::{Gateway, GatewayConfig, NodeClient};
 use kaas_operator::proto as gw;
-use kaas_scheduler::{PolicyConfig, SchedulerConfig};
-use prometheus_client::registry::Registry;
 use prost::Message as _;
 use tonic::{Request, Response, Status};
 
@@ -266,52 +259,9 @@ fn main() {
     let memcpy = memcpy_floor(50);
     let exec_rt = runtime(2, "executor");
     let gw_rt = runtime(1, "gateway");
-    let exec_addr = exec_rt.block_on(async {
-        let executor = Executor::start(
-            vec![Arc::new(WasmBackend::new(1 << 30, 2, Duration::from_secs(5)).unwrap())],
-            ExecutorConfig {
-                node: "bench".into(),
-                scheduler: SchedulerConfig::new(PolicyConfig::named("edf")),
-                shares: vec![],
-                health_interval: Duration::from_secs(1),
-                accelerator_classes: Default::default(),
-            },
-        )
-        .unwrap();
-        executor.put_function(FunctionDef::try_from(function()).unwrap()).await.unwrap();
-        executor.preload("bench/big", None).await.unwrap();
-        let listener = service::bind("127.0.0.1:0".parse().unwrap()).await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        tokio::spawn(service::serve_tcp(executor, listener, None, std::future::pending()));
-        addr
-    });
+    let exec_addr = exec_rt.block_on(common::serve_executor(function()));
     let (grpc_addr, http_addr, echo_addr) = gw_rt.block_on(async {
-        let gateway = Gateway::start(GatewayConfig {
-            scheduler: SchedulerConfig::new(PolicyConfig::named("balance")),
-            ..GatewayConfig::default()
-        })
-        .unwrap();
-        gateway.add_node("bench", NodeClient::remote(&format!("http://{exec_addr}")).unwrap());
-        gateway.put_function(function());
-        assert!(gateway.wait_ready(Duration::from_secs(10)).await, "executor never became ready");
-        let grpc = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let grpc_addr = grpc.local_addr().unwrap();
-        tokio::spawn(
-            kaas_executor::service::grpc_server()
-                .add_service(GatewayService::server(gateway.clone(), 1 << 30))
-                .serve_with_incoming(
-                    tonic::transport::server::TcpIncoming::from(grpc).with_nodelay(Some(true)),
-                ),
-        );
-        let http = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let http_addr = http.local_addr().unwrap();
-        let state = HttpState {
-            gateway,
-            registry: Arc::new(Registry::default()),
-            liveness: Default::default(),
-            max_request_bytes: 1 << 30,
-        };
-        tokio::spawn(async move { axum::serve(http, router(state)).await });
+        let (grpc_addr, http_addr) = common::serve_gateway(exec_addr, function()).await;
         let echo = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let echo_addr = echo.local_addr().unwrap();
         tokio::spawn(
