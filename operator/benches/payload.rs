@@ -26,7 +26,6 @@ use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use kaas_executor::proto as ex;
 use kaas_operator::proto as gw;
-use prost::Message as _;
 use tonic::{Request, Response, Status};
 
 const PAYLOAD: usize = 16 << 20;
@@ -239,6 +238,28 @@ where
     Row { name, p50: lat[n / 2], copies }
 }
 
+/// Sequential calls of one pre-encoded gRPC request to `path` at `addr`, each answer's
+/// `out` checked against `head`.
+async fn grpc_row<R: prost::Message + Default>(
+    name: &'static str,
+    n: usize,
+    addr: std::net::SocketAddr,
+    path: &'static str,
+    frame: &Bytes,
+    head: &[u8],
+    outputs: fn(R) -> std::collections::HashMap<String, Bytes>,
+) -> Row {
+    let c = RawGrpc::connect(addr).await;
+    measure(name, n, || {
+        let (f, mut c, head) = (frame.clone(), c.clone(), head.to_vec());
+        async move {
+            let r = R::decode(c.call(path, f).await).unwrap();
+            assert_eq!(outputs(r)["out"][..], head);
+        }
+    })
+    .await
+}
+
 fn memcpy_floor(n: usize) -> Duration {
     let src: Vec<u8> = (0..PAYLOAD).map(|i| i as u8).collect();
     let mut dst = vec![0u8; PAYLOAD];
@@ -296,43 +317,13 @@ fn main() {
         drop(payload);
 
         let mut rows = Vec::new();
-        let c = RawGrpc::connect(echo_addr).await;
-        rows.push(
-            measure("tonic service (floor)", n, || {
-                let (f, mut c, head) = (invoke.clone(), c.clone(), head.clone());
-                async move {
-                    let r = gw::InvokeResponse::decode(c.call("/kaas.gateway.v1.Gateway/Invoke", f).await)
-                        .unwrap();
-                    assert_eq!(r.outputs["out"][..], head);
-                }
-            })
-            .await,
-        );
-        let c = RawGrpc::connect(exec_addr).await;
-        rows.push(
-            measure("executor (gRPC)", n, || {
-                let (f, mut c, head) = (execute.clone(), c.clone(), head.clone());
-                async move {
-                    let r =
-                        ex::ExecuteResponse::decode(c.call("/kaas.executor.v1.Executor/Execute", f).await)
-                            .unwrap();
-                    assert_eq!(r.outputs["out"][..], head);
-                }
-            })
-            .await,
-        );
-        let c = RawGrpc::connect(grpc_addr).await;
-        rows.push(
-            measure("gateway (gRPC)", n, || {
-                let (f, mut c, head) = (invoke.clone(), c.clone(), head.clone());
-                async move {
-                    let r = gw::InvokeResponse::decode(c.call("/kaas.gateway.v1.Gateway/Invoke", f).await)
-                        .unwrap();
-                    assert_eq!(r.outputs["out"][..], head);
-                }
-            })
-            .await,
-        );
+        const INVOKE: &str = "/kaas.gateway.v1.Gateway/Invoke";
+        const EXECUTE: &str = "/kaas.executor.v1.Executor/Execute";
+        let invoked = |r: gw::InvokeResponse| r.outputs;
+        let executed = |r: ex::ExecuteResponse| r.outputs;
+        rows.push(grpc_row("tonic service (floor)", n, echo_addr, INVOKE, &invoke, &head, invoked).await);
+        rows.push(grpc_row("executor (gRPC)", n, exec_addr, EXECUTE, &execute, &head, executed).await);
+        rows.push(grpc_row("gateway (gRPC)", n, grpc_addr, INVOKE, &invoke, &head, invoked).await);
         let client = reqwest::Client::new();
         let url = format!("http://{http_addr}/v1/namespaces/bench/functions/big:invoke");
         let want = STANDARD.encode(&head);
