@@ -72,7 +72,11 @@ async fn gateway_and_two_executors_survive_a_kill_and_admission_protects_the_slo
         before.len(),
         outcomes.len() - outcomes.len() * 3 / 4
     );
-    assert!(before_ok as f64 >= 0.9 * before.len() as f64, "before the kill: {before_ok} of {}", before.len());
+    assert!(
+        before_ok as f64 >= 0.9 * before.len() as f64,
+        "before the kill: {before_ok} of {}",
+        before.len()
+    );
 
     // 2. Twice the capacity of two devices, with and without deadline admission, on two
     //    fresh executors that stretch each kernel tenfold by sleeping
