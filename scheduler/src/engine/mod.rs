@@ -12,6 +12,7 @@ use crate::policy::{BuiltPolicy, Cx, Pick, Policy, PolicyConfig, Queued, Rank, R
 use crate::{ConfigError, Granularity, ReqId, SchedulerConfig};
 
 mod backlog;
+mod inflow;
 mod types;
 pub(crate) use crate::view::{ClassCost, Hot, NONE, View};
 use backlog::Backlog;
@@ -106,6 +107,8 @@ pub struct Scheduler {
     pinned: Vec<Option<DeviceId>>,
     /// What deadline admission predicts from; kept only while it is on.
     track: Option<Backlog>,
+    /// Admitted work per function over the recent past (deadline admission only).
+    inflow: inflow::Inflow,
     /// Per function: the warm-up started for it and not finished (scale from zero).
     warmup_of: Vec<Option<WarmUp>>,
     /// Per function: when deadline admission may next let a probe through (see
@@ -224,6 +227,7 @@ impl Scheduler {
             record_evictions: true,
             pinned: Vec::new(),
             track: None,
+            inflow: Default::default(),
             warmup_of: Vec::new(),
             probe_at: Vec::new(),
             pending_warmups: Vec::new(),

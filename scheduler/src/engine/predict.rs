@@ -6,6 +6,8 @@
 //! at its class's speed for this function (water-filling, the fluid limit of list
 //! scheduling). The level where the work ahead is used up is when the request starts;
 //! it then pays its load if it lands where it is not resident, and its runtime there.
+//! Under deadline order the work ahead also grows with what will be admitted before the
+//! request starts with an earlier deadline (see [`super::inflow`]).
 
 use super::backlog::Backlog;
 use super::*;
@@ -17,6 +19,8 @@ const SLOT_SCAN: usize = 16;
 /// A probe of a function refused for its own runtime is let through at most once per this
 /// many of its predicted runtimes.
 const PROBE_SPACING: u64 = 10;
+/// Rounds of the fixed point that adds the work cutting in under deadline order.
+const CUT_IN_ROUNDS: usize = 4;
 
 /// What admission predicts for a request.
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
@@ -46,6 +50,7 @@ impl Scheduler {
     pub(crate) fn retrack(&mut self) {
         if self.config.admission != AdmissionMode::Deadline {
             self.track = None;
+            self.inflow.clear();
             return;
         }
         self.track = Some(self.snapshot());
@@ -226,33 +231,25 @@ impl Scheduler {
             }
         }
         groups.sort_unstable_by_key(|g| g.at);
-        let first = groups.first()?;
-        // Water-fill: find L with sum(rate × (L − at)) = ahead over the groups below L.
-        let (mut lambda, mut weighted) = (0.0f64, 0.0f64);
-        let mut level = first.at as f64;
-        let mut marginal = first.class;
-        let mut filled = true;
-        for (i, g) in groups.iter().enumerate() {
-            lambda += g.rate * g.count as f64;
-            weighted += g.rate * g.count as f64 * g.at as f64;
-            marginal = g.class;
-            level = (ahead + weighted) / lambda;
-            let next = groups.get(i + 1).map(|n| n.at as f64);
-            if next.is_none_or(|n| level <= n) {
-                filled = next.is_some() || rest.is_empty();
-                break;
+        let first_at = groups.first()?.at as f64;
+        let (mut level, mut marginal) = fill(&groups, &rest, ahead, now);
+        // Under deadline order, what is admitted before the request starts with an
+        // earlier deadline runs first too (see [`super::inflow`]): fill again with it
+        // until the start stops moving (it may not, if such work arrives faster than
+        // the slots drain it; the last round stands).
+        if scope.ahead == Ahead::EarlierDeadline && exact {
+            let mut extra = 0.0;
+            for _ in 0..CUT_IN_ROUNDS {
+                let until = level.max(first_at) as Nanos;
+                let more = self.inflow.cut_ins(now, until, deadline);
+                if more <= extra + 1.0 {
+                    break;
+                }
+                extra = more;
+                (level, marginal) = fill(&groups, &rest, ahead + extra, now);
             }
         }
-        if !filled {
-            // More busy slots than were read one by one: take them all in closed form.
-            for &(count, sum, r, c) in &rest {
-                lambda += r * count as f64;
-                weighted += r * (sum as f64).max(now as f64 * count as f64);
-                marginal = c;
-            }
-            level = level.max((ahead + weighted) / lambda);
-        }
-        let start = (level.max(first.at as f64)) as Nanos;
+        let start = level.max(first_at) as Nanos;
         let run_on = |c: usize| self.v.costs[fi * classes + c].runtime;
         let warm_in = |c: usize| {
             self.v.resident[fi].iter_common3(&self.v.class_sets[c], &self.v.healthy).next().is_some()
@@ -346,6 +343,39 @@ impl Scheduler {
         };
         p.or_else(|| Some(finish(marginal as usize, warm_in(marginal as usize))))
     }
+}
+
+/// Water-fills `ahead` work into the slot groups (sorted by when they free) and then into
+/// the busy slots beyond them taken in closed form (`rest`): the level where the work is
+/// used up, and the class of the last group it reached.
+fn fill(groups: &[Slots], rest: &[(u64, u128, f64, u16)], ahead: f64, now: Nanos) -> (f64, u16) {
+    // Find L with sum(rate × (L − at)) = ahead over the groups below L.
+    let (mut lambda, mut weighted) = (0.0f64, 0.0f64);
+    let mut level = groups[0].at as f64;
+    let mut marginal = groups[0].class;
+    let mut filled = true;
+    for (i, g) in groups.iter().enumerate() {
+        lambda += g.rate * g.count as f64;
+        weighted += g.rate * g.count as f64 * g.at as f64;
+        marginal = g.class;
+        level = (ahead + weighted) / lambda;
+        let next = groups.get(i + 1).map(|n| n.at as f64);
+        if next.is_none_or(|n| level <= n) {
+            filled = next.is_some() || rest.is_empty();
+            break;
+        }
+    }
+    if !filled {
+        // More busy slots than were read one by one: take them all in closed form.
+        let floor = now as f64;
+        for &(count, sum, r, c) in rest {
+            lambda += r * count as f64;
+            weighted += r * (sum as f64).max(floor * count as f64);
+            marginal = c;
+        }
+        level = level.max((ahead + weighted) / lambda);
+    }
+    (level, marginal)
 }
 
 /// The queued work (ns on each request's fastest class) that runs before a new request.
