@@ -19,6 +19,10 @@ const SLOT_SCAN: usize = 16;
 /// A probe of a function refused for its own runtime is let through at most once per this
 /// many of its predicted runtimes.
 const PROBE_SPACING: u64 = 10;
+/// The share of freeing slots on classes where a request would miss its deadline above
+/// which it is predicted to land there (the 1 % that `admitted_slo_attainment` ≥ 0.99
+/// leaves).
+const MISS_SHARE: f64 = 0.01;
 /// Rounds of the fixed point that adds the work cutting in under deadline order.
 const CUT_IN_ROUNDS: usize = 4;
 
@@ -332,8 +336,37 @@ impl Scheduler {
                 .map(|c| finish(c, warm_in(c)))
                 .min_by_key(|p| p.completion)
         } else if exact {
-            let c = marginal as usize;
-            Some(finish(c, warm_in(c)))
+            // Once its turn comes the request takes whichever of those slots frees next,
+            // now and then one of a slow class. Each class frees slots in proportion to
+            // its slots over its runtime; if the classes where the request would miss
+            // its deadline (less the headroom) free more than `MISS_SHARE` of them, it is
+            // predicted on the worst of those, else on the class the fill ended on.
+            let latest =
+                deadline.saturating_sub((deadline.saturating_sub(now) as f64 * self.headroom) as Nanos);
+            let (mut total, mut missing, mut worst) = (0.0f64, 0.0f64, None::<Prediction>);
+            if start > now && classes > 1 {
+                for c in (0..classes).filter(|&c| run_on(c) != NONE) {
+                    let slots: u64 = groups
+                        .iter()
+                        .filter(|g| g.class as usize == c && (g.at as f64) <= level)
+                        .map(|g| g.count)
+                        .sum();
+                    if slots == 0 {
+                        continue;
+                    }
+                    let share = slots as f64 / run_on(c).max(1) as f64;
+                    total += share;
+                    let p = finish(c, warm_in(c));
+                    if p.completion > latest {
+                        missing += share;
+                        worst = worst.filter(|w| w.completion >= p.completion).or(Some(p));
+                    }
+                }
+            }
+            match worst {
+                Some(w) if missing > MISS_SHARE * total => Some(w),
+                _ => Some(finish(marginal as usize, warm_in(marginal as usize))),
+            }
         } else {
             // A policy kaas does not know may put the request on its slowest class.
             (0..classes)
