@@ -19,7 +19,16 @@ fn scenario(file: &str, max_requests: u64) -> Scenario {
     s
 }
 
-fn check(file: &str, max_requests: u64) -> Vec<String> {
+/// One cell of the grid that does not hold: which, and the line that says why.
+struct Failure {
+    scenario: String,
+    load: f64,
+    /// The policy, or `None` for the capacity-bound check of the scenario at this load.
+    policy: Option<String>,
+    line: String,
+}
+
+fn check(file: &str, max_requests: u64) -> Vec<Failure> {
     let s = scenario(file, max_requests);
     let pairs = admission::compare(&s, &LOADS, &[]).unwrap();
     println!("{}", admission::table(&s.name, &pairs));
@@ -39,17 +48,25 @@ fn check(file: &str, max_requests: u64) -> Vec<String> {
         );
         assert!(best <= reference + 1e-9, "{} load {load}: {policy} beat the capacity bound", s.name);
         if best < 0.9 * reference {
-            bound_failures.push(format!(
-                "{} load {load}: best {best:.4} ({policy}) < 0.9 x capacity bound {reference:.4}",
-                s.name
-            ));
+            bound_failures.push(Failure {
+                scenario: s.name.clone(),
+                load,
+                policy: None,
+                line: format!(
+                    "{} load {load}: best {best:.4} ({policy}) < 0.9 x capacity bound {reference:.4}",
+                    s.name
+                ),
+            });
         }
     }
     pairs
         .iter()
         .filter(|p: &&Pair| !p.holds(0.0, 0.99))
-        .map(|p| {
-            format!(
+        .map(|p| Failure {
+            scenario: s.name.clone(),
+            load: p.load,
+            policy: Some(p.policy.clone()),
+            line: format!(
                 "{} load {} {}: attainment none {:.4}, deadline {:.4}, admitted {:.4} ({:.4} of the servable)",
                 s.name,
                 p.load,
@@ -58,7 +75,7 @@ fn check(file: &str, max_requests: u64) -> Vec<String> {
                 p.deadline.report.slo_attainment,
                 p.deadline.report.admitted_slo_attainment,
                 p.deadline.servable_admitted_slo_attainment()
-            )
+            ),
         })
         .chain(bound_failures)
         .collect()
@@ -128,19 +145,52 @@ fn cold_pool_is_served_under_deadline_admission() {
     }
 }
 
-/// The whole grid of issue 13, point 3. Admitted requests are judged among those some
-/// schedule could serve in time: a trace request whose recorded runtime on an idle device
-/// of its fastest class exceeds its deadline is a miss whatever admission does (14 % of
-/// `azure-functions-2021`'s durations). Not yet met everywhere: FIFO and exclusive order
-/// on heavy-tailed runtimes keep fewer than 99 % of admitted requests in time at
-/// overload; `slo-aware` and `edf` lose up to half a point at 1-1.5x on heavy-tailed
-/// exponential runtimes (false rejections near the margin); traces whose runtimes vary
-/// per request far beyond their function's profile (`azure-functions-2021`: 0 to 405 s
-/// under a 1 s profile; `azure-llm-code`: generation lengths the token model knows only
-/// after the fact) keep 96-98 % of the servable admitted in time. Run it with
-/// `cargo test -p kaas-sim --test admission -- --ignored --nocapture` to print the table.
+const ALL: &[&str] = &["balance", "exclusive", "static", "cfs-affinity", "edf", "slo-aware", "mqfq-sticky"];
+
+/// The cells of issue 13's point 3 not met yet, per scenario and load: the policies whose
+/// cell fails either condition. Why, by group: FIFO and `exclusive` order on heavy-tailed
+/// runtimes keep fewer than 99 % of admitted requests in time at overload (a FIFO queue
+/// behind exponentially distributed 20 s jobs is not predictable from totals; `exclusive`
+/// workers change hands under the prediction); `slo-aware` and `edf` lose 0.05-2 points
+/// against no admission at 1-3x on the heavy tail and the cold pool (false rejections near
+/// the margin; at 1.5-2x part of it is the finite trace: without admission, requests with
+/// 25-100 s deadlines are served after the last arrival); traces whose runtimes vary per
+/// request far beyond their function's profile (`azure-functions-2021`: 0 to 405 s under a
+/// 1 s profile; `azure-llm-code`: generation lengths known only after the fact) keep
+/// 90-99 % of the servable admitted in time.
+const GRID_OPEN: &[(&str, f64, &[&str])] = &[
+    ("heavy-tailed", 1.0, &["exclusive", "cfs-affinity", "edf", "slo-aware", "mqfq-sticky"]),
+    ("heavy-tailed", 1.5, &["balance", "exclusive", "edf", "slo-aware"]),
+    ("heavy-tailed", 2.0, &["balance", "exclusive", "static", "slo-aware"]),
+    ("heavy-tailed", 3.0, &["balance", "exclusive", "static", "edf", "slo-aware"]),
+    ("hetero-cold", 0.5, &["slo-aware"]),
+    ("hetero-cold", 1.0, &["exclusive", "slo-aware"]),
+    ("hetero-cold", 3.0, &["exclusive", "cfs-affinity", "slo-aware", "mqfq-sticky"]),
+    ("azure-functions-2021", 0.5, ALL),
+    ("azure-functions-2021", 1.0, ALL),
+    ("azure-functions-2021", 1.5, ALL),
+    ("azure-functions-2021", 2.0, ALL),
+    ("azure-functions-2021", 3.0, ALL),
+    ("azure-llm-code", 0.5, ALL),
+    ("azure-llm-code", 1.0, ALL),
+    ("azure-llm-code", 1.5, ALL),
+    ("azure-llm-code", 2.0, ALL),
+    ("azure-llm-code", 3.0, ALL),
+];
+
+/// Scenario-loads where the best policy with deadline admission is below 0.9 of the
+/// capacity bound: `azure-llm-code`'s bursts, which a clairvoyant shortest-first schedule
+/// serves and a deadline-ordered one (all its requests share one deadline) does not.
+const BOUND_OPEN: &[(&str, f64)] =
+    &[("azure-llm-code", 1.0), ("azure-llm-code", 1.5), ("azure-llm-code", 2.0), ("azure-llm-code", 3.0)];
+
+/// The whole grid of issue 13, point 3, in CI. Admitted requests are judged among those
+/// some schedule could serve in time: a trace request whose recorded runtime on an idle
+/// device of its fastest class exceeds its deadline is a miss whatever admission does
+/// (14 % of `azure-functions-2021`'s durations). Every cell must hold except those of
+/// [`GRID_OPEN`] and [`BOUND_OPEN`], which are printed as NOT MET; an open cell that holds
+/// is printed too, to be taken off the list. Prints the whole table.
 #[test]
-#[ignore = "issue 13 point 3 is not met on every cell yet; run with --ignored to print the grid"]
 fn deadline_admission_never_serves_fewer_in_time() {
     let mut failures = Vec::new();
     for (file, n) in [
@@ -153,7 +203,30 @@ fn deadline_admission_never_serves_fewer_in_time() {
     ] {
         failures.extend(check(file, n));
     }
-    assert!(failures.is_empty(), "{} cells fail:\n{}", failures.len(), failures.join("\n"));
+    let open = |f: &Failure| match &f.policy {
+        Some(p) => {
+            GRID_OPEN.iter().any(|(s, l, ps)| *s == f.scenario && *l == f.load && ps.contains(&p.as_str()))
+        }
+        None => BOUND_OPEN.contains(&(f.scenario.as_str(), f.load)),
+    };
+    let (known, new): (Vec<&Failure>, Vec<&Failure>) = failures.iter().partition(|f| open(f));
+    for f in &known {
+        println!("NOT MET (issue 13 point 3, open): {}", f.line);
+    }
+    let fails = |s: &str, l: f64, p: Option<&str>| {
+        failures.iter().any(|f| f.scenario == s && f.load == l && f.policy.as_deref() == p)
+    };
+    let listed = GRID_OPEN.iter().flat_map(|&(s, l, ps)| ps.iter().map(move |&p| (s, l, Some(p))));
+    let bounds = BOUND_OPEN.iter().map(|&(s, l)| (s, l, None));
+    for (s, l, p) in listed.chain(bounds).filter(|&(s, l, p)| !fails(s, l, p)) {
+        println!("NOW HOLDS (take it off the open list): {s} load {l} {}", p.unwrap_or("capacity bound"));
+    }
+    println!("{} cells open, {} newly failing", known.len(), new.len());
+    assert!(
+        new.is_empty(),
+        "cells that held fail now:\n{}",
+        new.iter().map(|f| f.line.as_str()).collect::<Vec<_>>().join("\n")
+    );
 }
 
 /// Cells where issue 13's point 1 (median |error| <= 10 % of the deadline) is not met
