@@ -14,7 +14,8 @@ use super::*;
 use crate::model::ClassId;
 use crate::policy::{AdmissionScope, Ahead};
 
-/// Busy slots read one by one per class before the rest are taken in closed form.
+/// Busy slots read one by one per class before the rest are taken as one group at their
+/// mean end.
 const SLOT_SCAN: usize = 16;
 /// A probe of a function refused for its own runtime is let through at most once per this
 /// many of its predicted runtimes.
@@ -188,29 +189,51 @@ impl Scheduler {
         };
         // The slot groups the request may use, soonest first.
         let mut groups: Vec<Slots> = Vec::new();
-        let mut rest: Vec<(u64, u128, f64, u16)> = Vec::new();
-        let scoped = scope.devices.is_some() || self.pinned.get(fi).copied().flatten().is_some();
-        if scoped {
+        let pinned = self.pinned.get(fi).copied().flatten().is_some();
+        if scope.devices.is_some() || pinned {
             let runnable = &self.v.runnable[fi];
             let set = scope.devices.as_ref().unwrap_or(runnable);
-            let iter: Vec<DeviceId> = set.iter_common3(runnable, &self.v.healthy).collect();
-            for d in iter {
+            // Classes in the order of their first device in the scope (among slots that
+            // free at the same time the lowest device's class comes first, as the
+            // policies' own picks go), with their free slots and busy ends.
+            let mut order: Vec<usize> = Vec::with_capacity(classes);
+            let mut free = vec![0u64; classes];
+            let mut ends: Vec<Vec<Nanos>> = vec![Vec::new(); classes];
+            for d in set.iter_common3(runnable, &self.v.healthy) {
                 let di = d.0 as usize;
                 let c = self.cluster.devices[di].class.0 as usize;
-                let r = rate(c);
-                if self.free_slots[di] > 0 {
-                    groups.push(Slots {
-                        at: now,
-                        count: self.free_slots[di] as u64,
-                        rate: r,
-                        class: c as u16,
-                    });
+                if !order.contains(&c) {
+                    order.push(c);
                 }
+                free[c] += self.free_slots[di] as u64;
                 for &(id, end) in &self.running[self.running_base[di]..self.running_base[di + 1]] {
                     if id != NOBODY {
-                        groups.push(Slots { at: end.max(now), count: 1, rate: r, class: c as u16 });
+                        ends[c].push(end.max(now));
                     }
                 }
+            }
+            // As without a scope, the soonest SLOT_SCAN ends of each class one by one and
+            // the rest as one group at their mean end: a partition of hundreds of devices
+            // must not cost a sort of every slot on each arrival.
+            for &c in &order {
+                let r = rate(c);
+                if free[c] > 0 {
+                    groups.push(Slots { at: now, count: free[c], rate: r, class: c as u16 });
+                }
+                let ends = &mut ends[c];
+                if ends.len() > SLOT_SCAN {
+                    ends.select_nth_unstable(SLOT_SCAN);
+                    let later = &ends[SLOT_SCAN..];
+                    let sum: u128 = later.iter().map(|&e| e as u128).sum();
+                    let at = (sum / later.len() as u128) as Nanos;
+                    groups.push(Slots { at, count: later.len() as u64, rate: r, class: c as u16 });
+                }
+                groups.extend(ends.iter().take(SLOT_SCAN).map(|&at| Slots {
+                    at,
+                    count: 1,
+                    rate: r,
+                    class: c as u16,
+                }));
             }
         } else {
             for c in 0..classes {
@@ -230,13 +253,16 @@ impl Scheduler {
                     sum += end as u128 * n as u128;
                 }
                 if taken < slots.busy {
-                    rest.push((slots.busy - taken, slots.end_sum - sum, r, c as u16));
+                    // The busy slots beyond those as one group at their mean end.
+                    let count = slots.busy - taken;
+                    let at = ((slots.end_sum - sum) / count as u128) as Nanos;
+                    groups.push(Slots { at: at.max(now), count, rate: r, class: c as u16 });
                 }
             }
         }
-        groups.sort_unstable_by_key(|g| g.at);
+        groups.sort_by_key(|g| g.at);
         let first_at = groups.first()?.at as f64;
-        let (mut level, mut marginal) = fill(&groups, &rest, ahead, now);
+        let (mut level, mut marginal) = fill(&groups, ahead);
         // Under deadline order, what is admitted before the request starts with an
         // earlier deadline runs first too (see [`super::inflow`]): fill again with it
         // until the start stops moving (it may not, if such work arrives faster than
@@ -250,7 +276,7 @@ impl Scheduler {
                     break;
                 }
                 extra = more;
-                (level, marginal) = fill(&groups, &rest, ahead + extra, now);
+                (level, marginal) = fill(&groups, ahead + extra);
             }
         }
         let start = level.max(first_at) as Nanos;
@@ -378,35 +404,21 @@ impl Scheduler {
     }
 }
 
-/// Water-fills `ahead` work into the slot groups (sorted by when they free) and then into
-/// the busy slots beyond them taken in closed form (`rest`): the level where the work is
-/// used up, and the class of the last group it reached.
-fn fill(groups: &[Slots], rest: &[(u64, u128, f64, u16)], ahead: f64, now: Nanos) -> (f64, u16) {
+/// Water-fills `ahead` work into the slot groups (sorted by when they free): the level
+/// where the work is used up, and the class of the last group it reached.
+fn fill(groups: &[Slots], ahead: f64) -> (f64, u16) {
     // Find L with sum(rate × (L − at)) = ahead over the groups below L.
     let (mut lambda, mut weighted) = (0.0f64, 0.0f64);
     let mut level = groups[0].at as f64;
     let mut marginal = groups[0].class;
-    let mut filled = true;
     for (i, g) in groups.iter().enumerate() {
         lambda += g.rate * g.count as f64;
         weighted += g.rate * g.count as f64 * g.at as f64;
         marginal = g.class;
         level = (ahead + weighted) / lambda;
-        let next = groups.get(i + 1).map(|n| n.at as f64);
-        if next.is_none_or(|n| level <= n) {
-            filled = next.is_some() || rest.is_empty();
+        if groups.get(i + 1).is_none_or(|n| level <= n.at as f64) {
             break;
         }
-    }
-    if !filled {
-        // More busy slots than were read one by one: take them all in closed form.
-        let floor = now as f64;
-        for &(count, sum, r, c) in rest {
-            lambda += r * count as f64;
-            weighted += r * (sum as f64).max(floor * count as f64);
-            marginal = c;
-        }
-        level = level.max((ahead + weighted) / lambda);
     }
     (level, marginal)
 }

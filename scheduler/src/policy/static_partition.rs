@@ -109,14 +109,22 @@ impl Policy for StaticPartition {
     }
 
     fn admission_scope(&self, cx: &Cx, f: FunctionId) -> super::AdmissionScope {
-        let (lo, hi) = self.range(cx, f);
-        let mut set = DeviceSet::new(cx.cluster.devices.len());
-        for d in lo..hi {
-            set.insert(crate::model::DeviceId(d));
-        }
+        // The share's set as laid out at the first request (admission runs before it
+        // and for every arrival: a copy of the set, not a scan of names and devices).
+        let resolved = self.share_of_function.get(f.0 as usize).copied().filter(|&s| s != u32::MAX);
+        let (set, own) = match resolved.and_then(|s| self.sets.get(s as usize).map(|set| (s, set))) {
+            Some((share, set)) => (set.clone(), (share as usize) < self.partitions.len()),
+            None => {
+                let (lo, hi) = self.range(cx, f);
+                let mut set = DeviceSet::new(cx.cluster.devices.len());
+                for d in lo..hi {
+                    set.insert(crate::model::DeviceId(d));
+                }
+                (set, self.partitions.iter().any(|p| p.function == cx.function(f).name))
+            }
+        };
         // A function with a partition of its own waits only for its own requests; the
         // functions sharing the leftover devices are counted all together.
-        let own = self.partitions.iter().any(|p| p.function == cx.function(f).name);
         let ahead = if own { super::Ahead::Flow } else { super::Ahead::All };
         super::AdmissionScope { devices: Some(set), ..super::AdmissionScope::with(ahead) }
     }
