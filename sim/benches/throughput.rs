@@ -107,22 +107,35 @@ fn main() {
         admission.as_deref().unwrap_or("none")
     );
     println!(
-        "{:<14} {:>14} {:>14} {:>10} {:>8}   all runs (M requests/s)",
-        "policy", "requests/s", "events/s", "vs base", "target"
+        "{:<14} {:>14} {:>14} {:>10} {:>8} {:>9} {:>8}   all runs (M requests/s)",
+        "policy", "requests/s", "events/s", "vs base", "target", "rejected", "in time"
     );
-    println!("{:<14} {:>14.0} {:>14} {:>10} {:>8}   {}", "baseline", base, "-", "1.00", "-", spread(&bases));
+    println!(
+        "{:<14} {:>14.0} {:>14} {:>10} {:>8} {:>9} {:>8}   {}",
+        "baseline",
+        base,
+        "-",
+        "1.00",
+        "-",
+        "-",
+        "-",
+        spread(&bases)
+    );
     for p in POLICY_NAMES.into_iter().filter(|p| only.as_deref().is_none_or(|o| o == *p)) {
         let results: Vec<_> = (0..runs).map(|_| simulate(&s, p, 1.0, None).expect("simulation")).collect();
         let rates: Vec<f64> = results.iter().map(|r| r.requests_per_s).collect();
         let r = results.iter().max_by(|a, b| a.requests_per_s.total_cmp(&b.requests_per_s)).expect("a run");
         let target = if p == "balance" { 5e6 } else { 1e6 };
+        let share = |n: u64| 100.0 * n as f64 / r.report.requests.max(1) as f64;
         println!(
-            "{:<14} {:>14.0} {:>14.0} {:>10.2} {:>8}   {}",
+            "{:<14} {:>14.0} {:>14.0} {:>10.2} {:>8} {:>8.1}% {:>7.1}%   {}",
             p,
             r.requests_per_s,
             r.events_per_s,
             r.requests_per_s / base,
             if r.requests_per_s >= target { "met" } else { "MISSED" },
+            share(r.report.rejected),
+            100.0 * r.report.slo_attainment,
             spread(&rates)
         );
     }
