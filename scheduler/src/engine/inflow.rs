@@ -77,6 +77,11 @@ impl Inflow {
         work * per_ns
     }
 
+    /// Whether nothing has been admitted since the last [`clear`](Self::clear).
+    pub(crate) fn is_empty(&self) -> bool {
+        self.active.is_empty()
+    }
+
     /// Forgets every rate (deadline admission was switched off).
     pub(crate) fn clear(&mut self) {
         self.scaled.iter_mut().for_each(|s| *s = 0.0);

@@ -25,7 +25,7 @@ const PROBE_SPACING: u64 = 10;
 /// leaves).
 const MISS_SHARE: f64 = 0.01;
 /// Rounds of the fixed point that adds the work cutting in under deadline order.
-const CUT_IN_ROUNDS: usize = 4;
+const CUT_IN_ROUNDS: usize = 6;
 
 /// What admission predicts for a request.
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
@@ -267,16 +267,29 @@ impl Scheduler {
         // earlier deadline runs first too (see [`super::inflow`]): fill again with it
         // until the start stops moving (it may not, if such work arrives faster than
         // the slots drain it; the last round stands).
-        if scope.ahead == Ahead::EarlierDeadline && exact {
-            let mut extra = 0.0;
+        if scope.ahead == Ahead::EarlierDeadline && exact && !self.inflow.is_empty() {
+            // L = fill(ahead + cut_ins(L)) is piecewise linear in L: step, and once two
+            // steps are known, jump to where the line through them meets L (exact within
+            // one piece), so that a stream taking most of the slots still converges.
+            let step = |l: f64| {
+                let extra = self.inflow.cut_ins(now, l.max(first_at) as Nanos, deadline);
+                fill(&groups, ahead + extra)
+            };
+            let mut x = level;
+            let mut last: Option<(f64, f64)> = None;
             for _ in 0..CUT_IN_ROUNDS {
-                let until = level.max(first_at) as Nanos;
-                let more = self.inflow.cut_ins(now, until, deadline);
-                if more <= extra + 1.0 {
+                let (gx, m) = step(x);
+                (level, marginal) = (gx, m);
+                if (gx - x).abs() < 1_000.0 {
                     break;
                 }
-                extra = more;
-                (level, marginal) = fill(&groups, ahead + extra);
+                let slope = last.map(|(xp, gp)| (gx - gp) / (x - xp)).filter(|s| s.is_finite());
+                let next = match slope {
+                    Some(s) if (0.0..0.98).contains(&s) => x + (gx - x) / (1.0 - s),
+                    _ => gx,
+                };
+                last = Some((x, gx));
+                x = next;
             }
         }
         let start = level.max(first_at) as Nanos;
