@@ -293,6 +293,9 @@ impl Scheduler {
             }
         }
         let start = level.max(first_at) as Nanos;
+        // The completion admission asks for (the deadline less its headroom), which picks
+        // a class where more than one could serve the request.
+        let latest = deadline.saturating_sub((deadline.saturating_sub(now) as f64 * self.headroom) as Nanos);
         let run_on = |c: usize| self.v.costs[fi * classes + c].runtime;
         let warm_in = |c: usize| {
             self.v.resident[fi].iter_common3(&self.v.class_sets[c], &self.v.healthy).next().is_some()
@@ -311,8 +314,6 @@ impl Scheduler {
             // completion meets the deadline (admission asks for its own margin), else
             // the one that finishes first; with work ahead, which classes will be free
             // when the request's turn comes is not known: the one that finishes first.
-            let latest =
-                deadline.saturating_sub((deadline.saturating_sub(now) as f64 * self.headroom) as Nanos);
             let price = |c: usize| {
                 let class = &self.cluster.classes[c];
                 class.price_per_hour / class.slots.max(1) as f64
@@ -380,8 +381,6 @@ impl Scheduler {
             // its slots over its runtime; if the classes where the request would miss
             // its deadline (less the headroom) free more than `MISS_SHARE` of them, it is
             // predicted on the worst of those, else on the class the fill ended on.
-            let latest =
-                deadline.saturating_sub((deadline.saturating_sub(now) as f64 * self.headroom) as Nanos);
             let (mut total, mut missing, mut worst) = (0.0f64, 0.0f64, None::<Prediction>);
             if start > now && classes > 1 {
                 for c in (0..classes).filter(|&c| run_on(c) != NONE) {
