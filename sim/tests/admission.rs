@@ -25,6 +25,9 @@ struct Failure {
     load: f64,
     /// The policy, or `None` for the capacity-bound check of the scenario at this load.
     policy: Option<String>,
+    /// How much of `slo_attainment` deadline admission loses against none (0 for the
+    /// capacity-bound check).
+    loss: f64,
     line: String,
 }
 
@@ -52,6 +55,7 @@ fn check(file: &str, max_requests: u64) -> Vec<Failure> {
                 scenario: s.name.clone(),
                 load,
                 policy: None,
+                loss: 0.0,
                 line: format!(
                     "{} load {load}: best {best:.4} ({policy}) < 0.9 x capacity bound {reference:.4}",
                     s.name
@@ -66,6 +70,7 @@ fn check(file: &str, max_requests: u64) -> Vec<Failure> {
             scenario: s.name.clone(),
             load: p.load,
             policy: Some(p.policy.clone()),
+            loss: p.none.report.slo_attainment - p.deadline.report.slo_attainment,
             line: format!(
                 "{} load {} {}: attainment none {:.4}, deadline {:.4}, admitted {:.4} ({:.4} of the servable)",
                 s.name,
@@ -178,6 +183,11 @@ const GRID_OPEN: &[(&str, f64, &[&str])] = &[
     ("azure-llm-code", 3.0, ALL),
 ];
 
+/// An open cell may not hold, but deadline admission must still serve within this much
+/// of what the same policy serves without it (the worst open cell loses 0.044: `exclusive`
+/// on the cold pool at 1x), so that no open cell gets worse unnoticed.
+const OPEN_LOSS: f64 = 0.05;
+
 /// Scenario-loads where the best policy with deadline admission is below 0.9 of the
 /// capacity bound: `azure-llm-code`'s bursts, which a clairvoyant shortest-first schedule
 /// serves and a deadline-ordered one (all its requests share one deadline) does not, and
@@ -195,8 +205,9 @@ const BOUND_OPEN: &[(&str, f64)] = &[
 /// some schedule could serve in time: a trace request whose recorded runtime on an idle
 /// device of its fastest class exceeds its deadline is a miss whatever admission does
 /// (14 % of `azure-functions-2021`'s durations). Every cell must hold except those of
-/// [`GRID_OPEN`] and [`BOUND_OPEN`], which are printed as NOT MET; an open cell that holds
-/// is printed too, to be taken off the list. Prints the whole table.
+/// [`GRID_OPEN`] and [`BOUND_OPEN`], which are printed as NOT MET (and held to
+/// [`OPEN_LOSS`]); an open cell that holds is printed too, to be taken off the list.
+/// Prints the whole table.
 #[test]
 fn deadline_admission_never_serves_fewer_in_time() {
     let mut failures = Vec::new();
@@ -220,6 +231,7 @@ fn deadline_admission_never_serves_fewer_in_time() {
     for f in &known {
         println!("NOT MET (issue 13 point 3, open): {}", f.line);
     }
+    let worse: Vec<&str> = known.iter().filter(|f| f.loss > OPEN_LOSS).map(|f| f.line.as_str()).collect();
     let fails = |s: &str, l: f64, p: Option<&str>| {
         failures.iter().any(|f| f.scenario == s && f.load == l && f.policy.as_deref() == p)
     };
@@ -229,6 +241,11 @@ fn deadline_admission_never_serves_fewer_in_time() {
         println!("NOW HOLDS (take it off the open list): {s} load {l} {}", p.unwrap_or("capacity bound"));
     }
     println!("{} cells open, {} newly failing", known.len(), new.len());
+    assert!(
+        worse.is_empty(),
+        "open cells where admission loses more than {OPEN_LOSS} of attainment:\n{}",
+        worse.join("\n")
+    );
     assert!(
         new.is_empty(),
         "cells that held fail now:\n{}",

@@ -13,8 +13,8 @@
 //! Without this term a function with long deadlines is predicted to start once the work
 //! queued now is done, starts later under load, and its misses raise the learned margin
 //! (see [`crate::margin`]) for every function: short-deadline requests that would be
-//! served are refused (issue 13: `slo-aware` with admission below `slo-aware` without, at
-//! 3× on the heavy-tailed workload).
+//! served are refused (issue 13: `edf` on the heavy-tailed workload at 3× served 0.730 of
+//! requests in time without it, 0.919 with it).
 
 use crate::model::Nanos;
 

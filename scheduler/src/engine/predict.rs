@@ -264,13 +264,12 @@ impl Scheduler {
         let first_at = groups.first()?.at as f64;
         let (mut level, mut marginal) = fill(&groups, ahead);
         // Under deadline order, what is admitted before the request starts with an
-        // earlier deadline runs first too (see [`super::inflow`]): fill again with it
-        // until the start stops moving (it may not, if such work arrives faster than
-        // the slots drain it; the last round stands).
+        // earlier deadline runs first too (see [`super::inflow`]): the start solves
+        // L = fill(ahead + cut_ins(L)), piecewise linear in L. Step, and once two steps
+        // are known jump to where the line through them meets L (exact within one
+        // piece), so that a stream taking most of the slots still converges; if such
+        // work arrives faster than the slots drain it, the last round stands.
         if scope.ahead == Ahead::EarlierDeadline && exact && !self.inflow.is_empty() {
-            // L = fill(ahead + cut_ins(L)) is piecewise linear in L: step, and once two
-            // steps are known, jump to where the line through them meets L (exact within
-            // one piece), so that a stream taking most of the slots still converges.
             let step = |l: f64| {
                 let extra = self.inflow.cut_ins(now, l.max(first_at) as Nanos, deadline);
                 fill(&groups, ahead + extra)
