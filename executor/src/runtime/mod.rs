@@ -138,8 +138,11 @@ struct Pending {
     started: Option<Instant>,
     cold: Option<Duration>,
     exec: Duration,
-    /// Wall time its steps held a slot, cold starts excluded: what the model learns.
+    /// Time its steps held a slot as the scheduler saw it, from each dispatch to its
+    /// completion being handled (cold starts excluded): what the model learns.
     busy: Duration,
+    /// When its current step was dispatched.
+    step_at: Option<Instant>,
     device: Option<usize>,
 }
 
@@ -345,6 +348,7 @@ impl Actor {
                     cold: None,
                     exec: Duration::ZERO,
                     busy: Duration::ZERO,
+                    step_at: None,
                     device: None,
                 },
             ))
@@ -380,6 +384,7 @@ impl Actor {
                 self.metrics.queue_seconds.observe(p.arrival.elapsed().as_secs_f64());
             }
             p.device = Some(device);
+            p.step_at = Some(Instant::now());
             let f = p.f.clone();
             let owner = p.owner.clone();
             let inputs = p.inputs.take();
@@ -505,7 +510,11 @@ impl Actor {
                     p.cold = Some(p.cold.unwrap_or_default() + c);
                 }
                 p.exec += step.exec;
-                p.busy += step.wall.saturating_sub(step.cold.unwrap_or_default());
+                // The slot is the scheduler's until the completion is handled here, which
+                // on a loaded host comes well after the kernel ended: the next request
+                // starts no sooner, so the model learns that, not the step's own wall time.
+                let held = p.step_at.take().map_or(step.wall, |t| t.elapsed()).max(step.wall);
+                p.busy += held.saturating_sub(step.cold.unwrap_or_default());
                 self.metrics.busy(&self.infos[device].id, step.wall.as_secs_f64());
                 match self.sched.complete(now, id) {
                     Some(Completed::Request) => {
