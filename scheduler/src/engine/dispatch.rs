@@ -216,6 +216,12 @@ impl Scheduler {
         self.take_slot(device);
         self.waiting -= 1;
         let load = if acquired.cold { load_time } else { 0 };
+        if warmup {
+            if let Some(w) = self.warmup_of[fi].as_mut().filter(|w| w.id == req.id) {
+                w.ready = now + load;
+            }
+            self.unclaim(req.id);
+        }
         self.v.queued[req.id.index()] = 0;
         let state = &mut self.requests[req.id.index()];
         state.phase = Phase::Running { device, kernel: 0, kernels };

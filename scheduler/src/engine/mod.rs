@@ -117,6 +117,11 @@ pub struct Scheduler {
     /// Warm-ups waiting for a free slot on a device of their class (the engine places
     /// them, not the policy), and whether they may only use room nobody holds.
     pending_warmups: Vec<(ReqId, ClassId, bool)>,
+    /// Warm-ups queued in the policy to claim a device (see `engine::warmup`), with their
+    /// load: work that admission counts ahead where everything queued runs first.
+    claims: Vec<(ReqId, Nanos)>,
+    /// The sum of their loads.
+    claim_work: Nanos,
     /// Per request slot: whether the request there is a warm-up.
     is_warmup: Vec<bool>,
     /// What policies read while deciding (borrowed whole by [`Cx`]).
@@ -231,6 +236,8 @@ impl Scheduler {
             warmup_of: Vec::new(),
             probe_at: Vec::new(),
             pending_warmups: Vec::new(),
+            claims: Vec::new(),
+            claim_work: 0,
             is_warmup: Vec::new(),
         };
         s.capacity = s.v.healthy.iter().map(|d| s.slot_capacity(d)).sum();

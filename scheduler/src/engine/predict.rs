@@ -38,6 +38,8 @@ pub struct Prediction {
     pub load: Nanos,
     /// The class it is predicted to run on.
     pub class: ClassId,
+    /// Whether it must first claim a device (see [`AdmissionScope::claim`]).
+    pub claim: bool,
 }
 
 /// A group of slots that free up at the same time, draining `rate` work per ns each.
@@ -106,7 +108,7 @@ impl Scheduler {
         // could be? Then load it (scale from zero, or onto one more device, of the class
         // where a warm run makes the deadline), so that requests arriving once the load
         // is done are served warm, and tell this one when to come back.
-        if let Some(ready_at) = self.warm_up_for(now, request, p.start, latest) {
+        if let Some(ready_at) = self.warm_up_for(now, request, &p, latest) {
             return Err(Rejection::Warming { ready_at, retry_after: ready_at.saturating_sub(now) });
         }
         // Never shut a function out on its model alone: a request refused only for its own
@@ -181,7 +183,11 @@ impl Scheduler {
         let cx = cx!(self, now);
         let scope = self.policy.admission_scope(&cx, f);
         let exact = self.policy.exact_scope();
-        let ahead = ahead_work(t, &scope, f, hot.weight, deadline).max(0) as f64;
+        let mut ahead = ahead_work(t, &scope, f, hot.weight, deadline).max(0) as f64;
+        if scope.ahead == Ahead::All {
+            // Loads queued to claim devices run in the same order.
+            ahead += self.claim_work as f64;
+        }
         let classes = self.cluster.classes.len();
         let rate = |c: usize| {
             let r = self.v.costs[fi * classes + c].runtime;
@@ -296,13 +302,14 @@ impl Scheduler {
         // a class where more than one could serve the request.
         let latest = deadline.saturating_sub((deadline.saturating_sub(now) as f64 * self.headroom) as Nanos);
         let run_on = |c: usize| self.v.costs[fi * classes + c].runtime;
+        let claim = scope.claim;
         let warm_in = |c: usize| {
             self.v.resident[fi].iter_common3(&self.v.class_sets[c], &self.v.healthy).next().is_some()
         };
         let load_on = |c: usize| self.v.costs[fi * classes + c].load;
         let finish = |c: usize, warm: bool| {
             let load = if warm { 0 } else { load_on(c) };
-            Prediction { completion: start + load + run_on(c), start, load, class: ClassId(c as u16) }
+            Prediction { completion: start + load + run_on(c), start, load, class: ClassId(c as u16), claim }
         };
         // A class-aware policy runs the request where it finishes first: on each class,
         // as soon as the work ahead is done and a slot there frees (a slot where it is
@@ -343,6 +350,7 @@ impl Scheduler {
                             start: begin,
                             load,
                             class: ClassId(c as u16),
+                            claim,
                         }
                     })
             };

@@ -121,6 +121,9 @@ impl Scheduler {
         {
             t.unqueue(id.index(), f);
         }
+        if !self.claims.is_empty() {
+            self.unclaim(id);
+        }
         self.end_warmup(id, f);
     }
 }

@@ -59,12 +59,16 @@ impl Scheduler {
         &mut self,
         now: Nanos,
         request: &Request,
-        start: Nanos,
+        p: &Prediction,
         latest: Nanos,
     ) -> Option<Nanos> {
         let f = request.function;
         let fi = f.0 as usize;
         let classes = self.cluster.classes.len();
+        let start = p.start;
+        if p.claim {
+            return self.claim_for(now, request, p, latest);
+        }
         // The policy's scope is asked only when it matters (a first warm-up to place, or
         // an idle device to spread onto): not on every rejection of a busy pool.
         let replicate = (self.warmup_of[fi].is_none() || !self.v.free.is_empty()) && self.replicates(now, f);
@@ -85,6 +89,46 @@ impl Scheduler {
             self.spread(now, request, latest);
         }
         ready
+    }
+
+    /// For a function that must claim a device before it runs (see
+    /// [`crate::policy::AdmissionScope::claim`]): when it will be warm, if a warm run
+    /// from the predicted start makes `latest`. The first such miss queues a warm-up in
+    /// the policy's own order, so that it takes a device as the function's requests
+    /// would (a worker of its own, flushed and loaded), expected warm at the predicted
+    /// start plus the load; the requests arriving meanwhile are told that time.
+    fn claim_for(&mut self, now: Nanos, request: &Request, p: &Prediction, latest: Nanos) -> Option<Nanos> {
+        let f = request.function;
+        let fi = f.0 as usize;
+        let classes = self.cluster.classes.len();
+        let run = self.v.costs[fi * classes + p.class.0 as usize].runtime;
+        if run == NONE || p.start.saturating_add(run) > latest {
+            return None;
+        }
+        if let Some(w) = self.warmup_of[fi] {
+            return Some(w.ready.max(now));
+        }
+        let warm = Request { function: f, arrival: now, deadline: request.deadline };
+        let id = self.alloc(warm, true);
+        let queued = self.queued_view(id);
+        {
+            let cx = cx!(self, now);
+            self.policy.enqueue(&cx, queued);
+        }
+        self.waiting += 1;
+        let load = self.v.costs[fi * classes + p.class.0 as usize].load;
+        self.claims.push((id, load));
+        self.claim_work += load;
+        let ready = p.start.saturating_add(p.load);
+        self.warmup_of[fi] = Some(WarmUp { id, class: p.class, ready });
+        Some(ready)
+    }
+
+    /// A claim warm-up left the policy's queue (started or dropped): no longer ahead.
+    pub(super) fn unclaim(&mut self, id: ReqId) {
+        if let Some(i) = self.claims.iter().position(|&(c, _)| c == id) {
+            self.claim_work -= self.claims.swap_remove(i).1;
+        }
     }
 
     /// Whether the policy lets the engine load `f` onto any idle device: not where it

@@ -137,9 +137,15 @@ impl Policy for Exclusive {
         Rank::new(0, req.arrival, req.seq)
     }
 
-    fn admission_scope(&self, _cx: &Cx, f: FunctionId) -> super::AdmissionScope {
-        // A function with workers runs on them (or on a free unowned device); one without
-        // takes any device, cold.
+    fn admission_scope(&self, cx: &Cx, f: FunctionId) -> super::AdmissionScope {
+        // A function with workers runs on them (or on a free unowned device). One without
+        // takes a free device that never had an owner if there is one (its own flow
+        // ahead), else the first device that frees for it, in the order of the oldest
+        // waiting requests (everything queued ahead). Either way a load its requests need
+        // first is queued here, in this policy's order, so that it claims a worker as they
+        // would: a load the engine placed on a device this policy gives to others would
+        // leave the function without one (heavy-tailed at 3x: 0.05 -> 0.25 of requests in
+        // time; hetero-cold at 2x: 0.76 -> 0.87).
         match self.owned(f).filter(|o| !o.is_empty()) {
             Some(own) => {
                 let mut devices = own.clone();
@@ -154,9 +160,20 @@ impl Policy for Exclusive {
                     ..super::AdmissionScope::with(super::Ahead::Flow)
                 }
             }
-            None => {
-                super::AdmissionScope { replicate: false, ..super::AdmissionScope::with(super::Ahead::Flow) }
+            // While a device that never had an owner is free, it takes that one, warm where
+            // the function is resident.
+            None if self.owner.len() < cx.cluster.devices.len() || self.unowned.intersects(cx.free()) => {
+                super::AdmissionScope {
+                    replicate: false,
+                    claim: true,
+                    ..super::AdmissionScope::with(super::Ahead::Flow)
+                }
             }
+            None => super::AdmissionScope {
+                replicate: false,
+                claim: true,
+                ..super::AdmissionScope::with(super::Ahead::All)
+            },
         }
     }
 

@@ -167,6 +167,12 @@ pub struct AdmissionScope {
     /// of need while scaling out from zero (see `engine::warmup`): not where a device
     /// belongs to one function at a time.
     pub replicate: bool,
+    /// Whether the function holds no device of its own and takes one to run: when its
+    /// prediction misses the deadline but a warm run would not, the engine queues a load
+    /// in the policy's own order, which claims a device for the function as its requests
+    /// would (see `engine::warmup`), rather than loading it where the policy would not
+    /// run it.
+    pub claim: bool,
 }
 
 impl AdmissionScope {
@@ -174,12 +180,12 @@ impl AdmissionScope {
     /// request may land on its slowest class: never optimistic about a policy it does
     /// not know.
     pub fn conservative() -> Self {
-        AdmissionScope { ahead: Ahead::All, devices: None, class_aware: false, replicate: true }
+        AdmissionScope { ahead: Ahead::All, devices: None, class_aware: false, replicate: true, claim: false }
     }
 
     /// A scope with `ahead` over every device that can run the function.
     pub fn with(ahead: Ahead) -> Self {
-        AdmissionScope { ahead, devices: None, class_aware: false, replicate: true }
+        AdmissionScope { ahead, devices: None, class_aware: false, replicate: true, claim: false }
     }
 }
 
