@@ -324,41 +324,39 @@ impl Scheduler {
                 let class = &self.cluster.classes[c];
                 class.price_per_hour / class.slots.max(1) as f64
             };
-            // Read twice, without collecting (this runs on every arrival).
-            let candidates = || {
-                (0..classes)
-                    .filter(|&c| run_on(c) != NONE && self.v.runnable[fi].intersects(&self.v.class_sets[c]))
-                    .flat_map(|c| {
-                        let warm = res
-                            .iter_common3(&self.v.class_sets[c], &self.v.healthy)
-                            .map(|d| cx.available_at(d))
-                            .min()
-                            .map(|at| (c, at, true));
-                        let slots = &t.classes[c];
-                        let any = if slots.free > 0 {
-                            Some(now)
-                        } else {
-                            slots.ends.keys().next().map(|&e| e.max(now))
-                        };
-                        warm.into_iter().chain(any.map(|at| (c, at, false)))
-                    })
-                    .map(|(c, at, warm)| {
-                        let begin = at.max(start);
-                        let load = if warm { 0 } else { load_on(c) };
-                        Prediction {
-                            completion: begin + load + run_on(c),
-                            start: begin,
-                            load,
-                            class: ClassId(c as u16),
-                            claim,
-                        }
-                    })
-            };
+            // Each class once: where it is warm soonest (a free warm device ends the scan;
+            // the free set holds only healthy devices) and where any slot frees first.
+            let mut candidates: Vec<Prediction> = Vec::with_capacity(2 * classes);
+            for c in (0..classes)
+                .filter(|&c| run_on(c) != NONE && self.v.runnable[fi].intersects(&self.v.class_sets[c]))
+            {
+                let set = &self.v.class_sets[c];
+                let warm = if res.iter_common3(set, &self.v.free).next().is_some() {
+                    Some(now)
+                } else {
+                    res.iter_common3(set, &self.v.healthy).map(|d| cx.available_at(d)).min()
+                };
+                let slots = &t.classes[c];
+                let any =
+                    if slots.free > 0 { Some(now) } else { slots.ends.keys().next().map(|&e| e.max(now)) };
+                for (at, warm) in warm.map(|at| (at, true)).into_iter().chain(any.map(|at| (at, false))) {
+                    let begin = at.max(start);
+                    let load = if warm { 0 } else { load_on(c) };
+                    candidates.push(Prediction {
+                        completion: begin + load + run_on(c),
+                        start: begin,
+                        load,
+                        class: ClassId(c as u16),
+                        claim,
+                    });
+                }
+            }
             let cost = |p: &Prediction| price(p.class.0 as usize) * (p.completion - p.start) as f64;
-            let cheapest = candidates()
+            let cheapest = candidates
+                .iter()
                 .filter(|p| p.start == now && p.completion <= latest)
                 .min_by(|a, b| cost(a).total_cmp(&cost(b)).then(a.completion.cmp(&b.completion)));
-            return cheapest.or_else(|| candidates().min_by_key(|p| p.completion));
+            return cheapest.or_else(|| candidates.iter().min_by_key(|p| p.completion)).copied();
         }
         // Nothing ahead and a slot free now: the device the policy itself would pick.
         if start == now && ahead == 0.0 && exact {
