@@ -42,6 +42,48 @@ pub struct Prediction {
     pub claim: bool,
 }
 
+/// The `SLOT_SCAN` soonest of a stream of slot ends, and the sum and count of all of them,
+/// in one pass without storing the rest (a scope of hundreds of devices is read on every
+/// arrival).
+#[derive(Copy, Clone, Debug, Default)]
+struct Soonest {
+    at: [Nanos; SLOT_SCAN],
+    /// How many of `at` are filled.
+    n: usize,
+    /// Index of the latest of `at` once it is full.
+    latest: usize,
+    sum: u128,
+    count: u64,
+}
+
+impl Soonest {
+    #[inline]
+    fn push(&mut self, end: Nanos) {
+        self.sum += end as u128;
+        self.count += 1;
+        if self.n < SLOT_SCAN {
+            self.at[self.n] = end;
+            self.n += 1;
+            if self.n == SLOT_SCAN {
+                self.latest = argmax(&self.at);
+            }
+        } else if end < self.at[self.latest] {
+            self.at[self.latest] = end;
+            self.latest = argmax(&self.at);
+        }
+    }
+}
+
+fn argmax(at: &[Nanos; SLOT_SCAN]) -> usize {
+    let mut best = 0;
+    for (i, &e) in at.iter().enumerate() {
+        if e > at[best] {
+            best = i;
+        }
+    }
+    best
+}
+
 /// A group of slots that free up at the same time, draining `rate` work per ns each.
 #[derive(Copy, Clone, Debug)]
 struct Slots {
@@ -204,7 +246,7 @@ impl Scheduler {
             // policies' own picks go), with their free slots and busy ends.
             let mut order: Vec<usize> = Vec::with_capacity(classes);
             let mut free = vec![0u64; classes];
-            let mut ends: Vec<Vec<Nanos>> = vec![Vec::new(); classes];
+            let mut ends: Vec<Soonest> = vec![Soonest::default(); classes];
             for d in set.iter_common3(runnable, &self.v.healthy) {
                 let di = d.0 as usize;
                 let c = self.cluster.devices[di].class.0 as usize;
@@ -226,20 +268,15 @@ impl Scheduler {
                 if free[c] > 0 {
                     groups.push(Slots { at: now, count: free[c], rate: r, class: c as u16 });
                 }
-                let ends = &mut ends[c];
-                if ends.len() > SLOT_SCAN {
-                    ends.select_nth_unstable(SLOT_SCAN);
-                    let later = &ends[SLOT_SCAN..];
-                    let sum: u128 = later.iter().map(|&e| e as u128).sum();
-                    let at = (sum / later.len() as u128) as Nanos;
-                    groups.push(Slots { at, count: later.len() as u64, rate: r, class: c as u16 });
+                let soonest = &ends[c];
+                let kept = &soonest.at[..soonest.n];
+                let later = soonest.count - kept.len() as u64;
+                if later > 0 {
+                    let sum = soonest.sum - kept.iter().map(|&e| e as u128).sum::<u128>();
+                    let at = (sum / later as u128) as Nanos;
+                    groups.push(Slots { at, count: later, rate: r, class: c as u16 });
                 }
-                groups.extend(ends.iter().take(SLOT_SCAN).map(|&at| Slots {
-                    at,
-                    count: 1,
-                    rate: r,
-                    class: c as u16,
-                }));
+                groups.extend(kept.iter().map(|&at| Slots { at, count: 1, rate: r, class: c as u16 }));
             }
         } else {
             for c in 0..classes {
