@@ -64,11 +64,11 @@ impl Scheduler {
     ) -> Option<Nanos> {
         let f = request.function;
         let fi = f.0 as usize;
-        let classes = self.cluster.classes.len();
-        let start = p.start;
         if p.claim {
             return self.claim_for(now, request, p, latest);
         }
+        let classes = self.cluster.classes.len();
+        let start = p.start;
         // The policy's scope is asked only when it matters (a first warm-up to place, or
         // an idle device to spread onto): not on every rejection of a busy pool.
         let replicate = (self.warmup_of[fi].is_none() || !self.v.free.is_empty()) && self.replicates(now, f);
@@ -100,9 +100,8 @@ impl Scheduler {
     fn claim_for(&mut self, now: Nanos, request: &Request, p: &Prediction, latest: Nanos) -> Option<Nanos> {
         let f = request.function;
         let fi = f.0 as usize;
-        let classes = self.cluster.classes.len();
-        let run = self.v.costs[fi * classes + p.class.0 as usize].runtime;
-        if run == NONE || p.start.saturating_add(run) > latest {
+        let cost = self.v.costs[fi * self.cluster.classes.len() + p.class.0 as usize];
+        if cost.runtime == NONE || p.start.saturating_add(cost.runtime) > latest {
             return None;
         }
         if let Some(w) = self.warmup_of[fi] {
@@ -116,9 +115,8 @@ impl Scheduler {
             self.policy.enqueue(&cx, queued);
         }
         self.waiting += 1;
-        let load = self.v.costs[fi * classes + p.class.0 as usize].load;
-        self.claims.push((id, load));
-        self.claim_work += load;
+        self.claims.push((id, cost.load));
+        self.claim_work += cost.load;
         let ready = p.start.saturating_add(p.load);
         self.warmup_of[fi] = Some(WarmUp { id, class: p.class, ready });
         Some(ready)
