@@ -51,6 +51,9 @@ struct ReqState {
 
 /// The scheduling engine. See the crate documentation.
 pub struct Scheduler {
+    /// Scratch for [`Scheduler::predict`]'s slot groups, kept between calls so that an
+    /// arrival's prediction allocates nothing (it is taken, filled and put back).
+    predict_groups: std::cell::Cell<Vec<predict::Slots>>,
     /// The completion `deadline` admission predicted for the request last admitted.
     admitted_prediction: Option<Nanos>,
     /// Whether the request being admitted is a probe (see `Queued::probe`).
@@ -221,6 +224,7 @@ impl Scheduler {
             waiting: 0,
             offered: None,
             admitted_prediction: None,
+            predict_groups: std::cell::Cell::new(Vec::new()),
             admitted_probe: false,
             predicted: Vec::new(),
             margin: Default::default(),

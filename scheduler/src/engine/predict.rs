@@ -86,7 +86,7 @@ fn argmax(at: &[Nanos; SLOT_SCAN]) -> usize {
 
 /// A group of slots that free up at the same time, draining `rate` work per ns each.
 #[derive(Copy, Clone, Debug)]
-struct Slots {
+pub(super) struct Slots {
     at: Nanos,
     count: u64,
     rate: f64,
@@ -209,6 +209,21 @@ impl Scheduler {
     /// The whole prediction: start, load, class and completion. `None` when no healthy
     /// device can run `f`.
     pub fn predict(&self, f: FunctionId, deadline: Nanos, now: Nanos) -> Option<Prediction> {
+        let mut groups = self.predict_groups.take();
+        groups.clear();
+        let p = self.predict_into(&mut groups, f, deadline, now);
+        self.predict_groups.set(groups);
+        p
+    }
+
+    /// [`predict`](Self::predict) with `groups` (empty) to collect the slot groups in.
+    fn predict_into(
+        &self,
+        groups: &mut Vec<Slots>,
+        f: FunctionId,
+        deadline: Nanos,
+        now: Nanos,
+    ) -> Option<Prediction> {
         let fi = f.0 as usize;
         let hot = *self.v.hot.get(fi)?;
         if hot.best == 0 {
@@ -236,7 +251,6 @@ impl Scheduler {
             if r == NONE { 0.0 } else { hot.best as f64 / r as f64 }
         };
         // The slot groups the request may use, soonest first.
-        let mut groups: Vec<Slots> = Vec::new();
         let pinned = self.pinned.get(fi).copied().flatten().is_some();
         if scope.devices.is_some() || pinned {
             let runnable = &self.v.runnable[fi];
@@ -279,33 +293,20 @@ impl Scheduler {
                 groups.extend(kept.iter().map(|&at| Slots { at, count: 1, rate: r, class: c as u16 }));
             }
         } else {
-            for c in 0..classes {
-                let r = rate(c);
-                if r == 0.0 || !self.v.runnable[fi].intersects(&self.v.class_sets[c]) {
-                    continue;
-                }
-                let slots = &t.classes[c];
-                if slots.free > 0 {
-                    groups.push(Slots { at: now, count: slots.free, rate: r, class: c as u16 });
-                }
-                let mut taken = 0u64;
-                let mut sum = 0u128;
-                for (&end, &n) in slots.ends.iter().take(SLOT_SCAN) {
-                    groups.push(Slots { at: end.max(now), count: n as u64, rate: r, class: c as u16 });
-                    taken += n as u64;
-                    sum += end as u128 * n as u128;
-                }
-                if taken < slots.busy {
-                    // The busy slots beyond those as one group at their mean end.
-                    let count = slots.busy - taken;
-                    let at = ((slots.end_sum - sum) / count as u128) as Nanos;
-                    groups.push(Slots { at: at.max(now), count, rate: r, class: c as u16 });
-                }
+            // With nothing ahead (and nothing to cut in) the request starts on the first
+            // slot free now, if there is one: only the groups free now matter below (the
+            // level stays at `now`), so the slots freeing later are not gathered. Without
+            // a slot free now, every group is.
+            let cut_ins = scope.ahead == Ahead::EarlierDeadline && exact && !self.inflow.is_empty();
+            let limit = if ahead == 0.0 && !cut_ins { now } else { Nanos::MAX };
+            self.unscoped_groups(groups, t, fi, now, limit, &rate);
+            if groups.is_empty() && limit != Nanos::MAX {
+                self.unscoped_groups(groups, t, fi, now, Nanos::MAX, &rate);
             }
         }
         groups.sort_by_key(|g| g.at);
         let first_at = groups.first()?.at as f64;
-        let (mut level, mut marginal) = fill(&groups, ahead);
+        let (mut level, mut marginal) = fill(groups, ahead);
         // Under deadline order, what is admitted before the request starts with an
         // earlier deadline runs first too (see [`super::inflow`]): the start solves
         // L = fill(ahead + cut_ins(L)), piecewise linear in L. Step, and once two steps
@@ -315,7 +316,7 @@ impl Scheduler {
         if scope.ahead == Ahead::EarlierDeadline && exact && !self.inflow.is_empty() {
             let step = |l: f64| {
                 let extra = self.inflow.cut_ins(now, l.max(first_at) as Nanos, deadline);
-                fill(&groups, ahead + extra)
+                fill(groups, ahead + extra)
             };
             let mut x = level;
             let mut last: Option<(f64, f64)> = None;
@@ -455,6 +456,51 @@ impl Scheduler {
                 .max_by_key(|p| p.completion)
         };
         p.or_else(|| Some(finish(marginal as usize, warm_in(marginal as usize))))
+    }
+}
+
+impl Scheduler {
+    /// The slot groups of every class that can run function `fi` (no device scope),
+    /// those freeing by `limit`: free slots, the `SLOT_SCAN` soonest busy ends of each
+    /// class one by one and the rest as one group at their mean end.
+    fn unscoped_groups(
+        &self,
+        groups: &mut Vec<Slots>,
+        t: &Backlog,
+        fi: usize,
+        now: Nanos,
+        limit: Nanos,
+        rate: &impl Fn(usize) -> f64,
+    ) {
+        for c in 0..self.cluster.classes.len() {
+            let r = rate(c);
+            if r == 0.0 || !self.v.runnable[fi].intersects(&self.v.class_sets[c]) {
+                continue;
+            }
+            let slots = &t.classes[c];
+            if slots.free > 0 {
+                groups.push(Slots { at: now, count: slots.free, rate: r, class: c as u16 });
+            }
+            let mut taken = 0u64;
+            let mut sum = 0u128;
+            for (&end, &n) in slots.ends.iter().take(SLOT_SCAN) {
+                if end.max(now) > limit {
+                    // Sorted: the rest, and their mean, are later too.
+                    break;
+                }
+                groups.push(Slots { at: end.max(now), count: n as u64, rate: r, class: c as u16 });
+                taken += n as u64;
+                sum += end as u128 * n as u128;
+            }
+            if taken < slots.busy {
+                // The busy slots beyond those as one group at their mean end.
+                let count = slots.busy - taken;
+                let at = (((slots.end_sum - sum) / count as u128) as Nanos).max(now);
+                if at <= limit {
+                    groups.push(Slots { at, count, rate: r, class: c as u16 });
+                }
+            }
+        }
     }
 }
 
