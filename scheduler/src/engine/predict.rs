@@ -298,10 +298,10 @@ impl Scheduler {
             // level stays at `now`), so the slots freeing later are not gathered. Without
             // a slot free now, every group is.
             let cut_ins = scope.ahead == Ahead::EarlierDeadline && exact && !self.inflow.is_empty();
-            let limit = if ahead == 0.0 && !cut_ins { now } else { Nanos::MAX };
-            self.unscoped_groups(groups, t, fi, now, limit, &rate);
-            if groups.is_empty() && limit != Nanos::MAX {
-                self.unscoped_groups(groups, t, fi, now, Nanos::MAX, &rate);
+            let only_now = ahead == 0.0 && !cut_ins;
+            self.unscoped_groups(groups, t, fi, now, only_now, &rate);
+            if groups.is_empty() && only_now {
+                self.unscoped_groups(groups, t, fi, now, false, &rate);
             }
         }
         groups.sort_by_key(|g| g.at);
@@ -460,16 +460,18 @@ impl Scheduler {
 }
 
 impl Scheduler {
-    /// The slot groups of every class that can run function `fi` (no device scope),
-    /// those freeing by `limit`: free slots, the `SLOT_SCAN` soonest busy ends of each
-    /// class one by one and the rest as one group at their mean end.
+    /// The slot groups of every class that can run function `fi` (no device scope): free
+    /// slots, the `SLOT_SCAN` soonest busy ends of each class one by one and the rest as
+    /// one group at their mean end. With `only_now`, just one group per class that has a
+    /// slot free now (or overdue): where the level stays at `now`, which classes are
+    /// there is all that is read of them.
     fn unscoped_groups(
         &self,
         groups: &mut Vec<Slots>,
         t: &Backlog,
         fi: usize,
         now: Nanos,
-        limit: Nanos,
+        only_now: bool,
         rate: &impl Fn(usize) -> f64,
     ) {
         for c in 0..self.cluster.classes.len() {
@@ -478,16 +480,21 @@ impl Scheduler {
                 continue;
             }
             let slots = &t.classes[c];
+            if only_now {
+                // Ends are sorted: the first says whether any is due by now.
+                let overdue = slots.ends.keys().next().is_some_and(|&e| e <= now);
+                if slots.free > 0 || overdue {
+                    let count = slots.free + overdue as u64;
+                    groups.push(Slots { at: now, count, rate: r, class: c as u16 });
+                }
+                continue;
+            }
             if slots.free > 0 {
                 groups.push(Slots { at: now, count: slots.free, rate: r, class: c as u16 });
             }
             let mut taken = 0u64;
             let mut sum = 0u128;
             for (&end, &n) in slots.ends.iter().take(SLOT_SCAN) {
-                if end.max(now) > limit {
-                    // Sorted: the rest, and their mean, are later too.
-                    break;
-                }
                 groups.push(Slots { at: end.max(now), count: n as u64, rate: r, class: c as u16 });
                 taken += n as u64;
                 sum += end as u128 * n as u128;
@@ -495,10 +502,8 @@ impl Scheduler {
             if taken < slots.busy {
                 // The busy slots beyond those as one group at their mean end.
                 let count = slots.busy - taken;
-                let at = (((slots.end_sum - sum) / count as u128) as Nanos).max(now);
-                if at <= limit {
-                    groups.push(Slots { at, count, rate: r, class: c as u16 });
-                }
+                let at = ((slots.end_sum - sum) / count as u128) as Nanos;
+                groups.push(Slots { at: at.max(now), count, rate: r, class: c as u16 });
             }
         }
     }
