@@ -127,10 +127,12 @@ impl ClassSlots {
     }
 
     pub(crate) fn end(&mut self, end: Nanos) {
-        if let Some(n) = self.ends.get_mut(&end) {
-            *n -= 1;
-            if *n == 0 {
-                self.ends.remove(&end);
+        // One walk of the tree: the entry is decremented or removed where it was found.
+        if let std::collections::btree_map::Entry::Occupied(mut e) = self.ends.entry(end) {
+            if *e.get() > 1 {
+                *e.get_mut() -= 1;
+            } else {
+                e.remove();
             }
             self.busy -= 1;
             self.end_sum -= end as u128;
