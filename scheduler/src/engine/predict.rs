@@ -252,53 +252,19 @@ impl Scheduler {
         };
         // The slot groups the request may use, soonest first.
         let pinned = self.pinned.get(fi).copied().flatten().is_some();
+        // With nothing ahead (and nothing to cut in) the request starts on the first slot
+        // free now, if there is one: the level stays at `now`, and which classes have a
+        // slot there is all that is read of the groups below, so the slots freeing later
+        // are not gathered. Without a slot free now, every group is.
+        let cut_ins = scope.ahead == Ahead::EarlierDeadline && exact && !self.inflow.is_empty();
+        let only_now = ahead == 0.0 && !cut_ins;
         if scope.devices.is_some() || pinned {
-            let runnable = &self.v.runnable[fi];
-            let set = scope.devices.as_ref().unwrap_or(runnable);
-            // Classes in the order of their first device in the scope (among slots that
-            // free at the same time the lowest device's class comes first, as the
-            // policies' own picks go), with their free slots and busy ends.
-            let mut order: Vec<usize> = Vec::with_capacity(classes);
-            let mut free = vec![0u64; classes];
-            let mut ends: Vec<Soonest> = vec![Soonest::default(); classes];
-            for d in set.iter_common3(runnable, &self.v.healthy) {
-                let di = d.0 as usize;
-                let c = self.cluster.devices[di].class.0 as usize;
-                if !order.contains(&c) {
-                    order.push(c);
-                }
-                free[c] += self.free_slots[di] as u64;
-                for &(id, end) in &self.running[self.running_base[di]..self.running_base[di + 1]] {
-                    if id != NOBODY {
-                        ends[c].push(end.max(now));
-                    }
-                }
-            }
-            // As without a scope, the soonest SLOT_SCAN ends of each class one by one and
-            // the rest as one group at their mean end: a partition of hundreds of devices
-            // must not cost a sort of every slot on each arrival.
-            for &c in &order {
-                let r = rate(c);
-                if free[c] > 0 {
-                    groups.push(Slots { at: now, count: free[c], rate: r, class: c as u16 });
-                }
-                let soonest = &ends[c];
-                let kept = &soonest.at[..soonest.n];
-                let later = soonest.count - kept.len() as u64;
-                if later > 0 {
-                    let sum = soonest.sum - kept.iter().map(|&e| e as u128).sum::<u128>();
-                    let at = (sum / later as u128) as Nanos;
-                    groups.push(Slots { at, count: later, rate: r, class: c as u16 });
-                }
-                groups.extend(kept.iter().map(|&at| Slots { at, count: 1, rate: r, class: c as u16 }));
+            let set = scope.devices.as_ref().unwrap_or(&self.v.runnable[fi]);
+            self.scoped_groups(groups, set, fi, now, only_now, &rate);
+            if groups.is_empty() && only_now {
+                self.scoped_groups(groups, set, fi, now, false, &rate);
             }
         } else {
-            // With nothing ahead (and nothing to cut in) the request starts on the first
-            // slot free now, if there is one: only the groups free now matter below (the
-            // level stays at `now`), so the slots freeing later are not gathered. Without
-            // a slot free now, every group is.
-            let cut_ins = scope.ahead == Ahead::EarlierDeadline && exact && !self.inflow.is_empty();
-            let only_now = ahead == 0.0 && !cut_ins;
             self.unscoped_groups(groups, t, fi, now, only_now, &rate);
             if groups.is_empty() && only_now {
                 self.unscoped_groups(groups, t, fi, now, false, &rate);
@@ -460,6 +426,69 @@ impl Scheduler {
 }
 
 impl Scheduler {
+    /// The slot groups of the devices of `set` that can run function `fi`: per class, in
+    /// the order of its first device in the scope (among slots that free at the same time
+    /// the lowest device's class comes first, as the policies' own picks go), its free
+    /// slots, the `SLOT_SCAN` soonest busy ends one by one and the rest as one group at
+    /// their mean end (a partition of hundreds of devices must not cost a sort of every
+    /// slot on each arrival). With `only_now`, as [`Self::unscoped_groups`].
+    fn scoped_groups(
+        &self,
+        groups: &mut Vec<Slots>,
+        set: &DeviceSet,
+        fi: usize,
+        now: Nanos,
+        only_now: bool,
+        rate: &impl Fn(usize) -> f64,
+    ) {
+        let classes = self.cluster.classes.len();
+        let runnable = &self.v.runnable[fi];
+        let mut order: Vec<usize> = Vec::with_capacity(classes);
+        let mut free = vec![0u64; classes];
+        let mut overdue = vec![false; classes];
+        let mut ends: Vec<Soonest> = if only_now { Vec::new() } else { vec![Soonest::default(); classes] };
+        for d in set.iter_common3(runnable, &self.v.healthy) {
+            let di = d.0 as usize;
+            let c = self.cluster.devices[di].class.0 as usize;
+            if !order.contains(&c) {
+                order.push(c);
+            }
+            free[c] += self.free_slots[di] as u64;
+            let cells = &self.running[self.running_base[di]..self.running_base[di + 1]];
+            if only_now {
+                overdue[c] = overdue[c] || cells.iter().any(|&(id, end)| id != NOBODY && end <= now);
+                continue;
+            }
+            for &(id, end) in cells {
+                if id != NOBODY {
+                    ends[c].push(end.max(now));
+                }
+            }
+        }
+        for &c in &order {
+            let r = rate(c);
+            if only_now {
+                if free[c] > 0 || overdue[c] {
+                    let count = free[c] + overdue[c] as u64;
+                    groups.push(Slots { at: now, count, rate: r, class: c as u16 });
+                }
+                continue;
+            }
+            if free[c] > 0 {
+                groups.push(Slots { at: now, count: free[c], rate: r, class: c as u16 });
+            }
+            let soonest = &ends[c];
+            let kept = &soonest.at[..soonest.n];
+            let later = soonest.count - kept.len() as u64;
+            if later > 0 {
+                let sum = soonest.sum - kept.iter().map(|&e| e as u128).sum::<u128>();
+                let at = (sum / later as u128) as Nanos;
+                groups.push(Slots { at, count: later, rate: r, class: c as u16 });
+            }
+            groups.extend(kept.iter().map(|&at| Slots { at, count: 1, rate: r, class: c as u16 }));
+        }
+    }
+
     /// The slot groups of every class that can run function `fi` (no device scope): free
     /// slots, the `SLOT_SCAN` soonest busy ends of each class one by one and the rest as
     /// one group at their mean end. With `only_now`, just one group per class that has a
