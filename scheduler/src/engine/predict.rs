@@ -211,18 +211,28 @@ impl Scheduler {
     pub fn predict(&self, f: FunctionId, deadline: Nanos, now: Nanos) -> Option<Prediction> {
         let mut groups = self.predict_groups.take();
         groups.clear();
-        let p = self.predict_into(&mut groups, f, deadline, now);
+        let p = self.predict_into(&mut groups, f, deadline, now, true);
+        // Every test build checks that the shortcut for a slot free now (see `only_now`)
+        // predicts what gathering every slot group does.
+        #[cfg(debug_assertions)]
+        {
+            groups.clear();
+            let full = self.predict_into(&mut groups, f, deadline, now, false);
+            assert_eq!(p, full, "prediction with the free-now shortcut differs from the full one");
+        }
         self.predict_groups.set(groups);
         p
     }
 
-    /// [`predict`](Self::predict) with `groups` (empty) to collect the slot groups in.
+    /// [`predict`](Self::predict) with `groups` (empty) to collect the slot groups in;
+    /// `shortcut`: whether the groups may be cut to those free now where that is exact.
     fn predict_into(
         &self,
         groups: &mut Vec<Slots>,
         f: FunctionId,
         deadline: Nanos,
         now: Nanos,
+        shortcut: bool,
     ) -> Option<Prediction> {
         let fi = f.0 as usize;
         let hot = *self.v.hot.get(fi)?;
@@ -257,7 +267,7 @@ impl Scheduler {
         // slot there is all that is read of the groups below, so the slots freeing later
         // are not gathered. Without a slot free now, every group is.
         let cut_ins = scope.ahead == Ahead::EarlierDeadline && exact && !self.inflow.is_empty();
-        let only_now = ahead == 0.0 && !cut_ins;
+        let only_now = shortcut && ahead == 0.0 && !cut_ins;
         if scope.devices.is_some() || pinned {
             let set = scope.devices.as_ref().unwrap_or(&self.v.runnable[fi]);
             self.scoped_groups(groups, set, fi, now, only_now, &rate);
@@ -279,7 +289,7 @@ impl Scheduler {
         // are known jump to where the line through them meets L (exact within one
         // piece), so that a stream taking most of the slots still converges; if such
         // work arrives faster than the slots drain it, the last round stands.
-        if scope.ahead == Ahead::EarlierDeadline && exact && !self.inflow.is_empty() {
+        if cut_ins {
             let step = |l: f64| {
                 let extra = self.inflow.cut_ins(now, l.max(first_at) as Nanos, deadline);
                 fill(groups, ahead + extra)
