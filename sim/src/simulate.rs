@@ -166,8 +166,11 @@ struct Sim<'a> {
     /// See [`RunResult::infeasible`].
     infeasible: u64,
     infeasible_admitted: u64,
-    /// Requests started per (function, class).
-    placements: BTreeMap<(u32, u16), u64>,
+    /// Requests started per function and class (index `function × classes + class`; a
+    /// flat table: it is counted on every dispatch).
+    placements: Vec<u64>,
+    /// Classes per node cluster (they share one class list).
+    classes: usize,
     /// Runtimes each node's scheduler learns, when the scenario says so.
     learner: Option<Learner>,
 }
@@ -351,7 +354,7 @@ impl Sim<'_> {
             self.metrics.busy(d.function, busy, price, slots);
             if d.kernel == 0 {
                 self.metrics.started(d.function, now - d.arrival, d.cold);
-                *self.placements.entry((d.function.0, class_id.0)).or_default() += 1;
+                self.placements[fi * self.classes + class_id.0 as usize] += 1;
             }
             self.count += 1;
             self.push(now + busy, Kind::Complete(n as u32, d.id.slot() as u32));
@@ -452,7 +455,8 @@ pub fn simulate(
         prediction_errors: Vec::new(),
         infeasible: 0,
         infeasible_admitted: 0,
-        placements: BTreeMap::new(),
+        placements: vec![0; scenario.functions.len() * cluster.classes.len()],
+        classes: cluster.classes.len(),
         learner: scenario.learn_runtimes.then(|| Learner::new(cluster.classes.len(), models)),
     };
     if let Some(g) = closed {
@@ -520,14 +524,11 @@ pub fn simulate(
         placements: sim
             .placements
             .iter()
-            .map(|(&(f, c), &k)| {
-                (
-                    (
-                        sim.functions[f as usize].name.clone(),
-                        sim.nodes[0].s.cluster().classes[c as usize].name.clone(),
-                    ),
-                    k,
-                )
+            .enumerate()
+            .filter(|&(_, &k)| k > 0)
+            .map(|(i, &k)| {
+                let (f, c) = (i / sim.classes, i % sim.classes);
+                ((sim.functions[f].name.clone(), sim.nodes[0].s.cluster().classes[c].name.clone()), k)
             })
             .collect(),
         report,
