@@ -166,11 +166,10 @@ struct Sim<'a> {
     /// See [`RunResult::infeasible`].
     infeasible: u64,
     infeasible_admitted: u64,
-    /// Requests started per function and class (index `function × classes + class`; a
-    /// flat table: it is counted on every dispatch).
+    /// Requests started per function and class (index `function × classes + class`, the
+    /// class list every node's cluster shares; a flat table: it is counted on every
+    /// dispatch).
     placements: Vec<u64>,
-    /// Classes per node cluster (they share one class list).
-    classes: usize,
     /// Runtimes each node's scheduler learns, when the scenario says so.
     learner: Option<Learner>,
 }
@@ -354,7 +353,8 @@ impl Sim<'_> {
             self.metrics.busy(d.function, busy, price, slots);
             if d.kernel == 0 {
                 self.metrics.started(d.function, now - d.arrival, d.cold);
-                self.placements[fi * self.classes + class_id.0 as usize] += 1;
+                let classes = self.nodes[n].s.cluster().classes.len();
+                self.placements[fi * classes + class_id.0 as usize] += 1;
             }
             self.count += 1;
             self.push(now + busy, Kind::Complete(n as u32, d.id.slot() as u32));
@@ -456,7 +456,6 @@ pub fn simulate(
         infeasible: 0,
         infeasible_admitted: 0,
         placements: vec![0; scenario.functions.len() * cluster.classes.len()],
-        classes: cluster.classes.len(),
         learner: scenario.learn_runtimes.then(|| Learner::new(cluster.classes.len(), models)),
     };
     if let Some(g) = closed {
@@ -527,8 +526,9 @@ pub fn simulate(
             .enumerate()
             .filter(|&(_, &k)| k > 0)
             .map(|(i, &k)| {
-                let (f, c) = (i / sim.classes, i % sim.classes);
-                ((sim.functions[f].name.clone(), sim.nodes[0].s.cluster().classes[c].name.clone()), k)
+                let classes = &sim.nodes[0].s.cluster().classes;
+                let (f, c) = (i / classes.len(), i % classes.len());
+                ((sim.functions[f].name.clone(), classes[c].name.clone()), k)
             })
             .collect(),
         report,

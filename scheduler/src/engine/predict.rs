@@ -454,8 +454,8 @@ impl Scheduler {
         let classes = self.cluster.classes.len();
         let runnable = &self.v.runnable[fi];
         let mut order: Vec<usize> = Vec::with_capacity(classes);
-        let mut free = vec![0u64; classes];
-        let mut overdue = vec![false; classes];
+        // Per class: free slots, and whether a busy one is due by now (for `only_now`).
+        let mut free = vec![(0u64, false); classes];
         let mut ends: Vec<Soonest> = if only_now { Vec::new() } else { vec![Soonest::default(); classes] };
         for d in set.iter_common3(runnable, &self.v.healthy) {
             let di = d.0 as usize;
@@ -463,10 +463,10 @@ impl Scheduler {
             if !order.contains(&c) {
                 order.push(c);
             }
-            free[c] += self.free_slots[di] as u64;
+            free[c].0 += self.free_slots[di] as u64;
             let cells = &self.running[self.running_base[di]..self.running_base[di + 1]];
             if only_now {
-                overdue[c] = overdue[c] || cells.iter().any(|&(id, end)| id != NOBODY && end <= now);
+                free[c].1 = free[c].1 || cells.iter().any(|&(id, end)| id != NOBODY && end <= now);
                 continue;
             }
             for &(id, end) in cells {
@@ -477,15 +477,16 @@ impl Scheduler {
         }
         for &c in &order {
             let r = rate(c);
+            let (free, overdue) = free[c];
             if only_now {
-                if free[c] > 0 || overdue[c] {
-                    let count = free[c] + overdue[c] as u64;
+                if free > 0 || overdue {
+                    let count = free + overdue as u64;
                     groups.push(Slots { at: now, count, rate: r, class: c as u16 });
                 }
                 continue;
             }
-            if free[c] > 0 {
-                groups.push(Slots { at: now, count: free[c], rate: r, class: c as u16 });
+            if free > 0 {
+                groups.push(Slots { at: now, count: free, rate: r, class: c as u16 });
             }
             let soonest = &ends[c];
             let kept = &soonest.at[..soonest.n];
