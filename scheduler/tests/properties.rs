@@ -535,3 +535,53 @@ fn a_function_refused_for_its_own_runtime_is_probed_and_recovers() {
         }
     }
 }
+
+/// Submits three requests of `f` at `at`, starting each one admitted at once; returns
+/// how many were admitted and their ids.
+fn burst_of_three(s: &mut Scheduler, f: FunctionId, at: Nanos) -> (usize, Vec<ReqId>) {
+    let mut running = Vec::new();
+    for _ in 0..3 {
+        if s.submit(at, Request { function: f, arrival: at, deadline: at + msec(15) }).is_ok() {
+            running.push(s.next_dispatch(at).expect("an admitted request starts on a free slot").id);
+        }
+    }
+    (running.len(), running)
+}
+
+#[test]
+fn static_admission_follows_a_live_repartition() {
+    // `static` with deadline admission predicts from the slots its partitions hold, kept
+    // as work starts and ends (test builds check them against the devices on every
+    // prediction): a new layout must be what the next arrival is judged on.
+    let partitions = |n: u32| {
+        let mut p = PolicyConfig::named("static");
+        let parts = vec![PartitionEntry { function: "f0".into(), devices: n }];
+        p.params.insert("partitions".into(), ParamValue::Partitions(parts));
+        p
+    };
+    let mut cfg = SchedulerConfig::new(partitions(1));
+    cfg.admission = AdmissionMode::Deadline;
+    let mut s = Scheduler::new(gpus(4, 1, 1 << 30), cfg).unwrap();
+    let f0 = s.add_function(Function::uniform("f0", 1, msec(10), 0, msec(15))).unwrap();
+    let f1 = s.add_function(Function::uniform("f1", 1, msec(10), 0, msec(15))).unwrap();
+    for d in 0..4 {
+        s.preload(0, f0, DeviceId(d));
+        s.preload(0, f1, DeviceId(d));
+    }
+    for (at, f0_devices, f0_admitted, f1_admitted) in
+        [(0, 1, 1, 3), (msec(100), 3, 3, 1), (msec(200), 2, 2, 2)]
+    {
+        if at > 0 {
+            s.set_policy(at, partitions(f0_devices)).unwrap();
+        }
+        // f0 runs on its own devices (a second request on one device would finish at
+        // 20 ms, past its 15 ms deadline); f1 shares the rest.
+        let (n0, r0) = burst_of_three(&mut s, f0, at);
+        let (n1, r1) = burst_of_three(&mut s, f1, at);
+        assert_eq!((n0, n1), (f0_admitted, f1_admitted), "with {f0_devices} of 4 devices for f0");
+        for id in r0.into_iter().chain(r1) {
+            assert!(s.complete(at + msec(10), id).is_some());
+        }
+    }
+    assert!(s.is_quiet(), "everything admitted ran");
+}

@@ -156,6 +156,34 @@ pub(crate) struct Backlog {
     /// Per function: the weight it was counted with while backlogged.
     pub(crate) weight: Vec<u32>,
     pub(crate) classes: Vec<ClassSlots>,
+    /// The same per zone of the policy (see [`Zones`]).
+    pub(crate) zones: Zones,
+}
+
+/// Busy and free slots per class within each of the policy's zones (fixed, disjoint
+/// device sets, [`crate::policy::Policy::admission_zones`]), kept alongside the
+/// per-class totals.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct Zones {
+    /// The zone of each device; `NO_ZONE` outside every zone. Empty without zones.
+    pub(crate) of_device: Vec<u32>,
+    /// Per zone and class (`zone × classes + class`).
+    pub(crate) slots: Vec<ClassSlots>,
+    /// Per zone, its classes in the order of their first device in the zone.
+    pub(crate) order: Vec<Vec<u16>>,
+}
+
+pub(crate) const NO_ZONE: u32 = u32::MAX;
+
+impl Zones {
+    /// The tracker of device `di`'s zone, class `class` of `classes`.
+    #[inline]
+    fn of(&mut self, di: usize, class: usize, classes: usize) -> Option<&mut ClassSlots> {
+        match self.of_device.get(di) {
+            Some(&z) if z != NO_ZONE => Some(&mut self.slots[z as usize * classes + class]),
+            _ => None,
+        }
+    }
 }
 
 impl Backlog {
@@ -169,6 +197,18 @@ impl Backlog {
             slot: Vec::new(),
             weight: Vec::new(),
             classes: vec![ClassSlots::default(); classes],
+            zones: Zones::default(),
+        }
+    }
+
+    /// Applies `change` to the slots of device `di` (of class `class`): its class's and
+    /// its zone's.
+    #[inline]
+    pub(crate) fn on_device(&mut self, di: usize, class: usize, mut change: impl FnMut(&mut ClassSlots)) {
+        let classes = self.classes.len();
+        change(&mut self.classes[class]);
+        if let Some(z) = self.zones.of(di, class, classes) {
+            change(z);
         }
     }
 

@@ -17,7 +17,8 @@ impl Scheduler {
                     self.v.free.insert(d);
                 }
                 if let Some(t) = &mut self.track {
-                    t.classes[self.cluster.devices[di].class.0 as usize].free += self.free_slots[di] as u64;
+                    let free = self.free_slots[di] as u64;
+                    t.on_device(di, self.cluster.devices[di].class.0 as usize, |c| c.free += free);
                 }
             }
             return Vec::new();
@@ -26,14 +27,16 @@ impl Scheduler {
             return Vec::new();
         }
         if let Some(t) = &mut self.track {
-            let class = &mut t.classes[self.cluster.devices[di].class.0 as usize];
-            class.free -= self.free_slots[di] as u64;
-            let (lo, hi) = (self.running_base[di], self.running_base[di + 1]);
-            for &(id, end) in &self.running[lo..hi] {
-                if id != NOBODY {
-                    class.end(end);
+            let free = self.free_slots[di] as u64;
+            let cells = &self.running[self.running_base[di]..self.running_base[di + 1]];
+            t.on_device(di, self.cluster.devices[di].class.0 as usize, |c| {
+                c.free -= free;
+                for &(id, end) in cells {
+                    if id != NOBODY {
+                        c.end(end);
+                    }
                 }
-            }
+            });
         }
         self.capacity -= self.slot_capacity(d);
         self.v.free.remove(d);
@@ -123,6 +126,10 @@ impl Scheduler {
         // The new queue holds live requests only.
         self.v.cancelled_waiting = false;
         self.config.policy = config;
+        // Admission's state holds the old policy's zones.
+        if self.track.is_some() {
+            self.retrack();
+        }
         Ok(())
     }
 

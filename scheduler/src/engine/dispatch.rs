@@ -118,7 +118,8 @@ impl Scheduler {
 
     fn take_slot(&mut self, d: DeviceId) {
         if let Some(t) = &mut self.track {
-            t.classes[self.cluster.devices[d.0 as usize].class.0 as usize].free -= 1;
+            let di = d.0 as usize;
+            t.on_device(di, self.cluster.devices[di].class.0 as usize, |c| c.free -= 1);
         }
         let slots = &mut self.free_slots[d.0 as usize];
         *slots -= 1;
@@ -143,7 +144,7 @@ impl Scheduler {
         let busy = &mut self.v.busy_until[di];
         *busy = if idle { end } else { (*busy).min(end) };
         if let Some(t) = &mut self.track {
-            t.classes[self.cluster.devices[di].class.0 as usize].start(end);
+            t.on_device(di, self.cluster.devices[di].class.0 as usize, |c| c.start(end));
         }
     }
 
@@ -293,13 +294,13 @@ impl Scheduler {
         }
         let class = self.cluster.devices[di].class.0 as usize;
         if healthy && let Some(t) = &mut self.track {
-            t.classes[class].free += 1;
+            t.on_device(di, class, |c| c.free += 1);
         }
         let cells = self.cells(di);
         if let Some(c) = cells.iter_mut().find(|c| c.0 == id) {
             let end = std::mem::replace(c, (NOBODY, 0)).1;
             if let Some(t) = &mut self.track {
-                t.classes[class].end(end);
+                t.on_device(di, class, |c| c.end(end));
             }
             // The earliest end changes only when it is the one leaving.
             if end <= self.v.busy_until[di] {

@@ -9,7 +9,7 @@
 //! Under deadline order the work ahead also grows with what will be admitted before the
 //! request starts with an earlier deadline (see [`super::inflow`]).
 
-use super::backlog::Backlog;
+use super::backlog::{Backlog, ClassSlots, NO_ZONE, Zones};
 use super::*;
 use crate::model::ClassId;
 use crate::policy::{AdmissionScope, Ahead};
@@ -105,21 +105,91 @@ impl Scheduler {
         self.track = Some(self.snapshot());
     }
 
+    /// The policy's zones (see [`Zones`]), empty: none where the policy has none, or
+    /// where its sets overlap or name devices the cluster does not have.
+    fn zones(&self) -> Zones {
+        let cx = cx!(self, 0);
+        let sets = self.policy.admission_zones(&cx);
+        let (n, classes) = (self.cluster.devices.len(), self.cluster.classes.len());
+        if sets.is_empty() {
+            return Zones::default();
+        }
+        let mut zones = Zones {
+            of_device: vec![NO_ZONE; n],
+            slots: vec![ClassSlots::default(); sets.len() * classes],
+            order: vec![Vec::new(); sets.len()],
+        };
+        for (z, set) in sets.iter().enumerate() {
+            for d in set.iter() {
+                let di = d.0 as usize;
+                if di >= n || zones.of_device[di] != NO_ZONE {
+                    return Zones::default();
+                }
+                zones.of_device[di] = z as u32;
+                let c = self.cluster.devices[di].class.0;
+                if !zones.order[z].contains(&c) {
+                    zones.order[z].push(c);
+                }
+            }
+        }
+        zones
+    }
+
+    /// Checks zone `z`'s kept slots against its devices read afresh, and that `scope` is
+    /// the zone's set (test builds).
+    #[cfg(debug_assertions)]
+    fn check_zone(&self, t: &Backlog, z: usize, scope: Option<&crate::devset::DeviceSet>) {
+        let classes = self.cluster.classes.len();
+        let mut fresh = vec![ClassSlots::default(); classes];
+        for (i, dev) in self.cluster.devices.iter().enumerate() {
+            if t.zones.of_device[i] as usize != z {
+                assert!(
+                    scope.is_none_or(|s| !s.contains(DeviceId(i as u32))),
+                    "device {i} in scope, not in zone {z}"
+                );
+                continue;
+            }
+            assert!(
+                scope.is_none_or(|s| s.contains(DeviceId(i as u32))),
+                "device {i} in zone {z}, not in scope"
+            );
+            let c = &mut fresh[dev.class.0 as usize];
+            if self.v.healthy.contains(DeviceId(i as u32)) {
+                c.free += self.free_slots[i] as u64;
+            }
+            for &(id, end) in &self.running[self.running_base[i]..self.running_base[i + 1]] {
+                if id != NOBODY {
+                    c.start(end);
+                }
+            }
+        }
+        for (c, fresh) in fresh.iter().enumerate() {
+            let kept = &t.zones.slots[z * classes + c];
+            assert_eq!(
+                (kept.free, kept.busy, kept.end_sum, &kept.ends),
+                (fresh.free, fresh.busy, fresh.end_sum, &fresh.ends),
+                "zone {z} class {c}: kept slots differ from the devices'"
+            );
+        }
+    }
+
     /// What deadline admission would keep, computed from scratch.
     fn snapshot(&self) -> Backlog {
         let horizon = self.functions.iter().map(|f| f.deadline).max().unwrap_or(0);
         let mut t = Backlog::new(self.cluster.classes.len(), horizon.max(crate::model::SEC));
+        t.zones = self.zones();
         for (i, dev) in self.cluster.devices.iter().enumerate() {
-            let d = DeviceId(i as u32);
-            let class = &mut t.classes[dev.class.0 as usize];
-            if self.v.healthy.contains(d) {
-                class.free += self.free_slots[i] as u64;
-            }
-            for &(id, end) in &self.running[self.running_base[i]..self.running_base[i + 1]] {
-                if id != NOBODY {
-                    class.start(end);
+            let free =
+                if self.v.healthy.contains(DeviceId(i as u32)) { self.free_slots[i] as u64 } else { 0 };
+            let cells = &self.running[self.running_base[i]..self.running_base[i + 1]];
+            t.on_device(i, dev.class.0 as usize, |c| {
+                c.free += free;
+                for &(id, end) in cells {
+                    if id != NOBODY {
+                        c.start(end);
+                    }
                 }
-            }
+            });
         }
         let mut now = 0;
         for (i, r) in self.requests.iter().enumerate() {
@@ -268,16 +338,30 @@ impl Scheduler {
         // are not gathered. Without a slot free now, every group is.
         let cut_ins = scope.ahead == Ahead::EarlierDeadline && exact && !self.inflow.is_empty();
         let only_now = shortcut && ahead == 0.0 && !cut_ins;
-        if scope.devices.is_some() || pinned {
+        // A scope that is one of the policy's zones reads the zone's slots as kept.
+        let zone = scope.zone.filter(|&z| !pinned && (z as usize) < t.zones.order.len()).map(|z| z as usize);
+        if let Some(z) = zone {
+            #[cfg(debug_assertions)]
+            self.check_zone(t, z, scope.devices.as_ref());
+            let classes = self.cluster.classes.len();
+            let slots = |z: usize| {
+                t.zones.order[z].iter().map(move |&c| (c as usize, &t.zones.slots[z * classes + c as usize]))
+            };
+            self.tracked_groups(groups, slots(z), fi, now, only_now, &rate);
+            if groups.is_empty() && only_now {
+                self.tracked_groups(groups, slots(z), fi, now, false, &rate);
+            }
+        } else if scope.devices.is_some() || pinned {
             let set = scope.devices.as_ref().unwrap_or(&self.v.runnable[fi]);
             self.scoped_groups(groups, set, fi, now, only_now, &rate);
             if groups.is_empty() && only_now {
                 self.scoped_groups(groups, set, fi, now, false, &rate);
             }
         } else {
-            self.unscoped_groups(groups, t, fi, now, only_now, &rate);
+            let slots = || t.classes.iter().enumerate();
+            self.tracked_groups(groups, slots(), fi, now, only_now, &rate);
             if groups.is_empty() && only_now {
-                self.unscoped_groups(groups, t, fi, now, false, &rate);
+                self.tracked_groups(groups, slots(), fi, now, false, &rate);
             }
         }
         groups.sort_by_key(|g| g.at);
@@ -500,26 +584,25 @@ impl Scheduler {
         }
     }
 
-    /// The slot groups of every class that can run function `fi` (no device scope): free
-    /// slots, the `SLOT_SCAN` soonest busy ends of each class one by one and the rest as
-    /// one group at their mean end. With `only_now`, just one group per class that has a
-    /// slot free now (or overdue): where the level stays at `now`, which classes are
-    /// there is all that is read of them.
-    fn unscoped_groups(
+    /// The slot groups of every class that can run function `fi` from slots kept per
+    /// class (`slots`: each class's, or a zone's): free slots, the `SLOT_SCAN` soonest
+    /// busy ends of each class one by one and the rest as one group at their mean end.
+    /// With `only_now`, just one group per class that has a slot free now (or overdue):
+    /// where the level stays at `now`, which classes are there is all that is read of them.
+    fn tracked_groups<'a>(
         &self,
         groups: &mut Vec<Slots>,
-        t: &Backlog,
+        slots: impl Iterator<Item = (usize, &'a ClassSlots)>,
         fi: usize,
         now: Nanos,
         only_now: bool,
         rate: &impl Fn(usize) -> f64,
     ) {
-        for c in 0..self.cluster.classes.len() {
+        for (c, slots) in slots {
             let r = rate(c);
             if r == 0.0 || !self.v.runnable[fi].intersects(&self.v.class_sets[c]) {
                 continue;
             }
-            let slots = &t.classes[c];
             if only_now {
                 // Ends are sorted: the first says whether any is due by now.
                 let overdue = slots.ends.keys().next().is_some_and(|&e| e <= now);

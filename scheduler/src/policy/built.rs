@@ -87,6 +87,10 @@ impl Policy for BuiltPolicy {
         each!(self, p => p.admission_scope(cx, f))
     }
 
+    fn admission_zones(&self, cx: &Cx) -> Vec<crate::devset::DeviceSet> {
+        each!(self, p => p.admission_zones(cx))
+    }
+
     fn exact_scope(&self) -> bool {
         !matches!(self, BuiltPolicy::Custom(_))
     }

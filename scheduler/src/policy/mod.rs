@@ -173,6 +173,9 @@ pub struct AdmissionScope {
     /// would (see `engine::warmup`), rather than loading it where the policy would not
     /// run it.
     pub claim: bool,
+    /// Which of the policy's [`admission_zones`](Policy::admission_zones) `devices` is,
+    /// when it is exactly one of them.
+    pub zone: Option<u32>,
 }
 
 impl AdmissionScope {
@@ -180,12 +183,19 @@ impl AdmissionScope {
     /// request may land on its slowest class: never optimistic about a policy it does
     /// not know.
     pub fn conservative() -> Self {
-        AdmissionScope { ahead: Ahead::All, devices: None, class_aware: false, replicate: true, claim: false }
+        AdmissionScope {
+            ahead: Ahead::All,
+            devices: None,
+            class_aware: false,
+            replicate: true,
+            claim: false,
+            zone: None,
+        }
     }
 
     /// A scope with `ahead` over every device that can run the function.
     pub fn with(ahead: Ahead) -> Self {
-        AdmissionScope { ahead, devices: None, class_aware: false, replicate: true, claim: false }
+        AdmissionScope { ahead, devices: None, class_aware: false, replicate: true, claim: false, zone: None }
     }
 }
 
@@ -222,6 +232,14 @@ pub trait Policy: Send {
     /// The default is [`AdmissionScope::conservative`].
     fn admission_scope(&self, _cx: &Cx, _f: FunctionId) -> AdmissionScope {
         AdmissionScope::conservative()
+    }
+    /// Fixed, disjoint device sets that [`AdmissionScope::zone`] names by index (the
+    /// partitions of a layout that does not change): the engine keeps each one's free and
+    /// busy slots up to date as work starts and ends, so predicting over a partition of
+    /// hundreds of devices reads a few counters instead of every device. Asked whenever
+    /// admission's state is rebuilt (admission or policy changed); none by default.
+    fn admission_zones(&self, _cx: &Cx) -> Vec<DeviceSet> {
+        Vec::new()
     }
     /// Whether the policy is one of the design's, whose [`admission_scope`](Self::admission_scope)
     /// describes its order exactly (a custom policy's prediction also takes its slowest class).

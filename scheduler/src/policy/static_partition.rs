@@ -32,25 +32,9 @@ impl StaticPartition {
     }
 
     fn layout(&mut self, cx: &Cx) {
-        if !self.sets.is_empty() {
-            return;
+        if self.sets.is_empty() {
+            self.sets = (0..=self.partitions.len()).map(|share| self.share_set(cx, share)).collect();
         }
-        let n = cx.cluster.devices.len();
-        let mut next = 0usize;
-        for p in &self.partitions {
-            let mut set = DeviceSet::new(n);
-            let end = (next + p.devices as usize).min(n);
-            for d in next..end {
-                set.insert(crate::model::DeviceId(d as u32));
-            }
-            next = end;
-            self.sets.push(set);
-        }
-        let mut pool = DeviceSet::new(n);
-        for d in next..n {
-            pool.insert(crate::model::DeviceId(d as u32));
-        }
-        self.sets.push(pool);
     }
 
     fn resolve(&mut self, cx: &Cx, f: FunctionId) {
@@ -59,27 +43,41 @@ impl StaticPartition {
             self.share_of_function.resize(i + 1, u32::MAX);
         }
         if self.share_of_function[i] == u32::MAX {
-            let name = &cx.function(f).name;
-            let share =
-                self.partitions.iter().position(|p| &p.function == name).unwrap_or(self.partitions.len());
-            self.share_of_function[i] = share as u32;
+            self.share_of_function[i] = self.share_of(cx, f) as u32;
         }
     }
-}
 
-impl StaticPartition {
+    /// The device range `[lo, hi)` of share `share` (a partition's index, or the number
+    /// of partitions for the devices left over), as [`layout`](Self::layout) lays it out.
+    fn share_range(&self, cx: &Cx, share: usize) -> (u32, u32) {
+        let n = cx.cluster.devices.len() as u32;
+        let lo: u32 = self.partitions.iter().take(share).map(|p| p.devices).sum();
+        let hi = match self.partitions.get(share) {
+            Some(p) => lo + p.devices,
+            None => n,
+        };
+        (lo.min(n), hi.min(n))
+    }
+
+    /// The devices of share `share` (see [`share_range`](Self::share_range)).
+    fn share_set(&self, cx: &Cx, share: usize) -> DeviceSet {
+        let (lo, hi) = self.share_range(cx, share);
+        let mut set = DeviceSet::new(cx.cluster.devices.len());
+        for d in lo..hi {
+            set.insert(crate::model::DeviceId(d));
+        }
+        set
+    }
+
+    /// The share of `f`: its partition's index, or the number of partitions.
+    fn share_of(&self, cx: &Cx, f: FunctionId) -> usize {
+        let name = &cx.function(f).name;
+        self.partitions.iter().position(|p| &p.function == name).unwrap_or(self.partitions.len())
+    }
+
     /// The device range `[lo, hi)` of `f`'s share.
     fn range(&self, cx: &Cx, f: FunctionId) -> (u32, u32) {
-        let name = &cx.function(f).name;
-        let mut next = 0u32;
-        let n = cx.cluster.devices.len() as u32;
-        match self.partitions.iter().find(|p| {
-            next += p.devices;
-            &p.function == name
-        }) {
-            Some(p) => ((next - p.devices).min(n), next.min(n)),
-            None => (self.partitions.iter().map(|p| p.devices).sum::<u32>().min(n), n),
-        }
+        self.share_range(cx, self.share_of(cx, f))
     }
 }
 
@@ -112,21 +110,26 @@ impl Policy for StaticPartition {
         // The share's set as laid out at the first request (admission runs before it
         // and for every arrival: a copy of the set, not a scan of names and devices).
         let resolved = self.share_of_function.get(f.0 as usize).copied().filter(|&s| s != u32::MAX);
-        let (set, own) = match resolved.and_then(|s| self.sets.get(s as usize).map(|set| (s, set))) {
-            Some((share, set)) => (set.clone(), (share as usize) < self.partitions.len()),
+        let (set, share) = match resolved.and_then(|s| self.sets.get(s as usize).map(|set| (s, set))) {
+            Some((share, set)) => (set.clone(), share as usize),
             None => {
-                let (lo, hi) = self.range(cx, f);
-                let mut set = DeviceSet::new(cx.cluster.devices.len());
-                for d in lo..hi {
-                    set.insert(crate::model::DeviceId(d));
-                }
-                (set, self.partitions.iter().any(|p| p.function == cx.function(f).name))
+                let share = self.share_of(cx, f);
+                (self.share_set(cx, share), share)
             }
         };
         // A function with a partition of its own waits only for its own requests; the
         // functions sharing the leftover devices are counted all together.
-        let ahead = if own { super::Ahead::Flow } else { super::Ahead::All };
-        super::AdmissionScope { devices: Some(set), ..super::AdmissionScope::with(ahead) }
+        let ahead = if share < self.partitions.len() { super::Ahead::Flow } else { super::Ahead::All };
+        super::AdmissionScope {
+            devices: Some(set),
+            zone: Some(share as u32),
+            ..super::AdmissionScope::with(ahead)
+        }
+    }
+
+    fn admission_zones(&self, cx: &Cx) -> Vec<DeviceSet> {
+        // The shares as `layout` lays them out (`sets` may not be laid out yet).
+        (0..=self.partitions.len()).map(|share| self.share_set(cx, share)).collect()
     }
 
     fn peek(&mut self, cx: &Cx) -> Option<Pick> {
