@@ -151,6 +151,9 @@ pub(crate) struct Backlog {
     /// Sum of weights of functions with queued requests.
     pub(crate) backlogged_weight: u64,
     pub(crate) by_deadline: DeadlineWork,
+    /// Whether `by_deadline` is kept: only for policies that may count work by deadline
+    /// ([`crate::policy::Policy::orders_by_deadline`]).
+    pub(crate) deadline_order: bool,
     /// Per request slot: the bucket its work was added to, and the work.
     pub(crate) slot: Vec<(u64, i64)>,
     /// Per function: the weight it was counted with while backlogged.
@@ -194,6 +197,7 @@ impl Backlog {
             count: Vec::new(),
             backlogged_weight: 0,
             by_deadline: DeadlineWork::new(horizon),
+            deadline_order: true,
             slot: Vec::new(),
             weight: Vec::new(),
             classes: vec![ClassSlots::default(); classes],
@@ -235,13 +239,18 @@ impl Backlog {
         self.count[i] += 1;
         self.work[i] += work;
         self.all += work;
-        self.by_deadline.advance(now);
-        let b = self.by_deadline.bucket(deadline);
+        let b = if self.deadline_order {
+            self.by_deadline.advance(now);
+            let b = self.by_deadline.bucket(deadline);
+            self.by_deadline.add(b, work);
+            b
+        } else {
+            0
+        };
         if slot >= self.slot.len() {
             self.slot.resize(slot + 1, (0, 0));
         }
         self.slot[slot] = (b, work);
-        self.by_deadline.add(b, work);
     }
 
     /// The request in `slot` left the queue (started, cancelled or dropped).
@@ -257,6 +266,8 @@ impl Backlog {
         }
         self.work[i] -= work;
         self.all -= work;
-        self.by_deadline.add(b, -work);
+        if self.deadline_order {
+            self.by_deadline.add(b, -work);
+        }
     }
 }

@@ -102,7 +102,11 @@ impl Scheduler {
             self.inflow.clear();
             return;
         }
-        self.track = Some(self.snapshot());
+        let t = self.snapshot();
+        if !t.deadline_order {
+            self.inflow.clear();
+        }
+        self.track = Some(t);
     }
 
     /// The policy's zones (see [`Zones`]), empty: none where the policy has none, or
@@ -178,6 +182,7 @@ impl Scheduler {
         let horizon = self.functions.iter().map(|f| f.deadline).max().unwrap_or(0);
         let mut t = Backlog::new(self.cluster.classes.len(), horizon.max(crate::model::SEC));
         t.zones = self.zones();
+        t.deadline_order = self.policy.orders_by_deadline();
         for (i, dev) in self.cluster.devices.iter().enumerate() {
             let free =
                 if self.v.healthy.contains(DeviceId(i as u32)) { self.free_slots[i] as u64 } else { 0 };
@@ -336,7 +341,8 @@ impl Scheduler {
         // free now, if there is one: the level stays at `now`, and which classes have a
         // slot there is all that is read of the groups below, so the slots freeing later
         // are not gathered. Without a slot free now, every group is.
-        let cut_ins = scope.ahead == Ahead::EarlierDeadline && exact && !self.inflow.is_empty();
+        let cut_ins =
+            scope.ahead == Ahead::EarlierDeadline && t.deadline_order && exact && !self.inflow.is_empty();
         let only_now = shortcut && ahead == 0.0 && !cut_ins;
         // A scope that is one of the policy's zones reads the zone's slots as kept.
         let zone = scope.zone.filter(|&z| !pinned && (z as usize) < t.zones.order.len()).map(|z| z as usize);
@@ -656,7 +662,12 @@ fn ahead_work(t: &Backlog, scope: &AdmissionScope, f: FunctionId, weight: u32, d
     let own = t.work.get(f.0 as usize).copied().unwrap_or(0);
     match scope.ahead {
         Ahead::All => t.all,
-        Ahead::EarlierDeadline => t.by_deadline.before(deadline),
+        Ahead::EarlierDeadline if t.deadline_order => t.by_deadline.before(deadline),
+        // A policy that said it never counts by deadline: everything queued.
+        Ahead::EarlierDeadline => {
+            debug_assert!(false, "a scope counts work by deadline under a policy that said it never does");
+            t.all
+        }
         Ahead::Flow => own,
         Ahead::FlowShare => {
             let backlogged = t.count.get(f.0 as usize).is_some_and(|&c| c > 0);

@@ -58,8 +58,10 @@ impl Scheduler {
         let index = id.index();
         if let Some(t) = &mut self.track {
             t.queue(now, index, request.function, hot.weight, hot.best as i64, request.deadline);
-            let window = request.deadline.saturating_sub(now);
-            self.inflow.admit(request.function.0 as usize, now, hot.best as f64, window);
+            if t.deadline_order {
+                let window = request.deadline.saturating_sub(now);
+                self.inflow.admit(request.function.0 as usize, now, hot.best as f64, window);
+            }
         }
         self.requests[id.index()].probe = std::mem::take(&mut self.admitted_probe);
         let queued = self.queued_view(id);

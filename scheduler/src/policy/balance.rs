@@ -67,6 +67,10 @@ impl Policy for Balance {
         self.queue.len()
     }
 
+    fn orders_by_deadline(&self) -> bool {
+        false
+    }
+
     fn admission_scope(&self, _cx: &Cx, _f: FunctionId) -> super::AdmissionScope {
         super::AdmissionScope::with(super::Ahead::All)
     }

@@ -91,6 +91,10 @@ impl Policy for BuiltPolicy {
         each!(self, p => p.admission_zones(cx))
     }
 
+    fn orders_by_deadline(&self) -> bool {
+        each!(self, p => p.orders_by_deadline())
+    }
+
     fn exact_scope(&self) -> bool {
         !matches!(self, BuiltPolicy::Custom(_))
     }

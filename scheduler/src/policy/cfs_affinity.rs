@@ -117,6 +117,10 @@ impl Policy for CfsAffinity {
         self.flows.len
     }
 
+    fn orders_by_deadline(&self) -> bool {
+        false
+    }
+
     fn admission_scope(&self, _cx: &Cx, _f: FunctionId) -> super::AdmissionScope {
         super::AdmissionScope::with(super::Ahead::FlowShare)
     }

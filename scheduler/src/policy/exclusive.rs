@@ -137,6 +137,10 @@ impl Policy for Exclusive {
         Rank::new(0, req.arrival, req.seq)
     }
 
+    fn orders_by_deadline(&self) -> bool {
+        false
+    }
+
     fn admission_scope(&self, cx: &Cx, f: FunctionId) -> super::AdmissionScope {
         // A function with workers runs on them (or on a free unowned device). One without
         // takes a free device that never had an owner if there is one (its own flow

@@ -241,6 +241,12 @@ pub trait Policy: Send {
     fn admission_zones(&self, _cx: &Cx) -> Vec<DeviceSet> {
         Vec::new()
     }
+    /// Whether any [`admission_scope`](Self::admission_scope) may count
+    /// [`Ahead::EarlierDeadline`]: only then does the engine keep queued and arriving work
+    /// by deadline for admission (a scope that counts it anyway gets everything queued).
+    fn orders_by_deadline(&self) -> bool {
+        true
+    }
     /// Whether the policy is one of the design's, whose [`admission_scope`](Self::admission_scope)
     /// describes its order exactly (a custom policy's prediction also takes its slowest class).
     fn exact_scope(&self) -> bool {

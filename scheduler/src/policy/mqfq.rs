@@ -90,6 +90,10 @@ impl Policy for MqfqSticky {
         self.flows.len
     }
 
+    fn orders_by_deadline(&self) -> bool {
+        false
+    }
+
     fn admission_scope(&self, _cx: &Cx, _f: crate::model::FunctionId) -> super::AdmissionScope {
         super::AdmissionScope::with(super::Ahead::FlowShare)
     }

@@ -106,6 +106,10 @@ impl Policy for StaticPartition {
         })
     }
 
+    fn orders_by_deadline(&self) -> bool {
+        false
+    }
+
     fn admission_scope(&self, cx: &Cx, f: FunctionId) -> super::AdmissionScope {
         // The share's set as laid out at the first request (admission runs before it
         // and for every arrival: a copy of the set, not a scan of names and devices).
