@@ -2,8 +2,6 @@
 //! policy: queued work by function and by deadline, and when each class's busy slots end.
 //! Kept only while deadline admission is on, so the other modes pay nothing for it.
 
-use std::collections::BTreeMap;
-
 use crate::model::{FunctionId, Nanos};
 
 /// Queued work summed by deadline: a Fenwick tree over a ring of deadline buckets, so
@@ -109,10 +107,24 @@ impl DeadlineWork {
     }
 }
 
-/// Busy slots of one class: when each ends, and their count and sum for the closed form.
+/// Distinct busy-slot ends [`ClassSlots`] keeps in order at most (the rest are counted).
+pub(crate) const LOW_KEEP: usize = 48;
+/// Below this many distinct ends kept (with more busy slots than those) they are
+/// gathered afresh from the devices: what a prediction reads of them one by one.
+pub(crate) const LOW_MIN: usize = 16;
+
+/// Busy slots of one class (or of a zone's devices of one class): their count and the sum
+/// of their ends for the closed form, and the soonest ends in order. Only the lowest
+/// [`LOW_KEEP`] distinct ends are kept, ascending with how many slots end at each; every
+/// busy slot not among them ends strictly after the last kept. Slots start at any end but
+/// mostly end among the soonest, so a start or an end costs a search of a few dozen
+/// entries; when fewer than [`LOW_MIN`] remain kept, the engine gathers them again from
+/// the devices' running cells ([`ClassSlots::refill`]).
 #[derive(Clone, Debug, Default)]
 pub(crate) struct ClassSlots {
-    pub(crate) ends: BTreeMap<Nanos, u32>,
+    low: Vec<(Nanos, u32)>,
+    /// Busy slots whose end is in `low`.
+    in_low: u64,
     pub(crate) busy: u64,
     pub(crate) end_sum: u128,
     /// Free slots on healthy devices of the class.
@@ -121,22 +133,98 @@ pub(crate) struct ClassSlots {
 
 impl ClassSlots {
     pub(crate) fn start(&mut self, end: Nanos) {
-        *self.ends.entry(end).or_insert(0) += 1;
         self.busy += 1;
         self.end_sum += end as u128;
+        let unkept = self.busy - 1 > self.in_low;
+        match self.low.last() {
+            // After every kept end, with others after it: counted only.
+            Some(&(last, _)) if end > last && (unkept || self.low.len() == LOW_KEEP) => return,
+            None if unkept => return,
+            _ => {}
+        }
+        match self.low.binary_search_by_key(&end, |&(e, _)| e) {
+            Ok(i) => self.low[i].1 += 1,
+            Err(i) => {
+                self.low.insert(i, (end, 1));
+                if self.low.len() > LOW_KEEP {
+                    // The latest kept end joins the counted ones (all later than the rest).
+                    let (_, n) = self.low.pop().unwrap_or_default();
+                    self.in_low -= n as u64;
+                }
+            }
+        }
+        self.in_low += 1;
     }
 
-    pub(crate) fn end(&mut self, end: Nanos) {
-        // One walk of the tree: the entry is decremented or removed where it was found.
-        if let std::collections::btree_map::Entry::Occupied(mut e) = self.ends.entry(end) {
-            if *e.get() > 1 {
-                *e.get_mut() -= 1;
-            } else {
-                e.remove();
-            }
-            self.busy -= 1;
-            self.end_sum -= end as u128;
+    /// A busy slot ending at `end` ended. Returns whether the kept ends ran short and must
+    /// be gathered again ([`refill`](Self::refill)).
+    pub(crate) fn end(&mut self, end: Nanos) -> bool {
+        if self.busy == 0 {
+            return false;
         }
+        match self.low.binary_search_by_key(&end, |&(e, _)| e) {
+            Ok(i) => {
+                if self.low[i].1 > 1 {
+                    self.low[i].1 -= 1;
+                } else {
+                    self.low.remove(i);
+                }
+                self.in_low -= 1;
+            }
+            // Not kept: it must be after the last kept one, among the counted.
+            Err(i) if i == self.low.len() && self.busy > self.in_low => {}
+            Err(_) => return false,
+        }
+        self.busy -= 1;
+        self.end_sum -= end as u128;
+        self.short()
+    }
+
+    /// Whether the kept ends are too few for a prediction to read.
+    pub(crate) fn short(&self) -> bool {
+        self.low.len() < LOW_MIN && self.busy > self.in_low
+    }
+
+    /// Keeps the soonest of `ends` (every busy slot's end, in any order; sorted here).
+    pub(crate) fn refill(&mut self, ends: &mut [Nanos]) {
+        debug_assert_eq!(ends.len() as u64, self.busy, "a refill reads every busy slot");
+        ends.sort_unstable();
+        self.low.clear();
+        self.in_low = 0;
+        for &e in ends.iter() {
+            let full = self.low.len() == LOW_KEEP;
+            match self.low.last_mut() {
+                Some((last, n)) if *last == e => *n += 1,
+                _ if full => break,
+                _ => self.low.push((e, 1)),
+            }
+            self.in_low += 1;
+        }
+    }
+
+    /// The soonest busy-slot end.
+    pub(crate) fn first_end(&self) -> Option<Nanos> {
+        self.low.first().map(|&(e, _)| e)
+    }
+
+    /// The soonest distinct ends, ascending, with how many slots end at each.
+    pub(crate) fn soonest(&self) -> &[(Nanos, u32)] {
+        &self.low
+    }
+
+    /// Test builds: panics unless these kept slots agree with `fresh`, built from every
+    /// busy slot by [`start`](Self::start): same counts and sum, and the kept ends the
+    /// soonest of fresh's, enough of them.
+    #[cfg(any(debug_assertions, test))]
+    pub(crate) fn check(&self, fresh: &ClassSlots, what: &str) {
+        assert_eq!(
+            (self.free, self.busy, self.end_sum),
+            (fresh.free, fresh.busy, fresh.end_sum),
+            "{what}: kept slot counts differ from the devices'"
+        );
+        assert!(self.low.len() <= fresh.low.len(), "{what}: more ends kept than busy");
+        assert_eq!(self.low[..], fresh.low[..self.low.len()], "{what}: kept ends are not the soonest");
+        assert!(!self.short(), "{what}: kept ends ran short without a refill");
     }
 }
 
@@ -161,6 +249,8 @@ pub(crate) struct Backlog {
     pub(crate) classes: Vec<ClassSlots>,
     /// The same per zone of the policy (see [`Zones`]).
     pub(crate) zones: Zones,
+    /// Scratch for gathering slot ends afresh.
+    pub(crate) scratch: Vec<Nanos>,
 }
 
 /// Busy and free slots per class within each of the policy's zones (fixed, disjoint
@@ -202,6 +292,7 @@ impl Backlog {
             weight: Vec::new(),
             classes: vec![ClassSlots::default(); classes],
             zones: Zones::default(),
+            scratch: Vec::new(),
         }
     }
 
@@ -269,5 +360,54 @@ impl Backlog {
         if self.deadline_order {
             self.by_deadline.add(b, -work);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        /// Slots start and end in any order, hundreds busy at once: the kept soonest ends
+        /// are always those of every busy slot, refilled from all of them when short.
+        #[test]
+        fn kept_ends_are_the_soonest_of_every_busy_slot(
+            ops in prop::collection::vec((0u8..5, 0u64..2000, 0usize..1000), 1..3000)
+        ) {
+            let mut kept = ClassSlots::default();
+            let mut all: Vec<Nanos> = Vec::new();
+            for (op, end, pick) in ops {
+                // More starts than ends, hundreds of slots busy by the end; half the ends
+                // the soonest (as slots mostly end), half any.
+                if op < 3 || all.is_empty() {
+                    kept.start(end);
+                    all.push(end);
+                } else {
+                    let at = if op == 3 { pick % all.len() } else { (0..all.len()).min_by_key(|&i| all[i]).unwrap() };
+                    let e = all.swap_remove(at);
+                    if kept.end(e) {
+                        let mut every = all.clone();
+                        kept.refill(&mut every);
+                    }
+                }
+                let mut fresh = ClassSlots::default();
+                for &e in &all {
+                    fresh.start(e);
+                }
+                kept.check(&fresh, "slots");
+                prop_assert_eq!(kept.first_end(), all.iter().min().copied());
+            }
+        }
+    }
+
+    #[test]
+    fn an_end_never_started_changes_nothing() {
+        let mut kept = ClassSlots::default();
+        for e in [10, 20, 30] {
+            kept.start(e);
+        }
+        assert!(!kept.end(15));
+        assert_eq!((kept.busy, kept.end_sum, kept.first_end()), (3, 60, Some(10)));
     }
 }

@@ -37,6 +37,7 @@ impl Scheduler {
                     }
                 }
             });
+            self.refill_slots(di);
         }
         self.capacity -= self.slot_capacity(d);
         self.v.free.remove(d);

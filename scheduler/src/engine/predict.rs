@@ -168,13 +168,61 @@ impl Scheduler {
             }
         }
         for (c, fresh) in fresh.iter().enumerate() {
-            let kept = &t.zones.slots[z * classes + c];
-            assert_eq!(
-                (kept.free, kept.busy, kept.end_sum, &kept.ends),
-                (fresh.free, fresh.busy, fresh.end_sum, &fresh.ends),
-                "zone {z} class {c}: kept slots differ from the devices'"
-            );
+            t.zones.slots[z * classes + c].check(fresh, &format!("zone {z} class {c}"));
         }
+    }
+
+    /// Checks every class's kept slots against its devices read afresh (test builds).
+    #[cfg(debug_assertions)]
+    fn check_classes(&self, t: &Backlog) {
+        let mut fresh = vec![ClassSlots::default(); self.cluster.classes.len()];
+        for (i, dev) in self.cluster.devices.iter().enumerate() {
+            let c = &mut fresh[dev.class.0 as usize];
+            if self.v.healthy.contains(DeviceId(i as u32)) {
+                c.free += self.free_slots[i] as u64;
+            }
+            for &(id, end) in &self.running[self.running_base[i]..self.running_base[i + 1]] {
+                if id != NOBODY {
+                    c.start(end);
+                }
+            }
+        }
+        for (c, fresh) in fresh.iter().enumerate() {
+            t.classes[c].check(fresh, &format!("class {c}"));
+        }
+    }
+
+    /// Gathers the busy-slot ends of device `di`'s class, and of its zone's devices of
+    /// that class, afresh from the running cells where too few are kept (see
+    /// [`ClassSlots`]).
+    pub(super) fn refill_slots(&mut self, di: usize) {
+        let Some(t) = &mut self.track else { return };
+        let class = self.cluster.devices[di].class.0 as usize;
+        let classes = self.cluster.classes.len();
+        let zone = t.zones.of_device.get(di).copied().filter(|&z| z != NO_ZONE);
+        let mut scratch = std::mem::take(&mut t.scratch);
+        let gather = |in_zone: Option<u32>, of_device: &[u32], scratch: &mut Vec<Nanos>| {
+            scratch.clear();
+            for d in self.v.class_sets[class].iter() {
+                let d = d.0 as usize;
+                if in_zone.is_some_and(|z| of_device[d] != z) {
+                    continue;
+                }
+                let cells = &self.running[self.running_base[d]..self.running_base[d + 1]];
+                scratch.extend(cells.iter().filter(|c| c.0 != NOBODY).map(|c| c.1));
+            }
+        };
+        if t.classes[class].short() {
+            gather(None, &t.zones.of_device, &mut scratch);
+            t.classes[class].refill(&mut scratch);
+        }
+        if let Some(z) = zone
+            && t.zones.slots[z as usize * classes + class].short()
+        {
+            gather(Some(z), &t.zones.of_device, &mut scratch);
+            t.zones.slots[z as usize * classes + class].refill(&mut scratch);
+        }
+        t.scratch = scratch;
     }
 
     /// What deadline admission would keep, computed from scratch.
@@ -291,6 +339,14 @@ impl Scheduler {
         // predicts what gathering every slot group does.
         #[cfg(debug_assertions)]
         {
+            // And that the kept slot ends agree with the devices': on every prediction
+            // in small clusters, on one in eight (by arrival) in large ones, where the
+            // check costs as much as the rest of a test run.
+            if let Some(t) = &self.track
+                && (self.running.len() <= 64 || self.seq.is_multiple_of(8))
+            {
+                self.check_classes(t);
+            }
             groups.clear();
             let full = self.predict_into(&mut groups, f, deadline, now, false);
             assert_eq!(p, full, "prediction with the free-now shortcut differs from the full one");
@@ -441,8 +497,7 @@ impl Scheduler {
                     res.iter_common3(set, &self.v.healthy).map(|d| cx.available_at(d)).min()
                 };
                 let slots = &t.classes[c];
-                let any =
-                    if slots.free > 0 { Some(now) } else { slots.ends.keys().next().map(|&e| e.max(now)) };
+                let any = if slots.free > 0 { Some(now) } else { slots.first_end().map(|e| e.max(now)) };
                 for (at, warm) in warm.map(|at| (at, true)).into_iter().chain(any.map(|at| (at, false))) {
                     let begin = at.max(start);
                     let load = if warm { 0 } else { load_on(c) };
@@ -611,7 +666,7 @@ impl Scheduler {
             }
             if only_now {
                 // Ends are sorted: the first says whether any is due by now.
-                let overdue = slots.ends.keys().next().is_some_and(|&e| e <= now);
+                let overdue = slots.first_end().is_some_and(|e| e <= now);
                 if slots.free > 0 || overdue {
                     let count = slots.free + overdue as u64;
                     groups.push(Slots { at: now, count, rate: r, class: c as u16 });
@@ -623,7 +678,7 @@ impl Scheduler {
             }
             let mut taken = 0u64;
             let mut sum = 0u128;
-            for (&end, &n) in slots.ends.iter().take(SLOT_SCAN) {
+            for &(end, n) in slots.soonest().iter().take(SLOT_SCAN) {
                 groups.push(Slots { at: end.max(now), count: n as u64, rate: r, class: c as u16 });
                 taken += n as u64;
                 sum += end as u128 * n as u128;
