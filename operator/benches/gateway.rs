@@ -6,7 +6,8 @@
 //! HTTP/JSON (gateway → executor over gRPC: two hops). Prints p50 and p99 of sequential
 //! calls and invocations/s with 32 concurrent callers, each row as a ratio to its floor.
 //!
-//! Run: `cargo bench -p kaas-operator --bench gateway`
+//! Run: `cargo bench -p kaas-operator --bench gateway [-- NAME]`: with NAME, only the rows
+//! whose path contains it are measured besides the two floors (to profile one path).
 
 mod common;
 
@@ -131,6 +132,13 @@ async fn measure(name: &'static str, n: usize, floor: usize, call: Call) -> Row 
 
 fn main() {
     let n = 10_000;
+    // `cargo bench` passes `--bench`; any other argument picks rows by name.
+    let only: Option<String> = std::env::args().skip(1).find(|a| !a.starts_with("--"));
+    let wanted = move |name: &str| only.as_deref().is_none_or(|o| name.contains(o));
+    // As the binaries run: an `info` filter (or RUST_LOG) on a fmt subscriber. Without one,
+    // `tracing`'s `log` fallback turns every h2 span into a log call (4 % of the work).
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
     let rows = rt.block_on(async {
         let exec_addr = common::serve_executor(function()).await;
@@ -170,33 +178,39 @@ fn main() {
             .await,
         );
         let exec = ExecutorClient::connect(format!("http://{exec_addr}")).await.unwrap();
-        rows.push(
-            measure(
-                "executor direct (gRPC)",
-                n,
-                0,
-                Arc::new(move || {
-                    let mut c = exec.clone();
-                    Box::pin(async move {
-                        let r = c
-                            .execute(ex::ExecuteRequest {
-                                namespace: "bench".into(),
-                                name: "copy".into(),
-                                inputs: [("in".to_string(), vec![1, 2, 3, 4].into())].into(),
-                                ..Default::default()
-                            })
-                            .await
-                            .unwrap();
-                        assert_eq!(r.into_inner().outputs["out"][..], vec![1, 2, 3, 4]);
-                    })
-                }),
-            )
-            .await,
-        );
+        if wanted("executor direct (gRPC)") {
+            rows.push(
+                measure(
+                    "executor direct (gRPC)",
+                    n,
+                    0,
+                    Arc::new(move || {
+                        let mut c = exec.clone();
+                        Box::pin(async move {
+                            let r = c
+                                .execute(ex::ExecuteRequest {
+                                    namespace: "bench".into(),
+                                    name: "copy".into(),
+                                    inputs: [("in".to_string(), vec![1, 2, 3, 4].into())].into(),
+                                    ..Default::default()
+                                })
+                                .await
+                                .unwrap();
+                            assert_eq!(r.into_inner().outputs["out"][..], vec![1, 2, 3, 4]);
+                        })
+                    }),
+                )
+                .await,
+            );
+        }
         let gw = GatewayClient::connect(format!("http://{grpc_addr}")).await.unwrap();
-        rows.push(measure("gateway (gRPC)", n, 0, invoke_over_grpc(gw)).await);
+        if wanted("gateway (gRPC)") {
+            rows.push(measure("gateway (gRPC)", n, 0, invoke_over_grpc(gw)).await);
+        }
         let url = format!("http://{http_addr}/v1/namespaces/bench/functions/copy:invoke");
-        rows.push(measure("gateway (HTTP/JSON)", n, 1, invoke_over_http(http, url)).await);
+        if wanted("gateway (HTTP/JSON)") {
+            rows.push(measure("gateway (HTTP/JSON)", n, 1, invoke_over_http(http, url)).await);
+        }
         rows
     });
     println!(
