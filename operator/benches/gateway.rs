@@ -135,10 +135,7 @@ fn main() {
     // `cargo bench` passes `--bench`; any other argument picks rows by name.
     let only: Option<String> = std::env::args().skip(1).find(|a| !a.starts_with("--"));
     let wanted = move |name: &str| only.as_deref().is_none_or(|o| name.contains(o));
-    // As the binaries run: an `info` filter (or RUST_LOG) on a fmt subscriber. Without one,
-    // `tracing`'s `log` fallback turns every h2 span into a log call (4 % of the work).
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+    common::subscriber();
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
     let rows = rt.block_on(async {
         let exec_addr = common::serve_executor(function()).await;
