@@ -363,4 +363,5 @@ mod predict;
 mod query;
 mod report;
 mod submit;
+mod tracking;
 mod warmup;
