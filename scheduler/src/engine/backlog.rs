@@ -156,11 +156,11 @@ impl ClassSlots {
         self.in_low += 1;
     }
 
-    /// A busy slot ending at `end` ended. Returns whether the kept ends ran short and must
-    /// be gathered again ([`refill`](Self::refill)).
-    pub(crate) fn end(&mut self, end: Nanos) -> bool {
+    /// A busy slot ending at `end` ended (an end never started changes nothing). The kept
+    /// ends may run [`short`](Self::short) of what a prediction reads.
+    pub(crate) fn end(&mut self, end: Nanos) {
         if self.busy == 0 {
-            return false;
+            return;
         }
         match self.low.binary_search_by_key(&end, |&(e, _)| e) {
             Ok(i) => {
@@ -173,11 +173,10 @@ impl ClassSlots {
             }
             // Not kept: it must be after the last kept one, among the counted.
             Err(i) if i == self.low.len() && self.busy > self.in_low => {}
-            Err(_) => return false,
+            Err(_) => return,
         }
         self.busy -= 1;
         self.end_sum -= end as u128;
-        self.short()
     }
 
     /// Whether the kept ends are too few for a prediction to read.
@@ -386,7 +385,8 @@ mod tests {
                 } else {
                     let at = if op == 3 { pick % all.len() } else { (0..all.len()).min_by_key(|&i| all[i]).unwrap() };
                     let e = all.swap_remove(at);
-                    if kept.end(e) {
+                    kept.end(e);
+                    if kept.short() {
                         let mut every = all.clone();
                         kept.refill(&mut every);
                     }
@@ -407,7 +407,8 @@ mod tests {
         for e in [10, 20, 30] {
             kept.start(e);
         }
-        assert!(!kept.end(15));
+        kept.end(15);
         assert_eq!((kept.busy, kept.end_sum, kept.first_end()), (3, 60, Some(10)));
+        assert_eq!(kept.soonest(), &[(10, 1), (20, 1), (30, 1)]);
     }
 }

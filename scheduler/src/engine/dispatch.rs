@@ -300,9 +300,7 @@ impl Scheduler {
         if let Some(c) = cells.iter_mut().find(|c| c.0 == id) {
             let end = std::mem::replace(c, (NOBODY, 0)).1;
             if let Some(t) = &mut self.track {
-                t.on_device(di, class, |c| {
-                    c.end(end);
-                });
+                t.on_device(di, class, |c| c.end(end));
                 self.refill_slots(di);
             }
             // The earliest end changes only when it is the one leaving.
