@@ -57,17 +57,21 @@ impl Scheduler {
     fn fresh_slots(&self, keep: impl Fn(usize) -> bool) -> Vec<ClassSlots> {
         let mut fresh = vec![ClassSlots::default(); self.cluster.classes.len()];
         for (i, dev) in self.cluster.devices.iter().enumerate().filter(|&(i, _)| keep(i)) {
-            let c = &mut fresh[dev.class.0 as usize];
-            if self.v.healthy.contains(DeviceId(i as u32)) {
-                c.free += self.free_slots[i] as u64;
-            }
-            for &(id, end) in &self.running[self.running_base[i]..self.running_base[i + 1]] {
-                if id != NOBODY {
-                    c.start(end);
-                }
-            }
+            self.add_device_slots(i, &mut fresh[dev.class.0 as usize]);
         }
         fresh
+    }
+
+    /// Adds device `di`'s free slots (when it is healthy) and busy slots to `c`.
+    fn add_device_slots(&self, di: usize, c: &mut ClassSlots) {
+        if self.v.healthy.contains(DeviceId(di as u32)) {
+            c.free += self.free_slots[di] as u64;
+        }
+        for &(id, end) in &self.running[self.running_base[di]..self.running_base[di + 1]] {
+            if id != NOBODY {
+                c.start(end);
+            }
+        }
     }
 
     /// Checks zone `z`'s kept slots against its devices read afresh, and that `scope` is
@@ -135,17 +139,7 @@ impl Scheduler {
         t.zones = self.zones();
         t.deadline_order = self.policy.orders_by_deadline();
         for (i, dev) in self.cluster.devices.iter().enumerate() {
-            let free =
-                if self.v.healthy.contains(DeviceId(i as u32)) { self.free_slots[i] as u64 } else { 0 };
-            let cells = &self.running[self.running_base[i]..self.running_base[i + 1]];
-            t.on_device(i, dev.class.0 as usize, |c| {
-                c.free += free;
-                for &(id, end) in cells {
-                    if id != NOBODY {
-                        c.start(end);
-                    }
-                }
-            });
+            t.on_device(i, dev.class.0 as usize, |c| self.add_device_slots(i, c));
         }
         let mut now = 0;
         for (i, r) in self.requests.iter().enumerate() {
