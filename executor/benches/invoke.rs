@@ -170,10 +170,8 @@ fn inputs() -> kaas_executor::backend::Outputs {
 }
 
 fn main() {
-    // Logs as the binaries do (an `info` filter): without a subscriber, `tracing`'s `log`
-    // fallback turns every h2 span into a log call, which no deployed executor pays.
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+    // Logs as the binaries do (see `kaas_executor::logs`).
+    kaas_executor::logs::init_stderr();
     let n = 20_000;
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
     let mut rows = Vec::new();

@@ -13,6 +13,7 @@ pub mod devices;
 pub mod error;
 pub mod inflight;
 pub mod liveness;
+pub mod logs;
 pub mod memory;
 pub mod metrics;
 pub mod model;

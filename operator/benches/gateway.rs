@@ -135,7 +135,7 @@ fn main() {
     // `cargo bench` passes `--bench`; any other argument picks rows by name.
     let only: Option<String> = std::env::args().skip(1).find(|a| !a.starts_with("--"));
     let wanted = move |name: &str| only.as_deref().is_none_or(|o| name.contains(o));
-    common::subscriber();
+    kaas_executor::logs::init_stderr();
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
     let rows = rt.block_on(async {
         let exec_addr = common::serve_executor(function()).await;

@@ -276,7 +276,7 @@ fn memcpy_floor(n: usize) -> Duration {
 }
 
 fn main() {
-    common::subscriber();
+    kaas_executor::logs::init_stderr();
     let n = 20;
     let memcpy = memcpy_floor(50);
     let exec_rt = runtime(2, "executor");

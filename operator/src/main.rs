@@ -183,7 +183,7 @@ impl ExecutorTlsArgs {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
+    let filter = kaas_executor::logs::filter();
     if cli.log_format == "json" {
         tracing_subscriber::fmt().json().with_env_filter(filter).init();
     } else {

@@ -100,9 +100,7 @@ fn kind_class(s: &str) -> Result<(String, String), String> {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     // Logs go to stderr: stdout carries the one "listening on" line that starters read.
-    // `info` unless RUST_LOG says otherwise, as the operator's binary.
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
-    tracing_subscriber::fmt().with_writer(std::io::stderr).with_env_filter(filter).init();
+    kaas_executor::logs::init_stderr();
     let args = Args::parse();
     let devices = discover(&DeviceOptions {
         backend: args.backend,

@@ -67,11 +67,3 @@ pub async fn serve_gateway(executor: SocketAddr, def: ex::FunctionDef) -> (Socke
     tokio::spawn(async move { axum::serve(http, router(state)).await });
     (grpc_addr, http_addr)
 }
-
-/// Logs as the binaries do: an `info` filter (or RUST_LOG) on a fmt subscriber, to
-/// stderr. Without a subscriber, `tracing`'s `log` fallback turns every h2 span into a log
-/// call (11 % of the gateway bench's instructions), which no deployed process pays.
-pub fn subscriber() {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
-}
